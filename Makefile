@@ -1,0 +1,46 @@
+# tidings — the two commands a new user needs are `make run` and `make test`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PYTHON ?= python3
+
+.PHONY: help venv up down status run test lint typecheck unit integration bench clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11+"; exit 1; }
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || { echo "error: could not create $(VENV); apt-get install -y python3-venv"; exit 1; }
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $@
+
+venv: $(STAMP)  ## create .venv and install tidings with its dev tools
+
+up: venv  ## start Kafka, Postgres and Redis on 127.0.0.1 (idempotent)
+	@bash deploy/local/stack.sh up
+
+down:  ## stop what `make up` started (by pid)
+	@bash deploy/local/stack.sh down
+
+status:  ## show the local services
+	@bash deploy/local/stack.sh status
+
+run: up  ## bring the stack up and run tidings
+	$(VENV)/bin/tidings doctor --service kafka --service postgres --service redis
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: venv
+	$(VENV)/bin/mypy
+
+test: up lint typecheck  ## lint, type-check, and run every test against the real stack
+	$(PY) -m pytest
+
+clean: down  ## stop the stack and delete .local (all local data)
+	rm -rf .local

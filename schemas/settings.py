@@ -1,0 +1,218 @@
+"""The one settings tree for tidings: environment (`TIDINGS_…`), an optional config file, defaults.
+
+Built once in `main` and passed down; nothing else reads the environment.
+Nested fields use `__` in environment variables, e.g. `TIDINGS_KAFKA__BOOTSTRAP_SERVERS`.
+The config file is YAML or TOML, named by `TIDINGS_CONFIG` (or `--config` on the CLI).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic_settings import (
+    BaseSettings,
+    InitSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+__all__ = [
+    "CatalogSettings",
+    "GroupSettings",
+    "KafkaSettings",
+    "PostgresSettings",
+    "RedisSettings",
+    "RuntimeSettings",
+    "SmtpSettings",
+    "TidingsSettings",
+    "TopicSettings",
+    "load_settings",
+]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class KafkaSettings(_Frozen):
+    """Where the brokers are and how clients talk to them."""
+
+    bootstrap_servers: str = "127.0.0.1:19092"
+    client_id: str = "tidings"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    replication_factor: int = Field(default=1, ge=1)
+
+    def client_config(self) -> dict[str, Any]:
+        """librdkafka settings shared by every producer, consumer and admin client."""
+        conf: dict[str, Any] = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "client.id": self.client_id,
+            "security.protocol": self.security_protocol,
+        }
+        if self.sasl_mechanism:
+            conf["sasl.mechanism"] = self.sasl_mechanism
+            conf["sasl.username"] = self.sasl_username or ""
+            conf["sasl.password"] = (
+                self.sasl_password.get_secret_value() if self.sasl_password else ""
+            )
+        return conf
+
+
+class TopicSettings(_Frozen):
+    """Topic names and partition counts (partitions bound each stage's parallelism)."""
+
+    events: tuple[str, ...] = ("order.created", "user.registered")
+    dispatch_prefix: str = "notification.dispatch."
+    status: str = "notification.status"
+    dlq: str = "notification.dlq"
+    partitions: int = Field(default=6, ge=1)
+    status_partitions: int = Field(default=6, ge=1)
+
+    def dispatch(self, channel: str) -> str:
+        """Name of the dispatch topic for `channel`."""
+        return f"{self.dispatch_prefix}{channel}"
+
+
+class GroupSettings(_Frozen):
+    """Consumer-group names, one per stage: the unit an operator scales."""
+
+    route: str = "tidings-route"
+    deliver: str = "tidings-deliver"
+    audit: str = "tidings-audit"
+
+
+class PostgresSettings(_Frozen):
+    """The audit log's database."""
+
+    host: str = "127.0.0.1"
+    port: int = 15432
+    user: str = "tidings"
+    password: SecretStr = SecretStr("tidings")
+    database: str = "tidings"
+    connect_timeout_s: float = 5.0
+
+    def conninfo(self) -> str:
+        """A libpq connection string (contains the password: never log it)."""
+        return (
+            f"host={self.host} port={self.port} user={self.user} "
+            f"password={self.password.get_secret_value()} dbname={self.database} "
+            f"connect_timeout={max(1, int(self.connect_timeout_s))}"
+        )
+
+
+class RedisSettings(_Frozen):
+    """Hot, losable state: dedup claims, rate limits."""
+
+    url: SecretStr = SecretStr("redis://127.0.0.1:16379/0")
+    dedup_ttl_s: int = Field(default=7 * 24 * 3600, ge=60)
+    socket_timeout_s: float = 2.0
+
+
+class SmtpSettings(_Frozen):
+    """The email provider (the local sink by default)."""
+
+    host: str = "127.0.0.1"
+    port: int = 12525
+    username: str | None = None
+    password: SecretStr | None = None
+    starttls: bool = False
+    use_tls: bool = False
+    validate_certs: bool = True
+    timeout_s: float = 10.0
+    from_address: str = "tidings <notifications@tidings.local>"
+    message_id_domain: str = "tidings.local"
+
+
+class CatalogSettings(_Frozen):
+    """Where the rules and templates live."""
+
+    path: Path = Path("examples/catalog")
+
+
+class RuntimeSettings(_Frozen):
+    """Stage-loop knobs: batch sizes, in-flight bounds, drain limits."""
+
+    batch_size: int = Field(default=500, ge=1)
+    poll_timeout_s: float = Field(default=0.2, gt=0)
+    max_in_flight: int = Field(default=2000, ge=1)
+    send_concurrency: int = Field(default=64, ge=1)
+    drain_timeout_s: float = Field(default=20.0, gt=0)
+    audit_batch_size: int = Field(default=2000, ge=1)
+    transactional_route: bool = True
+    local_dir: Path = Path(".local")
+
+
+_CONFIG_FILE: ContextVar[str | None] = ContextVar("tidings_config_file", default=None)
+
+
+def _config_file_source(path: str | None) -> dict[str, Any]:
+    if not path:
+        return {}
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(
+            f"config file {p} (from TIDINGS_CONFIG or --config) does not exist: "
+            "fix the path or unset it"
+        )
+    text = p.read_text(encoding="utf-8")
+    data: Any = tomllib.loads(text) if p.suffix == ".toml" else yaml.safe_load(text)
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ValueError(f"config file {p}: top level must be a mapping, got {type(data).__name__}")
+    return data
+
+
+class TidingsSettings(BaseSettings):
+    """Every setting of tidings; env `TIDINGS_<SECTION>__<FIELD>` overrides the file."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="TIDINGS_",
+        env_nested_delimiter="__",
+        frozen=True,
+        extra="forbid",
+    )
+
+    kafka: KafkaSettings = KafkaSettings()
+    topics: TopicSettings = TopicSettings()
+    groups: GroupSettings = GroupSettings()
+    postgres: PostgresSettings = PostgresSettings()
+    redis: RedisSettings = RedisSettings()
+    smtp: SmtpSettings = SmtpSettings()
+    catalog: CatalogSettings = CatalogSettings()
+    runtime: RuntimeSettings = RuntimeSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Precedence: explicit init args > environment > config file > defaults.
+        file_data = _config_file_source(_CONFIG_FILE.get() or os.environ.get("TIDINGS_CONFIG"))
+        return (
+            init_settings,
+            env_settings,
+            InitSettingsSource(settings_cls, init_kwargs=file_data),
+        )
+
+
+def load_settings(config_file: str | None = None, **overrides: Any) -> TidingsSettings:
+    """Build the settings tree once; raises pydantic.ValidationError or FileNotFoundError."""
+    token = _CONFIG_FILE.set(config_file)
+    try:
+        return TidingsSettings(**overrides)
+    finally:
+        _CONFIG_FILE.reset(token)

@@ -1,0 +1,1 @@
+"""The tidings runtime: stage loops, commits, the stages and the CLI."""

@@ -1,0 +1,63 @@
+"""Integration fixtures: real Kafka, Postgres and Redis from `make up`, started once per session."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import psycopg
+import pytest
+import redis
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from schemas.settings import TidingsSettings
+from streams.doctor import run_checks
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stack_is_up(settings: TidingsSettings) -> None:
+    # Fail loudly (never skip): an integration run without services proves nothing.
+    bad = [c for c in run_checks(settings, ["kafka", "postgres", "redis"]) if not c.ok]
+    if bad:
+        pytest.fail(
+            "local stack not reachable; run `make up` first:\n" + "\n".join(c.line() for c in bad),
+            pytrace=False,
+        )
+
+
+@pytest.fixture(scope="session")
+def kafka_admin(settings: TidingsSettings) -> AdminClient:
+    """An admin client on the local broker."""
+    return AdminClient(settings.kafka.client_config())
+
+
+@pytest.fixture
+def make_topic(kafka_admin: AdminClient, unique: str) -> Iterator[Callable[..., str]]:
+    """Create uuid-named topics for one test; they are deleted afterwards."""
+    made: list[str] = []
+
+    def make(prefix: str = "t", partitions: int = 3) -> str:
+        name = f"test.{prefix}.{unique}.{len(made)}"
+        fut = kafka_admin.create_topics([NewTopic(name, partitions, 1)], operation_timeout=30)
+        fut[name].result(timeout=30)
+        made.append(name)
+        return name
+
+    yield make
+    if made:
+        for f in kafka_admin.delete_topics(made, operation_timeout=30).values():
+            f.result(timeout=30)
+
+
+@pytest.fixture
+def pg(settings: TidingsSettings) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
+    """A Postgres connection to the `tidings` database (autocommit)."""
+    with psycopg.connect(settings.postgres.conninfo(), autocommit=True) as conn:
+        yield conn
+
+
+@pytest.fixture
+def redis_client(settings: TidingsSettings) -> Iterator[redis.Redis]:
+    """A Redis client on the local server."""
+    client = redis.Redis.from_url(settings.redis.url.get_secret_value())
+    yield client
+    client.close()

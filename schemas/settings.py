@@ -28,6 +28,7 @@ __all__ = [
     "KafkaSettings",
     "PostgresSettings",
     "RedisSettings",
+    "RouteSettings",
     "RuntimeSettings",
     "SmtpSettings",
     "TidingsSettings",
@@ -138,6 +139,14 @@ class CatalogSettings(_Frozen):
     path: Path = Path("examples/catalog")
 
 
+class RouteSettings(_Frozen):
+    """How the route stage treats events no rule listens to."""
+
+    # dlq: an event type no rule knows is a producer mistake worth seeing;
+    # skip: shared topics carry types tidings doesn't care about.
+    unknown_types: Literal["dlq", "skip"] = "dlq"
+
+
 class RuntimeSettings(_Frozen):
     """Stage-loop knobs: batch sizes, in-flight bounds, drain limits."""
 
@@ -147,7 +156,13 @@ class RuntimeSettings(_Frozen):
     send_concurrency: int = Field(default=64, ge=1)
     drain_timeout_s: float = Field(default=20.0, gt=0)
     audit_batch_size: int = Field(default=2000, ge=1)
-    transactional_route: bool = True
+    commit_interval_s: float = Field(default=0.1, gt=0)
+    claim_lease_s: float = Field(default=30.0, gt=0)
+    send_attempts: int = Field(default=3, ge=1)
+    retry_backoff_s: float = Field(default=0.5, gt=0)
+    # Fault injection for crash tests only: SIGKILL the process after this many
+    # sends are recorded, before their offsets can be committed. Never set in production.
+    fault_kill_after_sends: int | None = Field(default=None, ge=1)
     local_dir: Path = Path(".local")
 
 
@@ -189,6 +204,7 @@ class TidingsSettings(BaseSettings):
     redis: RedisSettings = RedisSettings()
     smtp: SmtpSettings = SmtpSettings()
     catalog: CatalogSettings = CatalogSettings()
+    route: RouteSettings = RouteSettings()
     runtime: RuntimeSettings = RuntimeSettings()
 
     @classmethod

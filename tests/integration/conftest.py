@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
 import redis
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
 
 from schemas.settings import TidingsSettings
 from streams.doctor import run_checks
+from tests.integration.pipeline import World, make_world
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -61,3 +65,30 @@ def redis_client(settings: TidingsSettings) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(settings.redis.url.get_secret_value())
     yield client
     client.close()
+
+
+@pytest.fixture
+def world(settings: TidingsSettings, unique: str, tmp_path: Path) -> Iterator[World]:
+    """A per-test pipeline world: uuid topics and groups, catalog copy, SMTP sink."""
+    w = make_world(settings, unique, tmp_path)
+    yield w
+    w.stop_all()
+    w.sink.stop()
+
+
+@pytest.fixture
+def make_world_with(
+    settings: TidingsSettings, unique: str, tmp_path: Path
+) -> Iterator[Callable[..., World]]:
+    """Like `world`, with runtime overrides and a slow sink when asked."""
+    made: list[World] = []
+
+    def make(**kw: Any) -> World:
+        w = make_world(settings, unique, tmp_path, **kw)
+        made.append(w)
+        return w
+
+    yield make
+    for w in made:
+        w.stop_all()
+        w.sink.stop()

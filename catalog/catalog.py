@@ -1,0 +1,222 @@
+"""A loaded catalog: rules indexed by event type, matched against events, templates rendered."""
+
+from __future__ import annotations
+
+import datetime as dt
+import fnmatch
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from catalog import cel
+from catalog.exceptions import EventError, RenderError, RuleEvaluationError
+from catalog.models import EmailContent, Match, Rule
+from catalog.templates import TemplateSet
+
+__all__ = ["ENVELOPE_KEYS", "Catalog", "CompiledRule"]
+
+# Always present in `event`, so `event.subject == null` works instead of failing on a
+# missing key when the producer left an optional attribute out.
+ENVELOPE_KEYS = ("id", "type", "source", "subject", "time", "tenant", "data")
+_WILDCARD = re.compile(r"[*?\[]")
+# Event types come from producers, so the per-type cache must not grow without bound.
+_CACHE_LIMIT = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledRule:
+    """A validated rule with its CEL expressions compiled and its template version resolved."""
+
+    rule: Rule
+    when: cel.Expression
+    recipients: tuple[cel.Expression, ...]
+    variables: tuple[tuple[str, cel.Expression], ...]
+    template_version: str
+
+
+class Catalog:
+    """Rules and templates of one catalog version; immutable once built."""
+
+    def __init__(
+        self, version: str, rules: Sequence[CompiledRule], templates: TemplateSet, source: str = ""
+    ) -> None:
+        self.version = version
+        self.source = source
+        self._rules = tuple(rules)
+        self._templates = templates
+        self._exact: dict[str, list[int]] = {}
+        self._wildcards: list[tuple[re.Pattern[str], int]] = []
+        for index, compiled in enumerate(self._rules):
+            if not compiled.rule.enabled:
+                continue
+            for pattern in compiled.rule.events:
+                if _WILDCARD.search(pattern):
+                    self._wildcards.append((re.compile(fnmatch.translate(pattern)), index))
+                else:
+                    self._exact.setdefault(pattern, []).append(index)
+        self._cache: dict[str, tuple[CompiledRule, ...]] = {}
+
+    @property
+    def rules(self) -> tuple[Rule, ...]:
+        """Every rule, enabled or not, in catalog order."""
+        return tuple(c.rule for c in self._rules)
+
+    @property
+    def templates(self) -> TemplateSet:
+        """The compiled templates."""
+        return self._templates
+
+    def event_patterns(self) -> frozenset[str]:
+        """Event types and wildcard patterns of the enabled rules; raises nothing."""
+        return frozenset(p for c in self._rules if c.rule.enabled for p in c.rule.events)
+
+    def rules_for(self, event_type: str) -> tuple[Rule, ...]:
+        """Enabled rules an event of `event_type` meets, in catalog order; raises nothing."""
+        return tuple(c.rule for c in self._resolve(event_type))
+
+    def _resolve(self, event_type: str) -> tuple[CompiledRule, ...]:
+        cached = self._cache.get(event_type)
+        if cached is not None:
+            return cached
+        indexes = set(self._exact.get(event_type, ()))
+        indexes.update(i for pattern, i in self._wildcards if pattern.match(event_type))
+        resolved = tuple(self._rules[i] for i in sorted(indexes))
+        if len(self._cache) >= _CACHE_LIMIT:
+            self._cache.clear()
+        self._cache[event_type] = resolved
+        return resolved
+
+    def evaluate(self, envelope: Mapping[str, Any], now: dt.datetime) -> list[Match]:
+        """Match the event against enabled rules; raises EventError, RuleEvaluationError.
+
+        One Match per (recipient, channel); recipients are deduplicated within a rule. A naive
+        `now` is taken as UTC. RuleEvaluationError means a rule's expression failed or yielded
+        the wrong kind of value for this event; EventError that the envelope has no str `type`.
+        """
+        event_type = envelope.get("type")
+        if not isinstance(event_type, str):
+            raise EventError(f"'type' is {type(event_type).__name__}, not a string")
+        rules = self._resolve(event_type)
+        if not rules:
+            return []
+        event: dict[str, Any] = dict.fromkeys(ENVELOPE_KEYS)
+        event.update(envelope)
+        bindings = cel.bind(event, now)
+        event_id = event["id"]
+        matches: list[Match] = []
+        for compiled in rules:
+            rule = compiled.rule
+            verdict = _run(compiled, "when", compiled.when, bindings, event_id)
+            if verdict is False:
+                continue
+            if verdict is not True:
+                raise _error(
+                    compiled,
+                    "when",
+                    compiled.when,
+                    event_id,
+                    f"yields {_describe(verdict)}, not a bool",
+                )
+            recipients = _recipients(compiled, bindings, event_id)
+            if not recipients:
+                continue
+            variables = {
+                name: _run(compiled, f"variables.{name}", expr, bindings, event_id)
+                for name, expr in compiled.variables
+            }
+            for recipient in recipients:
+                for channel in rule.channels:
+                    matches.append(
+                        Match(
+                            rule_id=rule.id,
+                            rule_version=rule.version,
+                            recipient=recipient,
+                            channel=channel,
+                            template_id=rule.template,
+                            template_version=compiled.template_version,
+                            priority=rule.priority,
+                            category=rule.category,
+                            variables=variables,
+                        )
+                    )
+        return matches
+
+    def render(self, match: Match, locale: str | None = None) -> EmailContent:
+        """Render the content of `match`; raises RenderError (also for non-email channels)."""
+        if match.channel != "email":
+            raise RenderError(
+                match.template_id,
+                match.channel,
+                "the catalog renders only email so far",
+                "render this channel in its processor, or use channel email",
+            )
+        context = {"recipient": match.recipient, **match.variables}
+        return self._templates.render_email(match.template_id, context, locale)
+
+    def render_email(
+        self, template_id: str, context: Mapping[str, Any], locale: str | None = None
+    ) -> EmailContent:
+        """Render email template `template_id` with `context`; raises RenderError."""
+        return self._templates.render_email(template_id, context, locale)
+
+    def __repr__(self) -> str:
+        return (
+            f"Catalog(version={self.version!r}, rules={len(self._rules)}, source={self.source!r})"
+        )
+
+
+def _run(
+    compiled: CompiledRule,
+    field: str,
+    expr: cel.Expression,
+    bindings: cel.Bindings,
+    event_id: object,
+) -> Any:
+    try:
+        return expr.evaluate(bindings)
+    except cel.CelEvalError as exc:
+        raise _error(compiled, field, expr, event_id, str(exc)) from None
+
+
+def _recipients(compiled: CompiledRule, bindings: cel.Bindings, event_id: object) -> list[str]:
+    found: dict[str, None] = {}  # ordered set: first occurrence wins, duplicates dropped
+    for index, expr in enumerate(compiled.recipients):
+        field = f"recipients[{index}]"
+        value = _run(compiled, field, expr, bindings, event_id)
+        values = [value] if isinstance(value, str) else value
+        if not isinstance(values, list):
+            raise _error(
+                compiled,
+                field,
+                expr,
+                event_id,
+                f"yields {_describe(value)}, not a string or a list of strings "
+                "(return [] when there is nobody to notify)",
+            )
+        for item in values:
+            if not isinstance(item, str) or not item.strip():
+                raise _error(
+                    compiled,
+                    field,
+                    expr,
+                    event_id,
+                    f"yields a recipient that is {_describe(item)}, not a non-empty string",
+                )
+            found[item.strip()] = None
+    return list(found)
+
+
+def _error(
+    compiled: CompiledRule, field: str, expr: cel.Expression, event_id: object, cause: str
+) -> RuleEvaluationError:
+    return RuleEvaluationError(
+        compiled.rule.id, compiled.rule.version, field, expr.source, cause, event_id
+    )
+
+
+def _describe(value: object) -> str:
+    if value is None:
+        return "null"
+    text = repr(value)
+    return f"{type(value).__name__} {text[:60]}{'...' if len(text) > 60 else ''}"

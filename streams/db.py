@@ -1,0 +1,90 @@
+"""Postgres adapter: versioned SQL migrations and monthly audit partitions.
+
+Migrations are plain SQL files `NNNN_name.sql` in `streams/migrations/`,
+applied in order, each in its own transaction, under an advisory lock so two
+processes migrating at once don't collide.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from importlib import resources
+
+import psycopg
+
+from streams.exceptions import FatalStageError
+
+__all__ = ["Migration", "apply_migrations", "audit_partition_ddl", "migrations", "month_start"]
+
+_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+_LOCK_KEY = 0x71D1_6501  # arbitrary, fixed: the advisory lock migrations take
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One versioned SQL file."""
+
+    version: int
+    name: str
+    sql: str
+
+
+def migrations() -> list[Migration]:
+    """Every migration shipped with tidings, in version order."""
+    found = []
+    for entry in resources.files("streams.migrations").iterdir():
+        m = _NAME.match(entry.name)
+        if m:
+            found.append(Migration(int(m.group(1)), m.group(2), entry.read_text("utf-8")))
+    found.sort(key=lambda mig: mig.version)
+    return found
+
+
+def apply_migrations(conninfo: str) -> list[Migration]:
+    """Apply pending migrations; returns those applied. Blocks; raises FatalStageError."""
+    applied: list[Migration] = []
+    try:
+        with psycopg.connect(conninfo, autocommit=True) as conn:
+            conn.execute("select pg_advisory_lock(%s)", (_LOCK_KEY,))
+            try:
+                conn.execute(
+                    "create table if not exists schema_migrations ("
+                    " version integer primary key, name text not null,"
+                    " applied_at timestamptz not null default now())"
+                )
+                done = {r[0] for r in conn.execute("select version from schema_migrations")}
+                for mig in migrations():
+                    if mig.version in done:
+                        continue
+                    with conn.transaction():
+                        conn.execute(mig.sql.encode())
+                        conn.execute(
+                            "insert into schema_migrations (version, name) values (%s, %s)",
+                            (mig.version, mig.name),
+                        )
+                    applied.append(mig)
+            finally:
+                conn.execute("select pg_advisory_unlock(%s)", (_LOCK_KEY,))
+    except psycopg.Error as exc:
+        raise FatalStageError(
+            f"migration failed: {exc}; check the database is reachable (`tidings doctor`)"
+        ) from exc
+    return applied
+
+
+def month_start(t: datetime) -> date:
+    """First day of `t`'s month (UTC)."""
+    u = t.astimezone(UTC)
+    return date(u.year, u.month, 1)
+
+
+def audit_partition_ddl(month: date) -> str:
+    """DDL creating the audit_log partition for `month` if it is missing; pure."""
+    nxt = date(month.year + (month.month == 12), month.month % 12 + 1, 1)
+    name = f"audit_log_y{month.year:04d}m{month.month:02d}"
+    return (
+        f"create table if not exists {name} partition of audit_log "
+        f"for values from ('{month.isoformat()}') to ('{nxt.isoformat()}')"
+    )

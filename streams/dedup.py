@@ -1,0 +1,210 @@
+"""Send claims: at most one send per notification, across processes, crashes and Redis loss.
+
+Before a send, a worker takes a claim in Redis (`SET key "sending|token" NX PX lease`).
+After the provider accepts, the send is recorded durably in Postgres (`deliveries`)
+and the claim becomes `sent|…` in Redis. A redelivered notification finds the
+claim (or, when Redis has lost its memory, the Postgres row) and is not sent again.
+
+Only the token holder may send or release a claim, so a worker that lost its
+partition mid-send can't race the new owner: the new owner waits out the lease.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import psycopg
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from streams.exceptions import FatalStageError
+
+__all__ = ["Claim", "ClaimStore", "DeliveryLog", "SentRecord"]
+
+_RELEASE = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
+return 0
+"""
+
+
+@dataclass(frozen=True)
+class SentRecord:
+    """What is known of an accepted send."""
+
+    provider: str
+    provider_message_id: str | None
+    attempt: int
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The outcome of trying to claim a send."""
+
+    state: Literal["ours", "sent", "busy"]
+    token: str = ""
+    sent: SentRecord | None = None
+    retry_after_s: float = 0.0
+
+
+class DeliveryLog:
+    """Postgres `deliveries`: the durable backstop. Writes are group-committed."""
+
+    def __init__(self, conninfo: str, max_batch: int = 500) -> None:
+        self._conninfo = conninfo
+        self._conn: psycopg.AsyncConnection[Any] | None = None
+        self._lock = asyncio.Lock()
+        self._pending: list[tuple[tuple[Any, ...], asyncio.Future[None]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self._max_batch = max_batch
+
+    async def _connection(self) -> psycopg.AsyncConnection[Any]:
+        if self._conn is None or self._conn.closed:
+            try:
+                self._conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
+            except psycopg.OperationalError as exc:
+                raise FatalStageError(f"deliveries: Postgres unreachable: {exc}") from exc
+        return self._conn
+
+    async def sent(self, ids: list[str]) -> dict[str, SentRecord]:
+        """Which of `ids` were sent already; raises FatalStageError if Postgres is gone."""
+        if not ids:
+            return {}
+        async with self._lock:
+            conn = await self._connection()
+            try:
+                cur = await conn.execute(
+                    "select notification_id::text, provider, provider_message_id, attempt "
+                    "from deliveries where notification_id = any(%s::uuid[])",
+                    (ids,),
+                )
+                rows = await cur.fetchall()
+            except psycopg.Error as exc:
+                raise FatalStageError(f"deliveries lookup failed: {exc}") from exc
+        return {r[0]: SentRecord(r[1], r[2], r[3]) for r in rows}
+
+    async def record(self, nid: str, channel: str, rec: SentRecord) -> None:
+        """Durably record an accepted send; returns once committed. Raises FatalStageError."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append(
+            ((nid, channel, rec.provider, rec.provider_message_id, rec.attempt), fut)
+        )
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush())
+        await fut
+
+    async def _flush(self) -> None:
+        # Group commit: every send that finished while the last insert ran rides the next one.
+        while self._pending:
+            batch, self._pending = (
+                self._pending[: self._max_batch],
+                self._pending[self._max_batch :],
+            )
+            cols = list(zip(*(row for row, _ in batch), strict=True))
+            try:
+                async with self._lock:
+                    conn = await self._connection()
+                    await conn.execute(
+                        "insert into deliveries "
+                        "(notification_id, channel, provider, provider_message_id, attempt) "
+                        "select * from unnest(%s::uuid[], %s::text[], %s::text[], %s::text[], "
+                        "%s::int[]) on conflict (notification_id) do nothing",
+                        [list(c) for c in cols],
+                    )
+            except (psycopg.Error, FatalStageError) as exc:
+                err = (
+                    exc
+                    if isinstance(exc, FatalStageError)
+                    else FatalStageError(f"recording sends in Postgres failed: {exc}")
+                )
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(err)
+                continue
+            for _, fut in batch:
+                if not fut.done():
+                    fut.set_result(None)
+
+    async def close(self) -> None:
+        """Close the connection (pending writes finish first)."""
+        if self._flusher is not None:
+            await asyncio.gather(self._flusher, return_exceptions=True)
+        if self._conn is not None:
+            await self._conn.close()
+
+
+class ClaimStore:
+    """Redis claims in front of the Postgres delivery log."""
+
+    def __init__(
+        self,
+        redis_url: str,
+        log: DeliveryLog,
+        *,
+        lease_s: float,
+        ttl_s: int,
+        prefix: str = "tidings:claim:",
+    ) -> None:
+        # A blocking pool: a burst of claims waits for a connection instead of failing.
+        pool = aioredis.BlockingConnectionPool.from_url(
+            redis_url, max_connections=64, timeout=30, socket_timeout=5
+        )
+        self._redis = aioredis.Redis(connection_pool=pool)
+        self._log = log
+        self._lease_ms = int(lease_s * 1000)
+        self._ttl_s = ttl_s
+        self._prefix = prefix
+        self._release = self._redis.register_script(_RELEASE)
+
+    def _key(self, nid: str) -> str:
+        return self._prefix + nid
+
+    async def known_sent(self, ids: list[str]) -> dict[str, SentRecord]:
+        """The Postgres backstop for a batch: which of `ids` were already sent."""
+        return await self._log.sent(ids)
+
+    async def claim(self, nid: str) -> Claim:
+        """Try to become the one sender of `nid`; raises FatalStageError if Redis is gone."""
+        token = uuid.uuid4().hex
+        try:
+            for _ in range(3):
+                if await self._redis.set(
+                    self._key(nid), f"sending|{token}", nx=True, px=self._lease_ms
+                ):
+                    return Claim("ours", token=token)
+                raw = await self._redis.get(self._key(nid))
+                if raw is None:
+                    continue  # expired between SET and GET: try again
+                val = raw.decode() if isinstance(raw, bytes) else str(raw)
+                if val.startswith("sent|"):
+                    _, provider, attempt, msgid = val.split("|", 3)
+                    return Claim("sent", sent=SentRecord(provider, msgid or None, int(attempt)))
+                pttl = await self._redis.pttl(self._key(nid))
+                return Claim("busy", retry_after_s=max(pttl, 50) / 1000)
+        except RedisError as exc:
+            raise FatalStageError(f"Redis claim failed: {exc}") from exc
+        return Claim("busy", retry_after_s=0.1)
+
+    async def record_sent(self, nid: str, token: str, channel: str, rec: SentRecord) -> None:
+        """Record an accepted send: Postgres first (durable), then the Redis claim."""
+        await self._log.record(nid, channel, rec)
+        val = f"sent|{rec.provider}|{rec.attempt}|{rec.provider_message_id or ''}"
+        try:
+            await self._redis.set(self._key(nid), val, ex=self._ttl_s)
+        except RedisError as exc:
+            raise FatalStageError(f"Redis claim update failed: {exc}") from exc
+
+    async def release(self, nid: str, token: str) -> None:
+        """Give a claim up after a failed send, so a later retry or replay can take it."""
+        try:
+            await self._release(keys=[self._key(nid)], args=[f"sending|{token}"])
+        except RedisError as exc:
+            raise FatalStageError(f"Redis claim release failed: {exc}") from exc
+
+    async def close(self) -> None:
+        """Close the Redis pool and the delivery log's connection."""
+        await self._log.close()
+        await self._redis.aclose()
+        await self._redis.connection_pool.disconnect()

@@ -1,0 +1,219 @@
+"""The deliver stage's Kafka half: consume dispatch topics, track offsets, commit in transactions.
+
+The consumer thread owns every Kafka call. It hands records to the
+`DeliverWorker` (asyncio, its own thread), collects completions, and every
+`commit_interval_s` produces the outputs of the finished prefix of each
+partition together with its offsets in one transaction. When the worker is
+full it pauses the partitions instead of sleeping. On revoke it drains the
+revoked partitions (bounded by `drain_timeout_s`) and commits before letting go.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Iterable
+
+from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+
+from processors.provider import EmailProvider, Provider
+from schemas.settings import TidingsSettings
+from streams.catalog_ref import CatalogRef
+from streams.dedup import ClaimStore, DeliveryLog
+from streams.deliver_worker import Completion, DeliverWorker, Item
+from streams.exceptions import FatalStageError
+from streams.kafka import TransactionalOutput, make_consumer, make_producer, transactional_id
+from streams.metrics import Metrics
+from streams.offsets import OffsetTracker
+from streams.records import TP, norm_headers
+
+__all__ = ["DeliverStage"]
+
+log = logging.getLogger(__name__)
+
+
+class DeliverStage:
+    """Consume `notification.dispatch.<channel>` and deliver, exactly once per notification."""
+
+    name = "deliver"
+
+    def __init__(
+        self,
+        settings: TidingsSettings,
+        catalog: CatalogRef,
+        stop: threading.Event,
+        metrics: Metrics,
+        channels: Iterable[str] = ("email",),
+        providers: dict[str, Provider] | None = None,
+    ) -> None:
+        self._s = settings
+        self._catalog = catalog
+        self._stop = stop
+        self._metrics = metrics
+        self._channels = tuple(channels)
+        self._providers = providers
+        self._tracker = OffsetTracker()
+        self._gen: dict[TP, int] = {}
+        self._done: queue.SimpleQueue[Completion] = queue.SimpleQueue()
+        self._paused = False
+        self._closing = False
+        self._consumer: Consumer | None = None
+        self._txn: TransactionalOutput | None = None
+        self._worker: DeliverWorker | None = None
+
+    def run(self) -> None:
+        """Deliver until `stop` is set; blocks. Raises FatalStageError on unrecoverable errors."""
+        s = self._s
+        providers = self._providers or {"email": EmailProvider(s.smtp)}
+        claims = ClaimStore(
+            s.redis.url.get_secret_value(),
+            DeliveryLog(s.postgres.conninfo()),
+            lease_s=s.runtime.claim_lease_s,
+            ttl_s=s.redis.dedup_ttl_s,
+        )
+        self._worker = DeliverWorker(s, self._catalog, providers, claims, self._done)
+        self._worker.start()
+        consumer = self._consumer = make_consumer(s, s.groups.deliver)
+        producer = make_producer(s, transactional_id("deliver"))
+        self._txn = TransactionalOutput(producer, consumer)
+        self._txn.init()
+        consumer.subscribe(
+            [s.topics.dispatch(c) for c in self._channels],
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
+        )
+        last_commit = time.monotonic()
+        try:
+            while not self._stop.is_set():
+                self._check_worker()
+                self._collect(block_s=0.0)
+                room = s.runtime.max_in_flight - self._tracker.in_flight
+                if room <= 0:
+                    self._pause(consumer)
+                    self._collect(block_s=0.02)
+                    consumer.consume(1, 0)  # serve rebalances and keep the group alive
+                else:
+                    self._resume(consumer)
+                    timeout = 0.005 if self._tracker.in_flight else s.runtime.poll_timeout_s
+                    msgs = consumer.consume(min(room, s.runtime.batch_size), timeout)
+                    if msgs:
+                        self._submit(msgs)
+                if time.monotonic() - last_commit >= s.runtime.commit_interval_s:
+                    self._commit()
+                    last_commit = time.monotonic()
+            self._drain(self._tracker.partitions(), s.runtime.drain_timeout_s)
+            self._commit()
+        finally:
+            self._closing = True
+            self._worker.stop(10.0)
+            consumer.close()  # revoke callback finds nothing left to drain
+            producer.flush(10)
+
+    # ------------------------------------------------------------ records in
+
+    def _submit(self, msgs: list[Message]) -> None:
+        items: list[Item] = []
+        for m in msgs:
+            err = m.error()
+            if err is not None:
+                if err.code() != KafkaError._PARTITION_EOF:
+                    log.warning("deliver: consume error %s", err.str())
+                continue
+            tp = (m.topic() or "", m.partition() or 0)
+            off = m.offset() or 0
+            self._tracker.add(tp, off)
+            items.append(
+                Item(tp, off, self._gen.get(tp, 0), m.key(), m.value(),
+                     norm_headers(m.headers()), m.timestamp()[1])
+            )  # fmt: skip
+        if items:
+            assert self._worker is not None
+            self._worker.submit(items)
+
+    def _collect(self, block_s: float) -> None:
+        try:
+            c = self._done.get(timeout=block_s) if block_s > 0 else self._done.get_nowait()
+        except queue.Empty:
+            return
+        while True:
+            if self._gen.get(c.tp, 0) == c.gen:
+                self._tracker.done(c.tp, c.offset, c.outs)
+                for k, v in c.counts.items():
+                    self._metrics.incr(k, v)
+            try:
+                c = self._done.get_nowait()
+            except queue.Empty:
+                return
+
+    def _check_worker(self) -> None:
+        if self._worker is not None and self._worker.fatal is not None:
+            raise FatalStageError(f"deliver: {self._worker.fatal}") from self._worker.fatal
+
+    # ------------------------------------------------------------ commits
+
+    def _commit(self) -> None:
+        offsets, outs = self._tracker.take()
+        if not offsets:
+            return
+        assert self._txn is not None
+        # An aborted transaction here can't be redone in place (its records were
+        # taken): exit and let the restart redo it from the committed offsets.
+        try:
+            self._txn.commit(outs, offsets)
+        except Exception as exc:
+            raise FatalStageError(f"deliver: commit failed: {exc}") from exc
+
+    def _drain(self, tps: list[TP], timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        wanted = set(tps)
+        while time.monotonic() < deadline:
+            self._commit()
+            if not any(self._tracker.pending(tp) for tp in wanted):
+                return
+            self._check_worker()
+            self._collect(block_s=0.05)
+        left = sum(self._tracker.pending(tp) for tp in wanted)
+        if left:
+            log.warning(
+                "deliver: drain timed out with %d record(s) unfinished; they will be redone", left
+            )
+
+    # ------------------------------------------------------------ rebalances and back-pressure
+
+    def _on_assign(self, consumer: Consumer, parts: list[TopicPartition]) -> None:
+        for p in parts:
+            tp = (p.topic, p.partition)
+            self._gen[tp] = self._gen.get(tp, 0) + 1
+        if self._paused:
+            consumer.pause(parts)
+
+    def _on_revoke(self, consumer: Consumer, parts: list[TopicPartition]) -> None:
+        tps = [(p.topic, p.partition) for p in parts]
+        if not self._closing:
+            self._drain(tps, self._s.runtime.drain_timeout_s)
+            self._commit()
+        self._forget(tps)
+
+    def _on_lost(self, consumer: Consumer, parts: list[TopicPartition]) -> None:
+        # Lost, not revoked: another member may own them already, so commit nothing.
+        self._forget([(p.topic, p.partition) for p in parts])
+
+    def _forget(self, tps: list[TP]) -> None:
+        dropped = self._tracker.revoke(tps)
+        for tp in tps:
+            self._gen[tp] = self._gen.get(tp, 0) + 1
+        if dropped:
+            log.info("deliver: let go of %d unfinished record(s) on revoke", dropped)
+
+    def _pause(self, consumer: Consumer) -> None:
+        if not self._paused:
+            consumer.pause(consumer.assignment())
+            self._paused = True
+
+    def _resume(self, consumer: Consumer) -> None:
+        if self._paused:
+            consumer.resume(consumer.assignment())
+            self._paused = False

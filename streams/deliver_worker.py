@@ -1,0 +1,277 @@
+"""The deliver stage's I/O half: claims, rendering and provider calls on an asyncio loop.
+
+It runs in its own thread. The consumer thread hands it batches of dispatch
+records; for each record it reports one `Completion` (offset, generation and
+the output records) on a thread-safe queue. A record whose work is abandoned
+(shutdown, lost partition) reports nothing, so its offset is never committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import os
+import queue
+import random
+import signal
+import threading
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from catalog import CatalogError
+from processors.exceptions import PermanentSendError, RetryableSendError
+from processors.provider import Provider
+from schemas.notification import Notification
+from schemas.settings import TidingsSettings
+from schemas.status import ErrorInfo, build_status
+from streams.catalog_ref import CatalogRef
+from streams.dedup import ClaimStore, SentRecord
+from streams.dlq import dead_letter
+from streams.exceptions import FatalStageError
+from streams.records import TP, Out
+
+__all__ = ["Completion", "DeliverWorker", "Item", "full_jitter"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One dispatch record handed from the consumer thread."""
+
+    tp: TP
+    offset: int
+    gen: int
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes | None]]
+    timestamp_ms: int | None
+
+
+@dataclass(slots=True)
+class Completion:
+    """A finished record: what to produce when its offset is committed."""
+
+    tp: TP
+    offset: int
+    gen: int
+    outs: list[Out]
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+def full_jitter(attempt: int, base_s: float, cap_s: float, rng: random.Random) -> float:
+    """Full-jitter exponential backoff: uniform in [0, min(cap, base·2^(attempt-1))]; pure."""
+    return rng.uniform(0, min(cap_s, base_s * (2 ** (attempt - 1))))
+
+
+class DeliverWorker:
+    """Runs sends concurrently, in order per recipient, at most once per notification."""
+
+    def __init__(
+        self,
+        settings: TidingsSettings,
+        catalog: CatalogRef,
+        providers: dict[str, Provider],
+        claims: ClaimStore,
+        done: queue.SimpleQueue[Completion],
+    ) -> None:
+        self._s = settings
+        self._catalog = catalog
+        self._providers = providers
+        self._claims = claims
+        self._done = done
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run_loop, name="deliver-io", daemon=True)
+        self._sem: asyncio.Semaphore | None = None
+        self._tails: dict[tuple[TP, bytes | None], asyncio.Future[None]] = {}
+        self._stopping = False
+        self._rng = random.Random()
+        self._sends = 0
+        self.fatal: BaseException | None = None
+
+    # ------------------------------------------------------------ thread plumbing
+
+    def start(self) -> None:
+        """Start the I/O thread; returns at once."""
+        self._thread.start()
+
+    def _run_loop(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._sem = asyncio.Semaphore(self._s.runtime.send_concurrency)
+        self._loop.run_forever()
+
+    def _call(self, coro: Coroutine[Any, Any, Any]) -> None:
+        asyncio.run_coroutine_threadsafe(coro, self._loop)
+
+    def submit(self, items: list[Item]) -> None:
+        """Hand a batch over (non-blocking); each item later yields one Completion or none."""
+        self._call(self._batch(items))
+
+    def stop(self, timeout_s: float) -> None:
+        """Abandon what is still waiting, close connections, stop the thread; blocks ≤ timeout."""
+        self._stopping = True
+
+        async def shutdown() -> None:
+            for p in self._providers.values():
+                try:
+                    await p.close()
+                except Exception:  # closing must not mask the reason we stop
+                    log.exception("closing provider %s", p.name)
+            await self._claims.close()
+
+        fut = asyncio.run_coroutine_threadsafe(shutdown(), self._loop)
+        try:
+            fut.result(timeout_s)
+        except Exception:
+            log.exception("deliver worker shutdown")
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout_s)
+        if not self._thread.is_alive():
+            self._loop.close()
+
+    # ------------------------------------------------------------ the work
+
+    async def _batch(self, items: list[Item]) -> None:
+        try:
+            decoded: list[tuple[Item, Notification]] = []
+            for it in items:
+                try:
+                    decoded.append((it, Notification.decode(it.value or b"")))
+                except ValidationError as exc:
+                    self._finish(it, [self._dlq(it, exc, "invalid-notification")], dlq=1)
+            backstop = await self._claims.known_sent([n.id for _, n in decoded])
+            for it, n in decoded:
+                key = (it.tp, it.key)
+                prev = self._tails.get(key)
+                task = asyncio.ensure_future(self._ordered(prev, it, n, backstop.get(n.id)))
+                self._tails[key] = task
+                task.add_done_callback(functools.partial(self._untail, key))
+        except BaseException as exc:
+            self._fail(exc)
+
+    def _untail(self, key: tuple[TP, bytes | None], task: asyncio.Future[None]) -> None:
+        if self._tails.get(key) is task:
+            del self._tails[key]
+
+    async def _ordered(
+        self, prev: asyncio.Future[None] | None, it: Item, n: Notification, sent: SentRecord | None
+    ) -> None:
+        # Per-recipient order within a partition: wait for the previous one of the same key.
+        if prev is not None:
+            await asyncio.gather(prev, return_exceptions=True)
+        try:
+            await self._one(it, n, sent)
+        except FatalStageError as exc:
+            self._fail(exc)
+        except Exception as exc:
+            log.exception("deliver: unexpected error on %s/%s/%s", it.tp[0], it.tp[1], it.offset)
+            self._fail(exc)
+
+    async def _one(self, it: Item, n: Notification, sent: SentRecord | None) -> None:
+        if sent is not None:  # the Postgres backstop knows it: Redis lost its memory
+            self._finish(it, [self._status(n, "sent", sent)], dup=1)
+            return
+        while True:
+            if self._stopping:
+                return  # abandoned: not committed, redone after restart
+            claim = await self._claims.claim(n.id)
+            if claim.state == "sent" and claim.sent is not None:
+                self._finish(it, [self._status(n, "sent", claim.sent)], dup=1)
+                return
+            if claim.state == "ours":
+                break
+            # Someone else holds the lease (a previous owner mid-send): wait it out.
+            await asyncio.sleep(min(claim.retry_after_s, 1.0))
+        token = claim.token
+        try:
+            content = self._catalog.current.render_email(
+                n.template_id, {"recipient": n.recipient, **n.variables}
+            )
+        except CatalogError as exc:
+            await self._claims.release(n.id, token)
+            self._finish(it, self._failed(it, n, n.attempt, "render-error", exc), failed=1)
+            return
+        provider = self._providers.get(n.channel)
+        if provider is None:
+            await self._claims.release(n.id, token)
+            exc2 = PermanentSendError(
+                f"no provider configured for channel {n.channel!r}; configure one",
+                code="no-provider",
+            )
+            self._finish(it, self._failed(it, n, n.attempt, "no-provider", exc2), failed=1)
+            return
+        rt = self._s.runtime
+        attempt = n.attempt
+        while True:
+            try:
+                assert self._sem is not None
+                async with self._sem:
+                    msgid = await provider.send(n, content)
+                break
+            except PermanentSendError as exc:
+                await self._claims.release(n.id, token)
+                self._finish(it, self._failed(it, n, attempt, exc.code, exc), failed=1)
+                return
+            except RetryableSendError as exc:
+                if attempt - n.attempt + 1 >= rt.send_attempts or self._stopping:
+                    await self._claims.release(n.id, token)
+                    if self._stopping:
+                        return  # abandoned, redone after restart
+                    self._finish(
+                        it, self._failed(it, n, attempt, "retries-exhausted", exc), failed=1
+                    )
+                    return
+                delay = full_jitter(attempt, rt.retry_backoff_s, 30.0, self._rng)
+                if exc.retry_after_s:
+                    delay = max(delay, exc.retry_after_s)
+                attempt += 1
+                await asyncio.sleep(delay)
+        rec = SentRecord(provider.name, msgid, attempt)
+        await self._claims.record_sent(n.id, token, n.channel, rec)
+        self._sends += 1
+        if rt.fault_kill_after_sends and self._sends >= rt.fault_kill_after_sends:
+            # Fault injection for crash tests: die at the worst moment, after a send is
+            # recorded and before its offset can be committed.
+            os.kill(os.getpid(), signal.SIGKILL)
+        self._finish(it, [self._status(n, "sent", rec)], sent=1)
+
+    # ------------------------------------------------------------ outputs
+
+    def _status(self, n: Notification, status: str, rec: SentRecord) -> Out:
+        st = build_status(
+            n, "sent", stage="deliver", attempt=rec.attempt, provider=rec.provider,
+            provider_message_id=rec.provider_message_id,
+        )  # fmt: skip
+        return Out(self._s.topics.status, st.encode(), st.key(), st.headers())
+
+    def _failed(
+        self, it: Item, n: Notification, attempt: int, code: str, exc: BaseException
+    ) -> list[Out]:
+        st = build_status(
+            n, "failed", stage="deliver", attempt=attempt,
+            error=ErrorInfo(code=code, message=str(exc)[:1000]),
+        )  # fmt: skip
+        return [
+            Out(self._s.topics.status, st.encode(), st.key(), st.headers()),
+            self._dlq(it, exc, code),
+        ]
+
+    def _dlq(self, it: Item, exc: BaseException, reason: str) -> Out:
+        return dead_letter(
+            self._s.topics.dlq, topic=it.tp[0], partition=it.tp[1], offset=it.offset,
+            timestamp_ms=it.timestamp_ms, key=it.key, value=it.value, headers=it.headers,
+            error=exc, stage="deliver", reason=reason,
+        )  # fmt: skip
+
+    def _finish(self, it: Item, outs: list[Out], **counts: int) -> None:
+        if counts.get("dlq") is None and any(o.topic == self._s.topics.dlq for o in outs):
+            counts["dlq"] = 1
+        self._done.put(Completion(it.tp, it.offset, it.gen, outs, counts))
+
+    def _fail(self, exc: BaseException) -> None:
+        if self.fatal is None:
+            self.fatal = exc

@@ -1,0 +1,25 @@
+"""Errors of the runtime: one root; back-pressure, aborted transactions and fatal stops apart."""
+
+from __future__ import annotations
+
+__all__ = ["Backpressure", "FatalStageError", "StreamsError", "TransactionAborted"]
+
+
+class StreamsError(Exception):
+    """Root of every error raised by `streams`."""
+
+
+class Backpressure(StreamsError):
+    """A stage is full: the runner pauses its partitions and offers the message again later."""
+
+
+class TransactionAborted(StreamsError):
+    """The Kafka transaction was aborted: nothing of the batch is visible; rewind and redo it."""
+
+
+class FatalStageError(StreamsError):
+    """The stage can't go on (fenced producer, lost broker authorisation, broken database).
+
+    The process exits non-zero and its supervisor restarts it; committed offsets
+    make the restart resume where finished work ends.
+    """

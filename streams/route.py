@@ -1,0 +1,192 @@
+"""The route stage: domain events → one Notification per (recipient, channel) + `queued` status.
+
+`route_record` is the pure decision for one record; `RouteStage` is the loop:
+batch `consume()`, route each record, then produce every output and commit the
+batch's offsets in one Kafka transaction (read-process-write exactly once).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from confluent_kafka import KafkaError, Message, TopicPartition
+
+from catalog import Catalog, CatalogError
+from schemas.envelope import Origin, decode_event
+from schemas.exceptions import InvalidEventError
+from schemas.notification import Notification, notification_id
+from schemas.settings import TidingsSettings
+from schemas.status import build_status
+from streams.catalog_ref import CatalogRef
+from streams.dlq import dead_letter
+from streams.exceptions import TransactionAborted
+from streams.kafka import TransactionalOutput, make_consumer, make_producer, transactional_id
+from streams.metrics import Metrics
+from streams.records import TP, Out, norm_headers
+
+__all__ = ["RouteStage", "UnknownEventType", "route_record"]
+
+log = logging.getLogger(__name__)
+
+
+class UnknownEventType(Exception):
+    """No rule of the catalog listens to this event type."""
+
+
+def route_record(
+    *,
+    topic: str,
+    partition: int,
+    offset: int,
+    timestamp_ms: int | None,
+    key: bytes | None,
+    value: bytes | None,
+    headers: Sequence[tuple[str, bytes | None]],
+    catalog: Catalog,
+    settings: TidingsSettings,
+    now: datetime,
+) -> tuple[list[Out], str]:
+    """Decide what one record becomes; returns (outputs, outcome). Pure: never raises, never blocks.
+
+    Outcome is `routed`, `unmatched` (rules listen, none matched) or `dlq`.
+    """
+    t = settings.topics
+    origin = Origin(topic=topic, partition=partition, offset=offset, timestamp_ms=timestamp_ms)
+
+    def dlq(exc: BaseException, reason: str) -> tuple[list[Out], str]:
+        return [
+            dead_letter(
+                t.dlq, topic=topic, partition=partition, offset=offset, timestamp_ms=timestamp_ms,
+                key=key, value=value, headers=headers, error=exc, stage="route", reason=reason,
+            )
+        ], "dlq"  # fmt: skip
+
+    try:
+        env = decode_event(value, headers, origin)
+    except InvalidEventError as exc:
+        return dlq(exc, "invalid-event")
+    if not catalog.rules_for(env.type):
+        if settings.route.unknown_types == "skip":
+            return [], "unmatched"
+        return dlq(
+            UnknownEventType(
+                f"{origin}: no rule of catalog {catalog.version} listens to event type "
+                f"{env.type!r}; add a rule for it, or set TIDINGS_ROUTE__UNKNOWN_TYPES=skip"
+            ),
+            "unknown-type",
+        )
+    try:
+        matches = catalog.evaluate(env.as_cel(), now)
+    except CatalogError as exc:
+        return dlq(exc, "rule-error")
+    if not matches:
+        return [], "unmatched"
+    outs: list[Out] = []
+    for m in matches:
+        n = Notification(
+            id=notification_id(env.source, env.id, m.rule_id, m.recipient, m.channel),
+            event_id=env.id,
+            event_source=env.source,
+            event_type=env.type,
+            tenant=env.tenant,
+            rule_id=m.rule_id,
+            rule_version=m.rule_version,
+            template_id=m.template_id,
+            template_version=m.template_version,
+            catalog_version=catalog.version,
+            channel=m.channel,
+            recipient=m.recipient,
+            priority=m.priority,
+            category=m.category,
+            variables=m.variables,
+            event_time_ms=timestamp_ms,
+        )
+        # Keyed by recipient: one recipient's notifications stay in order on one partition.
+        outs.append(Out(t.dispatch(m.channel), n.encode(), m.recipient.encode()))
+        st = build_status(n, "queued", stage="route", now=now)
+        outs.append(Out(t.status, st.encode(), st.key(), st.headers()))
+    return outs, "routed"
+
+
+class RouteStage:
+    """Consume domain topics, route, and commit outputs + offsets in one transaction per batch."""
+
+    name = "route"
+
+    def __init__(
+        self,
+        settings: TidingsSettings,
+        catalog: CatalogRef,
+        stop: threading.Event,
+        metrics: Metrics,
+    ) -> None:
+        self._s = settings
+        self._catalog = catalog
+        self._stop = stop
+        self._metrics = metrics
+
+    def run(self) -> None:
+        """Route until `stop` is set; blocks. Raises FatalStageError if the producer is fenced."""
+        s = self._s
+        consumer = make_consumer(s, s.groups.route)
+        producer = make_producer(s, transactional_id("route"))
+        txn = TransactionalOutput(producer, consumer)
+        txn.init()
+        consumer.subscribe(list(s.topics.events))
+        try:
+            while not self._stop.is_set():
+                msgs = consumer.consume(s.runtime.batch_size, s.runtime.poll_timeout_s)
+                if not msgs:
+                    continue
+                outs, offsets, counts = self._route_batch(msgs)
+                try:
+                    txn.commit(outs, offsets)
+                except TransactionAborted as exc:
+                    log.warning("route: %s; rewinding %d partition(s)", exc, len(offsets))
+                    self._rewind(consumer, msgs)
+                    continue
+                for k, v in counts.items():
+                    self._metrics.incr(k, v)
+        finally:
+            consumer.close()
+            producer.flush(10)
+
+    def _route_batch(self, msgs: list[Message]) -> tuple[list[Out], dict[TP, int], dict[str, int]]:
+        catalog = self._catalog.current  # one version for the whole batch
+        now = datetime.now(UTC)
+        outs: list[Out] = []
+        offsets: dict[TP, int] = {}
+        counts: dict[str, int] = {"events_in": 0, "queued": 0, "dlq": 0, "unmatched": 0}
+        for m in msgs:
+            err = m.error()
+            if err is not None:
+                if err.code() != KafkaError._PARTITION_EOF:
+                    log.warning("route: consume error %s", err.str())
+                continue
+            topic, part, off = m.topic() or "", m.partition() or 0, m.offset() or 0
+            got, outcome = route_record(
+                topic=topic, partition=part, offset=off, timestamp_ms=m.timestamp()[1],
+                key=m.key(), value=m.value(), headers=norm_headers(m.headers()),
+                catalog=catalog, settings=self._s, now=now,
+            )  # fmt: skip
+            outs.extend(got)
+            offsets[(topic, part)] = off + 1
+            counts["events_in"] += 1
+            if outcome == "routed":
+                counts["queued"] += len(got) // 2
+            else:
+                counts[outcome] += 1
+        return outs, offsets, counts
+
+    @staticmethod
+    def _rewind(consumer: object, msgs: list[Message]) -> None:
+        first: dict[TP, int] = {}
+        for m in msgs:
+            if m.error() is None:
+                tp = (m.topic() or "", m.partition() or 0)
+                first.setdefault(tp, m.offset() or 0)
+        for (t, p), off in first.items():
+            consumer.seek(TopicPartition(t, p, off))  # type: ignore[attr-defined]

@@ -1,0 +1,271 @@
+"""Helpers for pipeline tests: a per-test world (topics, groups, catalog, SMTP sink), producers,
+readers of what came out, and stage processes to kill.
+
+Every test gets uuid-named topics and groups and its own catalog copy whose
+rules also listen to the test's topics (so bare-JSON events, whose type is the
+topic name, match too).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from confluent_kafka import Consumer, Producer
+
+from processors.smtp_sink import SmtpSink
+from schemas.notification import notification_id
+from schemas.settings import TidingsSettings, load_settings
+from streams.app import run_stages
+from streams.db import apply_migrations
+from streams.demo import Mode, cloudevent, encode
+from streams.kafka import ensure_topics, pipeline_topics
+from streams.metrics import Metrics
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class World:
+    """Everything one pipeline test owns."""
+
+    unique: str
+    tmp: Path
+    config: Path
+    settings: TidingsSettings
+    sink: SmtpSink
+    order_topic: str
+    user_topic: str
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    # ------------------------------------------------------------ producing
+
+    def producer(self) -> Producer:
+        return Producer({**self.settings.kafka.client_config(), "enable.idempotence": True})
+
+    def order_event(self, i: int, *, email: str | None = None) -> dict[str, Any]:
+        data = {
+            "order_id": f"ORD-{self.unique}-{i}",
+            "customer": {
+                "name": f"Customer {i}",
+                "email": email or f"c{i}.{self.unique}@example.com",
+            },
+            "items": [{"name": "Widget", "quantity": 1 + i % 3, "price": 9.5}],
+            "total": 9.5 * (1 + i % 3),
+            "currency": "EUR",
+        }
+        return cloudevent("order.created", data, source=f"urn:test:{self.unique}",
+                          event_id=f"evt-{self.unique}-{i}", tenant="acme")  # fmt: skip
+
+    def user_event(self, i: int) -> dict[str, Any]:
+        data = {"user_id": f"u{i}", "name": f"User {i}", "email": f"u{i}.{self.unique}@example.com"}
+        return cloudevent("user.registered", data, source=f"urn:test:{self.unique}",
+                          event_id=f"usr-{self.unique}-{i}")  # fmt: skip
+
+    def topic_for(self, doc: dict[str, Any]) -> str:
+        return self.order_topic if doc["type"] == "order.created" else self.user_topic
+
+    def send(self, items: list[tuple[dict[str, Any], Mode]]) -> list[str]:
+        """Produce events; returns the notification id each must become, in order."""
+        p = self.producer()
+        ids: list[str] = [""] * len(items)
+        for idx, (doc, mode) in enumerate(items):
+            value, headers = encode(doc, mode)
+
+            def on_delivery(err: Any, msg: Any, idx: int = idx, doc: dict[str, Any] = doc,
+                            mode: Mode = mode) -> None:  # fmt: skip
+                assert err is None, err
+                where = f"{msg.topic()}/{msg.partition()}/{msg.offset()}"
+                ids[idx] = self.expected_id(doc, mode, where)
+
+            p.produce(self.topic_for(doc), value=value, headers=headers, on_delivery=on_delivery)
+            p.poll(0)
+        assert p.flush(30) == 0
+        return ids
+
+    # ------------------------------------------------------------ expectations
+
+    def expected_id(self, doc: dict[str, Any], mode: Mode, where: str | None = None) -> str:
+        """The notification id the pipeline must make for `doc` sent in `mode`."""
+        if mode == "bare":
+            assert where is not None, "bare events are identified by topic/partition/offset"
+            topic = where.split("/")[0]
+            return notification_id(f"kafka:{topic}", where, _rule(doc), _recipient(doc), "email")
+        return notification_id(doc["source"], doc["id"], _rule(doc), _recipient(doc), "email")
+
+    # ------------------------------------------------------------ reading outputs
+
+    def mail(self) -> Counter[str]:
+        """Notification ids of the .eml files in the sink, with how often each arrived."""
+        got: Counter[str] = Counter()
+        for f in self.sink.directory.glob("*.eml"):
+            nid = f.name.split("@")[0].lstrip("<").split(".dup-")[0]
+            got[nid] += 1
+        return got
+
+    def wait_mail(self, n: int, timeout_s: float = 90.0) -> Counter[str]:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            got = self.mail()
+            if sum(got.values()) >= n:
+                return got
+            self.check_procs()
+            time.sleep(0.2)
+        return self.mail()
+
+    def read(self, topic: str, *, idle_s: float = 3.0, timeout_s: float = 60.0) -> list[Any]:
+        """Every committed record of `topic`, read until `idle_s` passes with nothing new."""
+        group = f"reader-{os.urandom(4).hex()}"
+        c = Consumer({**self.settings.kafka.client_config(), "group.id": group,
+                      "auto.offset.reset": "earliest", "isolation.level": "read_committed",
+                      "enable.auto.commit": False})  # fmt: skip
+        c.subscribe([topic])
+        out: list[Any] = []
+        last = time.monotonic()
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() - last < idle_s and time.monotonic() < deadline:
+            for m in c.consume(500, 0.3):
+                if m.error() is None:
+                    out.append(m)
+                    last = time.monotonic()
+        c.close()
+        return out
+
+    def statuses(self) -> Counter[tuple[str, str]]:
+        """(notification id, status) → how many committed status events."""
+        got: Counter[tuple[str, str]] = Counter()
+        for m in self.read(self.settings.topics.status):
+            d = json.loads(m.value())["data"]
+            got[(d["notification_id"], d["status"])] += 1
+        return got
+
+    # ------------------------------------------------------------ running stages
+
+    @contextmanager
+    def pipeline(
+        self, stages: tuple[str, ...] = ("route", "deliver", "audit")
+    ) -> Iterator[Metrics]:
+        """Run stages in this process (threads) for the duration of the block."""
+        stop = threading.Event()
+        metrics = Metrics()
+        rc: list[int] = []
+        t = threading.Thread(
+            target=lambda: rc.append(run_stages(self.settings, stages, stop=stop, metrics=metrics)),
+            name="pipeline",
+        )
+        t.start()
+        try:
+            yield metrics
+        finally:
+            stop.set()
+            t.join(60)
+        assert not t.is_alive(), "pipeline did not stop within 60 s"
+        assert rc == [0], f"pipeline exited {rc}"
+
+    def spawn(self, stage: str, **env: str) -> subprocess.Popen[bytes]:
+        """Start `tidings run --stage STAGE` as its own process (to kill it)."""
+        log = open(self.tmp / f"{stage}-{len(self.procs)}.log", "wb")  # noqa: SIM115
+        p = subprocess.Popen(
+            [sys.executable, "-m", "streams.cli", "--config", str(self.config),
+             "run", "--stage", stage],
+            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **env},
+        )  # fmt: skip
+        self.procs.append(p)
+        return p
+
+    def check_procs(self) -> None:
+        for p in self.procs:
+            rc = p.poll()
+            if rc not in (None, 0, -signal.SIGKILL, -signal.SIGTERM):
+                raise AssertionError(f"stage process exited {rc}; logs in {self.tmp}")
+
+    def stop_all(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in self.procs:
+            try:
+                p.wait(60)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(10)
+
+
+def _rule(doc: dict[str, Any]) -> str:
+    return "order-confirmation" if doc["type"] == "order.created" else "welcome"
+
+
+def _recipient(doc: dict[str, Any]) -> str:
+    d = doc["data"]
+    return str(d["customer"]["email"] if doc["type"] == "order.created" else d["email"])
+
+
+def make_world(
+    base: TidingsSettings, unique: str, tmp: Path, *, runtime: dict[str, Any] | None = None,
+    sink_delay_s: float = 0.0,
+) -> World:  # fmt: skip
+    """Create topics, a catalog copy, an SMTP sink and a config file for one test."""
+    order_topic, user_topic = f"test.{unique}.order.created", f"test.{unique}.user.registered"
+    cat = tmp / "catalog"
+    shutil.copytree(ROOT / "examples/catalog", cat)
+    rules = (cat / "rules.yaml").read_text()
+    rules = rules.replace(
+        'events: ["order.created"]', f'events: ["order.created", "{order_topic}"]'
+    )
+    rules = rules.replace(
+        'events: ["user.registered"]', f'events: ["user.registered", "{user_topic}"]'
+    )
+    (cat / "rules.yaml").write_text(rules)
+    sink = SmtpSink(tmp / "mail", port=0, delay_s=sink_delay_s)
+    (tmp / "mail").mkdir()
+    sink.start()
+    cfg: dict[str, Any] = {
+        "kafka": {"bootstrap_servers": base.kafka.bootstrap_servers},
+        "postgres": {"host": base.postgres.host, "port": base.postgres.port},
+        "redis": {"url": base.redis.url.get_secret_value()},
+        "topics": {
+            "events": [order_topic, user_topic],
+            "dispatch_prefix": f"test.{unique}.dispatch.",
+            "status": f"test.{unique}.status",
+            "dlq": f"test.{unique}.dlq",
+            "partitions": 3,
+            "status_partitions": 3,
+        },
+        "groups": {"route": f"route-{unique}", "deliver": f"deliver-{unique}",
+                   "audit": f"audit-{unique}"},
+        "smtp": {"port": sink.port},
+        "catalog": {"path": str(cat)},
+        "runtime": {"claim_lease_s": 3.0, "drain_timeout_s": 15.0, "retry_backoff_s": 0.05,
+                    **(runtime or {})},
+    }  # fmt: skip
+    config = tmp / "tidings.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    settings = load_settings(str(config))
+    ensure_topics(settings, pipeline_topics(settings))
+    apply_migrations(settings.postgres.conninfo())
+    return World(unique, tmp, config, settings, sink, order_topic, user_topic)
+
+
+Waiter = Callable[[], bool]
+
+
+def wait_until(cond: Waiter, timeout_s: float = 60.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")

@@ -15,6 +15,8 @@ from pydantic import (
     StrictStr,
 )
 
+from schemas.content import EmailContent
+
 __all__ = [
     "KNOWN_CHANNELS",
     "PRIORITIES",
@@ -97,16 +99,6 @@ class Rule(BaseModel):
     category: Identifier
     enabled: StrictBool = True
     variables: dict[VariableName, NonEmptyStr] = Field(default_factory=dict)
-
-
-class EmailContent(BaseModel):
-    """A rendered email; `html` is None when the template has no HTML body."""
-
-    model_config = ConfigDict(frozen=True)
-
-    subject: str
-    html: str | None
-    text: str
 
 
 class Match(BaseModel):

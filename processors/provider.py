@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from catalog import EmailContent
 from processors.email import SmtpSender, build_message
+from schemas.content import EmailContent
 from schemas.notification import Notification
 from schemas.settings import SmtpSettings
 

@@ -44,9 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     doctor.set_defaults(handler=_doctor)
 
-    from streams import commands
+    from streams import catalog_commands, commands
 
     commands.register(sub)
+    catalog_commands.register(sub)
     return parser
 
 

@@ -29,8 +29,9 @@ down:  ## stop what `make up` started (by pid)
 status:  ## show the local services
 	@bash deploy/local/stack.sh status
 
-run: up  ## bring the stack up and run tidings
+run: up  ## bring the stack up and run the pipeline with demo traffic until Ctrl-C
 	$(VENV)/bin/tidings doctor --service kafka --service postgres --service redis
+	$(VENV)/bin/tidings dev
 
 lint: venv
 	$(VENV)/bin/ruff check .
@@ -44,3 +45,16 @@ test: up lint typecheck  ## lint, type-check, and run every test against the rea
 
 clean: down  ## stop the stack and delete .local (all local data)
 	rm -rf .local
+
+# ---------------------------------------------------------------- bench (own venv: faust-streaming)
+BENCH_VENV := .local/bench-venv
+BENCH_STAMP := $(BENCH_VENV)/.installed
+
+$(BENCH_STAMP): pyproject.toml bench/requirements.txt
+	@test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install -q --upgrade pip
+	$(BENCH_VENV)/bin/python -m pip install -q -e . -r bench/requirements.txt
+	@touch $@
+
+bench: up $(BENCH_STAMP)  ## benchmark vs raw confluent-kafka and faust (QUICK=1: under 2 min)
+	$(BENCH_VENV)/bin/python -m bench.harness $(if $(QUICK),--quick)

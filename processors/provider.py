@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from processors.email import SmtpSender, build_message
-from schemas.content import EmailContent
+from processors.exceptions import PermanentSendError
+from schemas.content import Content, EmailContent
 from schemas.notification import Notification
 from schemas.settings import SmtpSettings
 
-__all__ = ["EmailProvider", "Provider"]
+__all__ = ["EmailProvider", "Provider", "expect_content"]
+
+C = TypeVar("C", bound=Content)
 
 
 class Provider(Protocol):
@@ -18,7 +21,7 @@ class Provider(Protocol):
     name: str
     channel: str
 
-    async def send(self, n: Notification, content: EmailContent) -> str:
+    async def send(self, n: Notification, content: Content) -> str:
         """Send; returns the provider's message id.
 
         Raises RetryableSendError (try later) or PermanentSendError (dead-letter it).
@@ -28,6 +31,17 @@ class Provider(Protocol):
     async def close(self) -> None:
         """Release connections."""
         ...
+
+
+def expect_content(content: Content, kind: type[C], provider: str) -> C:
+    """Narrow `content` to the type a provider sends; PermanentSendError when it is another."""
+    if not isinstance(content, kind):
+        raise PermanentSendError(
+            f"provider {provider!r} sends {kind.__name__}, got {type(content).__name__}: "
+            "the template's channel does not match the provider's; fix the rule or the catalog",
+            code="wrong_content_type",
+        )
+    return content
 
 
 class EmailProvider:
@@ -40,14 +54,15 @@ class EmailProvider:
         self._settings = settings
         self._sender = SmtpSender(settings, pool_size=pool_size)
 
-    async def send(self, n: Notification, content: EmailContent) -> str:
+    async def send(self, n: Notification, content: Content) -> str:
         """Send one email; blocks the calling task only (async)."""
+        email = expect_content(content, EmailContent, self.name)
         msg = build_message(
             notification_id=n.id,
             to=n.recipient,
-            subject=content.subject,
-            html=content.html,
-            text=content.text,
+            subject=email.subject,
+            html=email.html,
+            text=email.text,
             settings=self._settings,
         )
         return await self._sender.send(msg)

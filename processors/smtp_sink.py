@@ -115,6 +115,7 @@ class SmtpSink:
             self._tls.load_cert_chain(os.fspath(tls_cert), os.fspath(tls_key))
         self._lock = threading.Lock()  # counters are written on the sink's thread
         self._received = self._duplicates = self._rejected = self._connections = 0
+        self._abandoned = 0
         self._controller: Any = None
 
     @property
@@ -276,6 +277,16 @@ class _Handler:
         sink = self._sink
         if sink.delay_s > 0:
             await asyncio.sleep(sink.delay_s)
+            transport = getattr(server, "transport", None)
+            reader = getattr(server, "_reader", None)
+            # A killed client's FIN shows only as EOF on the reader (the transport stays
+            # half-open), so check both.
+            if transport is None or transport.is_closing() or (reader and reader.at_eof()):
+                # The client went away before we answered: like an MTA that has not yet
+                # committed the message, keep nothing (the client will send it again).
+                with sink._lock:
+                    sink._abandoned += 1
+                return "421 client gone"
         reply = sink.fail_with
         if reply is not None:
             with sink._lock:

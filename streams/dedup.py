@@ -1,6 +1,6 @@
 """Send claims: at most one send per notification, across processes, crashes and Redis loss.
 
-Before a send, a worker takes a claim in Redis (`SET key "sending|token" NX PX lease`).
+Before a send, a worker takes a claim in Redis (a Lua script: `sending|token|deadline`).
 After the provider accepts, the send is recorded durably in Postgres (`deliveries`)
 and the claim becomes `sent|…` in Redis. A redelivered notification finds the
 claim (or, when Redis has lost its memory, the Postgres row) and is not sent again.
@@ -24,8 +24,32 @@ from streams.exceptions import FatalStageError
 
 __all__ = ["Claim", "ClaimStore", "DeliveryLog", "SentRecord"]
 
+# The claim value keeps its lease deadline, and the key outlives the lease, so a
+# worker that finds an expired lease knows a sender died mid-send ("taken").
+# Time comes from the Redis server, so workers' clocks don't matter.
+_CLAIM = """
+local t = redis.call('time')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local v = redis.call('get', KEYS[1])
+local mine = 'sending|' .. ARGV[1] .. '|' .. (now + tonumber(ARGV[2]))
+if not v then
+  redis.call('set', KEYS[1], mine, 'EX', ARGV[3])
+  return {'ours', ''}
+end
+if string.sub(v, 1, 5) == 'sent|' then return {'sent', v} end
+local deadline = tonumber(string.match(v, '|(%d+)$') or '0')
+if deadline <= now then
+  redis.call('set', KEYS[1], mine, 'EX', ARGV[3])
+  return {'taken', ''}
+end
+return {'busy', tostring(deadline - now)}
+"""
+
 _RELEASE = """
-if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
+local v = redis.call('get', KEYS[1])
+if v and string.sub(v, 1, string.len(ARGV[1])) == ARGV[1] then
+  return redis.call('del', KEYS[1])
+end
 return 0
 """
 
@@ -43,7 +67,9 @@ class SentRecord:
 class Claim:
     """The outcome of trying to claim a send."""
 
-    state: Literal["ours", "sent", "busy"]
+    # ours: send it; taken: send it, but a previous sender died mid-send (maybe a
+    # duplicate); sent: already sent; busy: someone else is sending, retry later.
+    state: Literal["ours", "taken", "sent", "busy"]
     token: str = ""
     sent: SentRecord | None = None
     retry_after_s: float = 0.0
@@ -156,6 +182,7 @@ class ClaimStore:
         self._lease_ms = int(lease_s * 1000)
         self._ttl_s = ttl_s
         self._prefix = prefix
+        self._claim = self._redis.register_script(_CLAIM)
         self._release = self._redis.register_script(_RELEASE)
 
     def _key(self, nid: str) -> str:
@@ -169,37 +196,36 @@ class ClaimStore:
         """Try to become the one sender of `nid`; raises FatalStageError if Redis is gone."""
         token = uuid.uuid4().hex
         try:
-            for _ in range(3):
-                if await self._redis.set(
-                    self._key(nid), f"sending|{token}", nx=True, px=self._lease_ms
-                ):
-                    return Claim("ours", token=token)
-                raw = await self._redis.get(self._key(nid))
-                if raw is None:
-                    continue  # expired between SET and GET: try again
-                val = raw.decode() if isinstance(raw, bytes) else str(raw)
-                if val.startswith("sent|"):
-                    _, provider, attempt, msgid = val.split("|", 3)
-                    return Claim("sent", sent=SentRecord(provider, msgid or None, int(attempt)))
-                pttl = await self._redis.pttl(self._key(nid))
-                return Claim("busy", retry_after_s=max(pttl, 50) / 1000)
+            raw = await self._claim(
+                keys=[self._key(nid)], args=[token, self._lease_ms, self._ttl_s]
+            )
         except RedisError as exc:
             raise FatalStageError(f"Redis claim failed: {exc}") from exc
-        return Claim("busy", retry_after_s=0.1)
+        state, detail = (x.decode() if isinstance(x, bytes) else str(x) for x in raw)
+        if state in ("ours", "taken"):
+            return Claim(state, token=token)  # type: ignore[arg-type]
+        if state == "sent":
+            _, provider, attempt, msgid = detail.split("|", 3)
+            return Claim("sent", sent=SentRecord(provider, msgid or None, int(attempt)))
+        return Claim("busy", retry_after_s=max(int(detail), 50) / 1000)
 
     async def record_sent(self, nid: str, token: str, channel: str, rec: SentRecord) -> None:
-        """Record an accepted send: Postgres first (durable), then the Redis claim."""
-        await self._log.record(nid, channel, rec)
+        """Record an accepted send: the Redis claim first, then Postgres; returns when both hold.
+
+        Redis first because it answers in well under a millisecond: that is the window in
+        which a crash leaves a send unrecorded. Postgres follows before the offset commits.
+        """
         val = f"sent|{rec.provider}|{rec.attempt}|{rec.provider_message_id or ''}"
         try:
             await self._redis.set(self._key(nid), val, ex=self._ttl_s)
         except RedisError as exc:
             raise FatalStageError(f"Redis claim update failed: {exc}") from exc
+        await self._log.record(nid, channel, rec)
 
     async def release(self, nid: str, token: str) -> None:
         """Give a claim up after a failed send, so a later retry or replay can take it."""
         try:
-            await self._release(keys=[self._key(nid)], args=[f"sending|{token}"])
+            await self._release(keys=[self._key(nid)], args=[f"sending|{token}|"])
         except RedisError as exc:
             raise FatalStageError(f"Redis claim release failed: {exc}") from exc
 

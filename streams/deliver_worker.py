@@ -91,6 +91,10 @@ class DeliverWorker:
         self._stopping = False
         self._rng = random.Random()
         self._sends = 0
+        self._active = 0  # provider calls in progress
+        self._recording = 0  # accepted sends being recorded
+        self._frozen = False
+        self._killer: asyncio.Future[None] | None = None
         self.fatal: BaseException | None = None
 
     # ------------------------------------------------------------ thread plumbing
@@ -175,6 +179,7 @@ class DeliverWorker:
         if sent is not None:  # the Postgres backstop knows it: Redis lost its memory
             self._finish(it, [self._status(n, "sent", sent)], dup=1)
             return
+        took_over = False
         while True:
             if self._stopping:
                 return  # abandoned: not committed, redone after restart
@@ -182,7 +187,8 @@ class DeliverWorker:
             if claim.state == "sent" and claim.sent is not None:
                 self._finish(it, [self._status(n, "sent", claim.sent)], dup=1)
                 return
-            if claim.state == "ours":
+            if claim.state in ("ours", "taken"):
+                took_over = claim.state == "taken"
                 break
             # Someone else holds the lease (a previous owner mid-send): wait it out.
             await asyncio.sleep(min(claim.retry_after_s, 1.0))
@@ -210,7 +216,13 @@ class DeliverWorker:
             try:
                 assert self._sem is not None
                 async with self._sem:
-                    msgid = await provider.send(n, content)
+                    if self._frozen:
+                        await asyncio.Event().wait()  # the fault hook is about to kill us
+                    self._active += 1
+                    try:
+                        msgid = await provider.send(n, content)
+                    finally:
+                        self._active -= 1
                 break
             except PermanentSendError as exc:
                 await self._claims.release(n.id, token)
@@ -231,13 +243,42 @@ class DeliverWorker:
                 attempt += 1
                 await asyncio.sleep(delay)
         rec = SentRecord(provider.name, msgid, attempt)
-        await self._claims.record_sent(n.id, token, n.channel, rec)
+        self._recording += 1
+        try:
+            await self._claims.record_sent(n.id, token, n.channel, rec)
+        finally:
+            self._recording -= 1
         self._sends += 1
+        if took_over:
+            # The previous holder died mid-send: whether the provider got that send is
+            # unknowable (RFC 1047), so this send may be a duplicate. Say so, and count it.
+            log.warning(
+                "deliver: took over the claim of %s from a sender that died mid-send; "
+                "if that send had reached the provider, this one duplicates it "
+                "(same Message-ID)", n.id,
+            )  # fmt: skip
+            self._finish(it, [self._status(n, "sent", rec)], sent=1, claims_taken_over=1)
+        else:
+            self._finish(it, [self._status(n, "sent", rec)], sent=1)
         if rt.fault_kill_after_sends and self._sends >= rt.fault_kill_after_sends:
-            # Fault injection for crash tests: die at the worst moment, after a send is
-            # recorded and before its offset can be committed.
+            self._freeze_and_kill()
+
+    def _freeze_and_kill(self) -> None:
+        # Fault injection for crash tests: die at the worst moment, after sends are
+        # recorded and before their offsets can be committed. New sends are held and
+        # those in flight finish first, so the kill never lands inside a provider call.
+        if self._frozen:
+            return
+        self._frozen = True
+
+        async def kill_when_quiet() -> None:
+            for _ in range(10_000):
+                if self._active == 0 and self._recording == 0:
+                    break
+                await asyncio.sleep(0.001)
             os.kill(os.getpid(), signal.SIGKILL)
-        self._finish(it, [self._status(n, "sent", rec)], sent=1)
+
+        self._killer = asyncio.ensure_future(kill_when_quiet())
 
     # ------------------------------------------------------------ outputs
 

@@ -177,12 +177,13 @@ class World:
 
     def spawn(self, stage: str, **env: str) -> subprocess.Popen[bytes]:
         """Start `tidings run --stage STAGE` as its own process (to kill it)."""
-        log = open(self.tmp / f"{stage}-{len(self.procs)}.log", "wb")  # noqa: SIM115
-        p = subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", "--config", str(self.config),
-             "run", "--stage", stage],
-            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **env},
-        )  # fmt: skip
+        # The child keeps its own copy of the descriptor; ours closes at once.
+        with open(self.tmp / f"{stage}-{len(self.procs)}.log", "wb") as log:
+            p = subprocess.Popen(
+                [sys.executable, "-m", "streams.cli", "--config", str(self.config),
+                 "run", "--stage", stage],
+                cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **env},
+            )  # fmt: skip
         self.procs.append(p)
         return p
 

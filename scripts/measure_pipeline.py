@@ -1,0 +1,109 @@
+"""Measure the one-process pipeline over N events (default 10,000): events/s and notifications/s.
+
+Not a test and not the benchmark harness (`make bench`): a quick, repeatable
+figure. It creates uuid topics, pre-produces N demo events, starts an SMTP sink
+that accepts at once, runs route+deliver+audit in this process, and times from
+start until every expected email has arrived and every status is audited.
+
+    .venv/bin/python scripts/measure_pipeline.py [--events 10000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import shutil
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import yaml
+from confluent_kafka import Producer
+
+from processors.smtp_sink import SmtpSink
+from schemas.settings import load_settings
+from streams.app import run_stages
+from streams.db import apply_migrations
+from streams.demo import encode, sample_event
+from streams.kafka import ensure_topics, pipeline_topics
+from streams.metrics import Metrics
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--events", type=int, default=10_000)
+    ap.add_argument("--seed", type=int, default=7)
+    args = ap.parse_args()
+    u = uuid.uuid4().hex[:8]
+    tmp = Path(tempfile.mkdtemp(prefix="tidings-measure-"))
+    sink = SmtpSink(tmp / "mail", port=0)
+    (tmp / "mail").mkdir()
+    sink.start()
+    order_t, user_t = f"measure.{u}.order", f"measure.{u}.user"
+    cat = tmp / "catalog"
+    shutil.copytree(Path(__file__).resolve().parents[1] / "examples/catalog", cat)
+    rules = (cat / "rules.yaml").read_text()
+    rules = rules.replace('events: ["order.created"]', f'events: ["{order_t}", "order.created"]')
+    rules = rules.replace('events: ["user.registered"]', f'events: ["{user_t}", "user.registered"]')
+    (cat / "rules.yaml").write_text(rules)
+    cfg: dict[str, Any] = {
+        "topics": {"events": [order_t, user_t],
+                   "dispatch_prefix": f"measure.{u}.dispatch.", "status": f"measure.{u}.status",
+                   "dlq": f"measure.{u}.dlq"},
+        "groups": {"route": f"m-route-{u}", "deliver": f"m-deliver-{u}", "audit": f"m-audit-{u}"},
+        "smtp": {"port": sink.port},
+        "catalog": {"path": str(cat)},
+    }  # fmt: skip
+    (tmp / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    s = load_settings(str(tmp / "cfg.yaml"))
+    ensure_topics(s, pipeline_topics(s))
+    apply_migrations(s.postgres.conninfo())
+
+    rng = random.Random(args.seed)
+    p = Producer({**s.kafka.client_config(), "linger.ms": 20})
+    for _ in range(args.events):
+        doc = sample_event(rng)
+        value, headers = encode(doc, "structured")
+        topic = order_t if doc["type"] == "order.created" else user_t
+        p.produce(topic, value=value, headers=headers)
+        p.poll(0)
+    p.flush(60)
+
+    stop = threading.Event()
+    metrics = Metrics()
+    t = threading.Thread(target=run_stages, args=(s, ("route", "deliver", "audit")),
+                         kwargs={"stop": stop, "metrics": metrics})  # fmt: skip
+    start = time.perf_counter()
+    t.start()
+    routed_at = sent_at = 0.0
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        c = metrics.snapshot()
+        if not routed_at and c.get("events_in", 0) >= args.events:
+            routed_at = time.perf_counter() - start
+        if not sent_at and c.get("sent", 0) >= c.get("queued", 1) and routed_at:
+            sent_at = time.perf_counter() - start
+        if sent_at and c.get("audited", 0) >= 2 * c.get("queued", 0):
+            break
+        time.sleep(0.05)
+    done = time.perf_counter() - start
+    stop.set()
+    t.join(60)
+    sink.stop()
+    c = metrics.snapshot()
+    print(
+        f"events: {args.events}, notifications: {c.get('queued', 0)}, "
+        f"emails received: {sink.received}"
+    )
+    print(f"route done after {routed_at:.2f} s  -> {args.events / routed_at:,.0f} events/s routed")
+    print(f"all sent after  {sent_at:.2f} s  -> {args.events / sent_at:,.0f} events/s end to end "
+          f"({c.get('sent', 0) / sent_at:,.0f} emails/s)")  # fmt: skip
+    print(f"all audited after {done:.2f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

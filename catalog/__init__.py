@@ -2,7 +2,9 @@
 
 `load_catalog(path)` reads a directory (rules.yaml or rules/*.yaml, plus templates/), checks
 everything in it and returns an immutable `Catalog`; `Catalog.evaluate(envelope, now)` yields
-one `Match` per (recipient, channel); `Catalog.render(match)` yields the `EmailContent`.
+one `Match` per (recipient, channel); `Catalog.render(match)` and
+`Catalog.render_content(template_id, channel, context, locale)` yield the channel's content
+model from schemas/content.py. The format is documented in docs/catalog.md.
 """
 
 from catalog.catalog import ENVELOPE_KEYS, Catalog
@@ -14,36 +16,53 @@ from catalog.exceptions import (
     RenderError,
     RuleEvaluationError,
 )
-from catalog.loader import load_catalog
+from catalog.loader import load_catalog, load_catalog_files
 from catalog.models import (
+    CHANNEL_POLICIES,
     KNOWN_CHANNELS,
     PRIORITIES,
+    RECIPIENT_KINDS,
     RENDERABLE_CHANNELS,
+    ChannelPolicy,
     EmailContent,
     Match,
     Priority,
+    RecipientKind,
     Rule,
 )
-from catalog.templates import DEFAULT_MAX_OUTPUT_BYTES, DEFAULT_MAX_RENDER_SECONDS, TemplateSet
+from catalog.templates import (
+    DEFAULT_MAX_OUTPUT_BYTES,
+    DEFAULT_MAX_RENDER_SECONDS,
+    DEFAULT_MAX_SMS_SEGMENTS,
+    TemplateSet,
+)
+from schemas.content import Content
 
 __all__ = [
+    "CHANNEL_POLICIES",
     "DEFAULT_MAX_OUTPUT_BYTES",
     "DEFAULT_MAX_RENDER_SECONDS",
+    "DEFAULT_MAX_SMS_SEGMENTS",
     "ENVELOPE_KEYS",
     "KNOWN_CHANNELS",
     "PRIORITIES",
+    "RECIPIENT_KINDS",
     "RENDERABLE_CHANNELS",
     "Catalog",
     "CatalogError",
     "CatalogLoadError",
+    "ChannelPolicy",
+    "Content",
     "EmailContent",
     "EventError",
     "Match",
     "Priority",
     "Problem",
+    "RecipientKind",
     "RenderError",
     "Rule",
     "RuleEvaluationError",
     "TemplateSet",
     "load_catalog",
+    "load_catalog_files",
 ]

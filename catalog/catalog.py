@@ -10,9 +10,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from catalog import cel
-from catalog.exceptions import EventError, RenderError, RuleEvaluationError
-from catalog.models import EmailContent, Match, Rule
+from catalog.exceptions import EventError, RuleEvaluationError
+from catalog.models import REACHES, EmailContent, Match, RecipientKind, Rule
 from catalog.templates import TemplateSet
+from schemas.content import Content
 
 __all__ = ["ENVELOPE_KEYS", "Catalog", "CompiledRule"]
 
@@ -33,6 +34,12 @@ class CompiledRule:
     recipients: tuple[cel.Expression, ...]
     variables: tuple[tuple[str, cel.Expression], ...]
     template_version: str
+    # Parallel to `recipients`: the kind a `- user:`/`- email:`/... entry declares, or None
+    # for a plain expression (then the value's shape decides).
+    recipient_kinds: tuple[RecipientKind | None, ...] = ()
+    idempotency_key: cel.Expression | None = None
+    locale: cel.Expression | None = None
+    tenants: re.Pattern[str] | None = None  # None: every tenant
 
 
 class Catalog:
@@ -105,54 +112,97 @@ class Catalog:
         bindings = cel.bind(event, now)
         event_id = event["id"]
         matches: list[Match] = []
+        tenant = event.get("tenant")
         for compiled in rules:
-            rule = compiled.rule
-            verdict = _run(compiled, "when", compiled.when, bindings, event_id)
-            if verdict is False:
+            if compiled.tenants is not None and not (
+                isinstance(tenant, str) and compiled.tenants.fullmatch(tenant)
+            ):
                 continue
-            if verdict is not True:
-                raise _error(
-                    compiled,
-                    "when",
-                    compiled.when,
-                    event_id,
-                    f"yields {_describe(verdict)}, not a bool",
-                )
-            recipients = _recipients(compiled, bindings, event_id)
-            if not recipients:
-                continue
-            variables = {
-                name: _run(compiled, f"variables.{name}", expr, bindings, event_id)
-                for name, expr in compiled.variables
-            }
-            for recipient in recipients:
-                for channel in rule.channels:
-                    matches.append(
-                        Match(
-                            rule_id=rule.id,
-                            rule_version=rule.version,
-                            recipient=recipient,
-                            channel=channel,
-                            template_id=rule.template,
-                            template_version=compiled.template_version,
-                            priority=rule.priority,
-                            category=rule.category,
-                            variables=variables,
-                        )
-                    )
+            matches.extend(self._judge(compiled, bindings, event_id, tenant))
         return matches
 
-    def render(self, match: Match, locale: str | None = None) -> EmailContent:
-        """Render the content of `match`; raises RenderError (also for non-email channels)."""
-        if match.channel != "email":
-            raise RenderError(
-                match.template_id,
-                match.channel,
-                "the catalog renders only email so far",
-                "render this channel in its processor, or use channel email",
+    def _judge(
+        self, compiled: CompiledRule, bindings: cel.Bindings, event_id: object, tenant: object
+    ) -> list[Match]:
+        rule = compiled.rule
+        verdict = _run(compiled, "when", compiled.when, bindings, event_id)
+        if verdict is False:
+            return []
+        if verdict is not True:
+            raise _error(
+                compiled,
+                "when",
+                compiled.when,
+                event_id,
+                f"yields {_describe(verdict)}, not a bool",
             )
+        recipients = _recipients(compiled, bindings, event_id)
+        if not recipients:
+            return []
+        variables = {
+            name: _run(compiled, f"variables.{name}", expr, bindings, event_id)
+            for name, expr in compiled.variables
+        }
+        key = _text(compiled, "idempotency_key", compiled.idempotency_key, bindings, event_id)
+        locale = _text(compiled, "locale", compiled.locale, bindings, event_id)
+        matches: list[Match] = []
+        for recipient, kind in recipients.items():
+            reachable = [c for c in rule.channels if c in REACHES[kind]]
+            if not reachable:
+                expr = compiled.recipients[0]
+                raise _error(
+                    compiled,
+                    "recipients",
+                    expr,
+                    event_id,
+                    f"recipient {recipient!r} is a {kind} address, which none of the channels "
+                    f"{list(rule.channels)} can reach; add a channel that can, or yield a user id",
+                )
+        for recipient, kind in recipients.items():
+            reachable = [c for c in rule.channels if c in REACHES[kind]]
+            chosen = reachable if rule.channel_policy == "all" else reachable[:1]
+            for channel in chosen:
+                rest = tuple(reachable[1:]) if rule.channel_policy == "first-available" else ()
+                matches.append(
+                    Match(
+                        rule_id=rule.id,
+                        rule_version=rule.version,
+                        recipient=recipient,
+                        channel=channel,
+                        template_id=rule.template,
+                        template_version=compiled.template_version,
+                        priority=rule.priority,
+                        category=rule.category,
+                        variables=variables,
+                        recipient_kind=kind,
+                        fallback_channels=rest,
+                        idempotency_key=key,
+                        locale=locale,
+                        tenant=tenant if isinstance(tenant, str) and tenant else None,
+                    )
+                )
+        return matches
+
+    def render(self, match: Match, locale: str | None = None) -> Content:
+        """Render `match` on its channel, for `locale` (else the match's); raises RenderError."""
         context = {"recipient": match.recipient, **match.variables}
-        return self._templates.render_email(match.template_id, context, locale)
+        return self._templates.render_content(
+            match.template_id, match.channel, context, locale or match.locale
+        )
+
+    def render_content(
+        self,
+        template_id: str,
+        channel: str,
+        context: Mapping[str, Any],
+        locale: str | None = None,
+    ) -> Content:
+        """Render the `channel` variant of `template_id` with `context`; raises RenderError.
+
+        The content model matches the channel: EmailContent, SmsContent, PushContent (push,
+        webpush), SlackContent, WebhookContent or InAppContent (schemas/content.py).
+        """
+        return self._templates.render_content(template_id, channel, context, locale)
 
     def render_email(
         self, template_id: str, context: Mapping[str, Any], locale: str | None = None
@@ -179,9 +229,12 @@ def _run(
         raise _error(compiled, field, expr, event_id, str(exc)) from None
 
 
-def _recipients(compiled: CompiledRule, bindings: cel.Bindings, event_id: object) -> list[str]:
-    found: dict[str, None] = {}  # ordered set: first occurrence wins, duplicates dropped
-    for index, expr in enumerate(compiled.recipients):
+def _recipients(
+    compiled: CompiledRule, bindings: cel.Bindings, event_id: object
+) -> dict[str, RecipientKind]:
+    found: dict[str, RecipientKind] = {}  # ordered: first occurrence wins, duplicates dropped
+    kinds = compiled.recipient_kinds or (None,) * len(compiled.recipients)
+    for index, (expr, declared) in enumerate(zip(compiled.recipients, kinds, strict=True)):
         field = f"recipients[{index}]"
         value = _run(compiled, field, expr, bindings, event_id)
         values = [value] if isinstance(value, str) else value
@@ -203,8 +256,35 @@ def _recipients(compiled: CompiledRule, bindings: cel.Bindings, event_id: object
                     event_id,
                     f"yields a recipient that is {_describe(item)}, not a non-empty string",
                 )
-            found[item.strip()] = None
-    return list(found)
+            found.setdefault(item.strip(), declared or _kind_of(item.strip()))
+    return found
+
+
+def _kind_of(recipient: str) -> RecipientKind:
+    if cel.is_email(recipient):
+        return "email"
+    if cel.is_phone(recipient):
+        return "phone"
+    if recipient.startswith(("https://", "http://")):
+        return "url"
+    return "user"
+
+
+def _text(
+    compiled: CompiledRule,
+    field: str,
+    expr: cel.Expression | None,
+    bindings: cel.Bindings,
+    event_id: object,
+) -> str | None:
+    if expr is None:
+        return None
+    value = _run(compiled, field, expr, bindings, event_id)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise _error(compiled, field, expr, event_id, f"yields {_describe(value)}, not a string")
+    return value
 
 
 def _error(

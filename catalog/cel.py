@@ -4,11 +4,19 @@ Expressions see two variables: `event` (the envelope as a map with keys id, type
 subject, time, tenant, data) and `now` (a timestamp). The strings, math and optional
 extensions are loaded so rules can write `event.data.email.lowerAscii()` or
 `event.?data.name.orValue('there')`.
+
+Custom functions (documented in docs/catalog.md), all pure and deterministic:
+
+- `bucket(key, n)`: a stable bucket 0..n-1 of string `key` (sha256), for gradual rollouts;
+- `sha256(s)`: hex sha256 of string `s`, for idempotency keys that must not leak data;
+- `emailDomain(s)`: the lower-cased domain of an email address, "" if `s` has no `@`;
+- `isEmail(s)` / `isPhone(s)`: whether `s` looks like an email address / an E.164 number.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import re
 from collections.abc import Mapping
 from typing import Any, Literal
@@ -17,6 +25,7 @@ from cel_expr_python import cel
 from cel_expr_python.ext import ext_math, ext_optional, ext_strings
 
 __all__ = [
+    "FUNCTIONS",
     "Bindings",
     "CelCompileError",
     "CelEvalError",
@@ -24,9 +33,11 @@ __all__ = [
     "Expression",
     "bind",
     "compile_expression",
+    "is_email",
+    "is_phone",
 ]
 
-Expected = Literal["bool", "recipients", "any"]
+Expected = Literal["bool", "recipients", "string", "any"]
 
 _T: Any = cel.Type
 # Type *names*, because Type.is_assignable_from(DYN) is False even for BOOL and so can't
@@ -34,13 +45,56 @@ _T: Any = cel.Type
 _ACCEPTED: dict[str, frozenset[str]] = {
     "bool": frozenset({"BOOL", "DYN"}),
     "recipients": frozenset({"STRING", "DYN", "LIST<STRING>", "LIST<DYN>"}),
+    "string": frozenset({"STRING", "DYN"}),
 }
-_WANTED = {"bool": "a bool", "recipients": "a string or a list of strings"}
+_WANTED = {"bool": "a bool", "recipients": "a string or a list of strings", "string": "a string"}
 _ERROR_AT = re.compile(r"ERROR: <input>:(\d+):(\d+): ([^\n]*)")
+
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+_PHONE = re.compile(r"\+[1-9][0-9]{6,14}")
+
+
+def _bucket(key: str, n: int) -> int:
+    if n <= 0:
+        raise ValueError(f"bucket count must be positive, got {n}")
+    return int.from_bytes(hashlib.sha256(key.encode("utf-8")).digest()[:8], "big") % n
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _email_domain(address: str) -> str:
+    return address.rsplit("@", 1)[1].strip().lower() if "@" in address else ""
+
+
+def is_email(text: str) -> bool:
+    """Whether `text` looks like an email address (one `@`, a dot in the domain)."""
+    return _EMAIL.fullmatch(text) is not None
+
+
+def is_phone(text: str) -> bool:
+    """Whether `text` is an E.164 phone number (`+` then 7 to 15 digits)."""
+    return _PHONE.fullmatch(text) is not None
+
+
+def _fn(name: str, result: Any, params: list[Any], impl: Any) -> Any:
+    overload_id = "_".join([name, *(str(p.name()).lower() for p in params)])
+    return cel.FunctionDecl(name, [cel.Overload(overload_id, result, params, impl=impl)])
+
+
+FUNCTIONS: tuple[str, ...] = ("bucket", "sha256", "emailDomain", "isEmail", "isPhone")
 
 _env: Any = cel.NewEnv(
     variables={"event": _T.Map(_T.STRING, _T.DYN), "now": _T.TIMESTAMP},
     extensions=[ext_strings.ExtStrings(), ext_math.ExtMath(), ext_optional.ExtOptional()],
+    functions=[
+        _fn("bucket", _T.INT, [_T.STRING, _T.INT], _bucket),
+        _fn("sha256", _T.STRING, [_T.STRING], _sha256),
+        _fn("emailDomain", _T.STRING, [_T.STRING], _email_domain),
+        _fn("isEmail", _T.BOOL, [_T.STRING], is_email),
+        _fn("isPhone", _T.BOOL, [_T.STRING], is_phone),
+    ],
 )
 _ERROR: Any = _T.ERROR
 # Result types whose .value() already is the plain Python value we want (fast path).

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Sequence
+import fnmatch
+import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -11,19 +13,23 @@ from pydantic import ValidationError
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from catalog import _yaml, cel
+from catalog._checks import at as _at
+from catalog._checks import check_delivery as _check_delivery
+from catalog._checks import check_reach as _check_reach
 from catalog.catalog import Catalog, CompiledRule
 from catalog.exceptions import CatalogLoadError, Problem
-from catalog.models import KNOWN_CHANNELS, RENDERABLE_CHANNELS, Rule
+from catalog.models import RecipientKind, Rule
 from catalog.templates import (
     DEFAULT_MAX_OUTPUT_BYTES,
     DEFAULT_MAX_RENDER_SECONDS,
+    DEFAULT_MAX_SMS_SEGMENTS,
     TemplateSet,
     digest,
     load_templates,
     read_tree,
 )
 
-__all__ = ["load_catalog"]
+__all__ = ["load_catalog", "load_catalog_files"]
 
 _RULE_SUFFIXES = (".yaml", ".yml")
 _TOP_LEVEL_KEYS = ("rules",)
@@ -34,8 +40,14 @@ def load_catalog(
     *,
     max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
     max_render_seconds: float = DEFAULT_MAX_RENDER_SECONDS,
+    max_sms_segments: int = DEFAULT_MAX_SMS_SEGMENTS,
+    default_locale: str = "en",
 ) -> Catalog:
-    """Load and check the catalog at `path`; raises CatalogLoadError listing every problem."""
+    """Load and check the catalog at `path`; raises CatalogLoadError listing every problem.
+
+    The version is a hash of every file's path and content, so the same files give the same
+    version wherever they are loaded from (a directory, or a bundle published on Kafka).
+    """
     root = Path(path)
     if not root.is_dir():
         raise CatalogLoadError(
@@ -55,12 +67,38 @@ def load_catalog(
         raise CatalogLoadError(
             [Problem(str(root), 0, 0, f"cannot read the catalog ({exc}); check its permissions")]
         ) from None
+    return load_catalog_files(
+        files,
+        root,
+        max_output_bytes=max_output_bytes,
+        max_render_seconds=max_render_seconds,
+        max_sms_segments=max_sms_segments,
+        default_locale=default_locale,
+    )
+
+
+def load_catalog_files(
+    files: Mapping[str, bytes],
+    root: str | Path = "<catalog>",
+    *,
+    max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
+    max_render_seconds: float = DEFAULT_MAX_RENDER_SECONDS,
+    max_sms_segments: int = DEFAULT_MAX_SMS_SEGMENTS,
+    default_locale: str = "en",
+) -> Catalog:
+    """Load a catalog from its files (posix path -> bytes); `root` names them in problems.
+
+    Raises CatalogLoadError listing every problem.
+    """
+    root = Path(root)
     prefix = "templates/"
     templates, problems = load_templates(
         root / "templates",
         {name[len(prefix) :]: data for name, data in files.items() if name.startswith(prefix)},
         max_output_bytes=max_output_bytes,
         max_render_seconds=max_render_seconds,
+        max_sms_segments=max_sms_segments,
+        default_locale=default_locale,
     )
     if not any(name.startswith(prefix) for name in files):
         problems.append(
@@ -212,77 +250,39 @@ def _check_rule(
         )
     compiler = _Compiler(file, lines, node, label, problems)
     when = compiler.compile(["when"], raw.get("when", "true"), "bool")
-    recipients = [
-        compiler.compile(["recipients", i], source, "recipients")
-        for i, source in enumerate(_as_list(raw.get("recipients")))
-    ]
+    recipients: list[tuple[RecipientKind | None, cel.Expression | None]] = []
+    for i, entry in enumerate(_as_list(raw.get("recipients"))):
+        if isinstance(entry, dict) and len(entry) == 1:
+            [(kind, source)] = entry.items()
+            loc: list[int | str] = ["recipients", i, str(kind)]
+            recipients.append((kind, compiler.compile(loc, source, "recipients")))
+        else:
+            recipients.append((None, compiler.compile(["recipients", i], entry, "recipients")))
     variables = [
         (str(name), compiler.compile(["variables", str(name)], source, "any"))
         for name, source in _as_dict(raw.get("variables")).items()
     ]
+    key = compiler.compile(["idempotency_key"], raw.get("idempotency_key"), "string")
+    locale = compiler.compile(["locale"], raw.get("locale"), "string")
     # Checked on the raw data so these show up even while the schema check fails.
     _check_delivery(file, node, label, raw, templates, problems)
-    compiled_all = None not in recipients and all(expr is not None for _, expr in variables)
-    if rule is None or when is None or len(problems) > before or not compiled_all:
+    _check_reach(file, node, label, raw, problems)
+    if rule is None or when is None or len(problems) > before:
         return None
+    tenants = None
+    if rule.tenants:
+        tenants = re.compile("|".join(f"(?:{fnmatch.translate(t)})" for t in rule.tenants))
     return CompiledRule(
         rule=rule,
         when=when,
-        recipients=tuple(r for r in recipients if r is not None),
+        recipients=tuple(expr for _, expr in recipients if expr is not None),
         variables=tuple((name, expr) for name, expr in variables if expr is not None),
         template_version=templates.version(rule.template),
+        recipient_kinds=tuple(kind for kind, _ in recipients),
+        idempotency_key=key,
+        locale=locale,
+        tenants=tenants,
     )
-
-
-def _check_delivery(
-    file: str,
-    node: Node,
-    label: str,
-    raw: dict[Any, Any],
-    templates: TemplateSet,
-    problems: list[Problem],
-) -> None:
-    template = raw.get("template")
-    available: frozenset[str] = frozenset()
-    if isinstance(template, str):
-        available = templates.channels(template)
-        if not available:
-            known = ", ".join(sorted(templates.ids)) or "none"
-            problems.append(
-                _at(
-                    file,
-                    node,
-                    ["template"],
-                    f"{label}: unknown template "
-                    f"{template!r}; create templates/{template}/ or use one of: "
-                    f"{known}",
-                )
-            )
-    for i, channel in enumerate(_as_list(raw.get("channels"))):
-        if not isinstance(channel, str) or channel not in KNOWN_CHANNELS:
-            continue  # the schema check reports it
-        if channel not in RENDERABLE_CHANNELS:
-            problems.append(
-                _at(
-                    file,
-                    node,
-                    ["channels", i],
-                    f"{label}: channel {channel!r} "
-                    "has no renderer yet; remove it (supported: "
-                    f"{', '.join(sorted(RENDERABLE_CHANNELS))})",
-                )
-            )
-        elif available and channel not in available:
-            problems.append(
-                _at(
-                    file,
-                    node,
-                    ["channels", i],
-                    f"{label}: template "
-                    f"{template!r} has no {channel} variant; add "
-                    f"templates/{template}/{channel}/",
-                )
-            )
 
 
 class _Compiler:
@@ -344,11 +344,6 @@ def _schema_problem(file: str, node: Node, label: str, err: Any) -> Problem:
     got = repr(err.get("input"))
     got = got if len(got) <= 60 else got[:57] + "..."
     return _at(file, node, loc, f"{label}, {field}: {msg} (got {got}); correct the value")
-
-
-def _at(file: str, node: Node, loc: Sequence[int | str], message: str) -> Problem:
-    found, _ = _yaml.find_node(node, loc)
-    return _yaml.problem_at(file, found, message)
 
 
 def _as_list(value: object) -> list[object]:

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StrictBool,
@@ -18,21 +19,40 @@ from pydantic import (
 from schemas.content import EmailContent
 
 __all__ = [
+    "CHANNEL_POLICIES",
     "KNOWN_CHANNELS",
     "PRIORITIES",
+    "REACHES",
+    "RECIPIENT_KINDS",
     "RENDERABLE_CHANNELS",
+    "ChannelPolicy",
     "EmailContent",
     "Match",
     "Priority",
+    "RecipientKind",
     "Rule",
 ]
 
 KNOWN_CHANNELS: frozenset[str] = frozenset(
     {"email", "sms", "push", "webpush", "slack", "webhook", "inapp"}
 )
-# Channels whose templates the catalog can render today; the loader refuses rules naming
-# any other channel so that the gap shows at load time, not when a message is due.
-RENDERABLE_CHANNELS: frozenset[str] = frozenset({"email"})
+# Channels whose templates the catalog can render (catalog/channels.py); the loader refuses
+# rules naming any other channel so that a gap shows at load time, not when a message is due.
+RENDERABLE_CHANNELS: frozenset[str] = KNOWN_CHANNELS
+
+ChannelPolicy = Literal["all", "first-available"]
+CHANNEL_POLICIES: tuple[str, ...] = ("all", "first-available")
+
+# What a recipient string is: a user id (resolved to addresses by the directory later) or an
+# explicit address. `REACHES` says which channels can reach each kind.
+RecipientKind = Literal["user", "email", "phone", "url"]
+RECIPIENT_KINDS: tuple[str, ...] = ("user", "email", "phone", "url")
+REACHES: dict[str, frozenset[str]] = {
+    "user": KNOWN_CHANNELS,
+    "email": frozenset({"email"}),
+    "phone": frozenset({"sms"}),
+    "url": frozenset({"webhook", "slack"}),
+}
 
 Priority = Literal["critical", "high", "normal", "low"]
 PRIORITIES: tuple[str, ...] = ("critical", "high", "normal", "low")
@@ -76,7 +96,23 @@ def _check_name(name: str) -> str:
     return name
 
 
+def _check_recipient(value: Any) -> Any:
+    if isinstance(value, str):
+        if not value:
+            raise ValueError("the expression is empty; write a CEL expression")
+        return value
+    if isinstance(value, dict) and len(value) == 1:
+        [(kind, source)] = value.items()
+        if kind in RECIPIENT_KINDS and isinstance(source, str) and source:
+            return value
+    raise ValueError(
+        "a recipient is a CEL expression string, or a mapping with one key of "
+        f"{', '.join(RECIPIENT_KINDS)} whose value is a CEL expression (`- user: event.data.id`)"
+    )
+
+
 NonEmptyStr = Annotated[StrictStr, Field(min_length=1)]
+RecipientSpec = Annotated[str | dict[str, str], BeforeValidator(_check_recipient)]
 Identifier = Annotated[StrictStr, AfterValidator(_check_id)]
 Channel = Annotated[StrictStr, AfterValidator(_check_channel)]
 VariableName = Annotated[StrictStr, AfterValidator(_check_name)]
@@ -92,13 +128,17 @@ class Rule(BaseModel):
     description: StrictStr = ""
     events: Annotated[tuple[NonEmptyStr, ...], Field(min_length=1)]
     when: NonEmptyStr = "true"
-    recipients: Annotated[tuple[NonEmptyStr, ...], Field(min_length=1)]
+    recipients: Annotated[tuple[RecipientSpec, ...], Field(min_length=1)]
     channels: Annotated[tuple[Channel, ...], Field(min_length=1), AfterValidator(_check_unique)]
+    channel_policy: ChannelPolicy = "all"
     template: Identifier
     priority: Priority = "normal"
     category: Identifier
     enabled: StrictBool = True
     variables: dict[VariableName, NonEmptyStr] = Field(default_factory=dict)
+    idempotency_key: NonEmptyStr | None = None
+    tenants: tuple[NonEmptyStr, ...] = ()
+    locale: NonEmptyStr | None = None
 
 
 class Match(BaseModel):
@@ -115,3 +155,10 @@ class Match(BaseModel):
     priority: Priority
     category: str
     variables: dict[str, Any]
+    recipient_kind: RecipientKind = "user"
+    # first-available: the other channels that can reach the recipient, in rule order, for a
+    # later stage to fall back on when the directory or the provider says the first can't.
+    fallback_channels: tuple[str, ...] = ()
+    idempotency_key: str | None = None
+    locale: str | None = None
+    tenant: str | None = None

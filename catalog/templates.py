@@ -3,16 +3,16 @@
 Layout: `templates/<template-id>/<channel>/<file>.j2` is the default locale and
 `templates/<template-id>/<channel>/<locale>/<file>.j2` a translation (chosen by the fallback
 chain `de-AT -> de -> default`). Directories whose name starts with `_` hold shared partials
-for `{% include %}`/`{% extends %}` and are not templates themselves.
+for `{% include %}`/`{% extends %}` (layouts and partials) and are not templates themselves.
+Which files each channel takes is in catalog/channels.py; Babel filters in catalog/i18n.py.
 """
 
 from __future__ import annotations
 
 import contextvars
-import hashlib
 import time
 import traceback
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +20,18 @@ from jinja2 import BaseLoader, Environment, StrictUndefined, Template, TemplateN
 from jinja2.exceptions import SecurityError, TemplateSyntaxError, UndefinedError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from catalog.channels import DEFAULT_MAX_SMS_SEGMENTS, build_content
 from catalog.exceptions import Problem, RenderError
+from catalog.i18n import FILTERS, render_locale
+from catalog.layout import check_layout, digest, read_tree, template_version
 from catalog.models import KNOWN_CHANNELS, EmailContent
+from schemas.content import Content
 
 __all__ = [
     "DEFAULT_LOCALE",
     "DEFAULT_MAX_OUTPUT_BYTES",
     "DEFAULT_MAX_RENDER_SECONDS",
+    "DEFAULT_MAX_SMS_SEGMENTS",
     "EMAIL_FILES",
     "TemplateSet",
     "digest",
@@ -38,7 +43,9 @@ DEFAULT_LOCALE = "default"
 DEFAULT_MAX_OUTPUT_BYTES = 256 * 1024
 DEFAULT_MAX_RENDER_SECONDS = 2.0
 EMAIL_FILES = {"subject": "subject.txt.j2", "html": "body.html.j2", "text": "body.txt.j2"}
-_EMAIL_REQUIRED = ("subject.txt.j2", "body.txt.j2")
+# Repetition (`'x' * n`, `[0] * n`) is checked before it allocates; `**` is bounded so
+# `10 ** 10 ** 9` can't spin the CPU before the deadline check gets a chance.
+_MAX_EXPONENT = 1000
 
 # Per render, so one shared environment can serve renders on several threads/tasks.
 _deadline: contextvars.ContextVar[float] = contextvars.ContextVar("tidings_render_deadline")
@@ -70,6 +77,23 @@ class _Sources(BaseLoader):
 class _Sandbox(ImmutableSandboxedEnvironment):
     # Every call a template makes (range, filters' callables, methods) checks the render
     # deadline, so nested loops can't run unbounded even when they emit no output.
+    intercepted_binops = frozenset({"*", "**"})
+    max_output: int = DEFAULT_MAX_OUTPUT_BYTES
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "*":
+            for seq, n in ((left, right), (right, left)):
+                sized = isinstance(seq, str | list | tuple) and isinstance(n, int)
+                if sized and len(seq) * n > self.max_output:
+                    raise _RenderLimit(
+                        f"repetition would build {len(seq) * n} items, over the output "
+                        f"cap of {self.max_output} bytes"
+                    )
+            return left * right
+        if isinstance(right, int) and abs(right) > _MAX_EXPONENT:
+            raise _RenderLimit(f"exponent {right} is over the sandbox limit of {_MAX_EXPONENT}")
+        return left**right
+
     def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
         deadline = _deadline.get(None)
         if deadline is not None and time.monotonic() > deadline:
@@ -102,11 +126,16 @@ class TemplateSet:
         max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
         max_render_seconds: float = DEFAULT_MAX_RENDER_SECONDS,
         names: Mapping[str, str] | None = None,
+        *,
+        max_sms_segments: int = DEFAULT_MAX_SMS_SEGMENTS,
+        default_locale: str = "en",
     ) -> None:
         self._variants = variants
         self._versions = versions
         self.max_output_bytes = max_output_bytes
         self.max_render_seconds = max_render_seconds
+        self.max_sms_segments = max_sms_segments
+        self.default_locale = default_locale
         # Template file path -> its name under templates/, to point render errors at a line.
         self._names = dict(names or {})
 
@@ -123,25 +152,47 @@ class TemplateSet:
         """Short sha256 of the template's files and the partials it uses; raises KeyError."""
         return self._versions[template_id]
 
+    def locales(self, template_id: str, channel: str) -> tuple[str, ...]:
+        """Locales the variant has files for, `default` first; empty if unknown."""
+        found = self._variants.get((template_id, channel), {})
+        return tuple(sorted(found, key=lambda k: (k != DEFAULT_LOCALE, k)))
+
     def render_email(
         self, template_id: str, context: Mapping[str, Any], locale: str | None = None
     ) -> EmailContent:
         """Render the email variant of `template_id`; raises RenderError."""
-        parts = self._parts(template_id, "email", locale)
-        subject, html, text = (parts.get(EMAIL_FILES[k]) for k in ("subject", "html", "text"))
-        if subject is None or text is None:
-            raise RenderError(
-                template_id,
-                "email",
-                "the subject or text body is missing",
-                "add subject.txt.j2 and body.txt.j2 (load_catalog checks this)",
+        content = self.render_content(template_id, "email", context, locale)
+        if not isinstance(content, EmailContent):  # build_content maps email to EmailContent
+            raise RenderError(template_id, "email", "not an email", "report this as a bug")
+        return content
+
+    def render_content(
+        self,
+        template_id: str,
+        channel: str,
+        context: Mapping[str, Any],
+        locale: str | None = None,
+    ) -> Content:
+        """Render the `channel` variant of `template_id` for `locale`; raises RenderError.
+
+        The files come from the first locale of the chain (`de-AT -> de -> default`) that
+        has them; the Babel filters format for `locale` itself (or the default locale).
+        """
+        parts = self._parts(template_id, channel, locale)
+        token = render_locale.set(locale or self.default_locale)
+        try:
+
+            def render(name: str) -> str | None:
+                template = parts.get(name)
+                if template is None:
+                    return None
+                return self._render(template_id, channel, template, context)
+
+            return build_content(
+                template_id, channel, render, max_sms_segments=self.max_sms_segments
             )
-        return EmailContent(
-            # Collapsed to one line: a newline in a Subject header is header injection.
-            subject=" ".join(self._render(template_id, "email", subject, context).split()),
-            html=None if html is None else self._render(template_id, "email", html, context),
-            text=self._render(template_id, "email", text, context),
-        )
+        finally:
+            render_locale.reset(token)
 
     def _parts(self, template_id: str, channel: str, locale: str | None) -> Parts:
         locales = self._variants.get((template_id, channel))
@@ -208,6 +259,10 @@ def _explain(exc: Exception, templates: TemplateSet) -> tuple[str, str]:
             f"max_output_bytes ({templates.max_output_bytes}) / max_render_seconds "
             f"({templates.max_render_seconds})"
         )
+    if isinstance(exc, OverflowError):
+        return f"the sandbox refused an oversized value ({exc})", (
+            "loop over at most 100000 items (`range` is capped) and keep numbers small"
+        )
     if isinstance(exc, SecurityError):
         return f"the sandbox refused an operation ({exc})", (
             "remove it from the template; templates may only read the values they are given"
@@ -226,6 +281,8 @@ def load_templates(
     *,
     max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
     max_render_seconds: float = DEFAULT_MAX_RENDER_SECONDS,
+    max_sms_segments: int = DEFAULT_MAX_SMS_SEGMENTS,
+    default_locale: str = "en",
 ) -> tuple[TemplateSet, list[Problem]]:
     """Compile the templates in `files` (else read `directory`); returns problems, raises none."""
     problems: list[Problem] = []
@@ -237,8 +294,8 @@ def load_templates(
                     0,
                     0,
                     "templates directory not found; create "
-                    "templates/<template-id>/email/ with subject.txt.j2 and "
-                    "body.txt.j2",
+                    "templates/<template-id>/<channel>/ with the channel's files "
+                    "(see docs/catalog.md)",
                 )
             )
             return TemplateSet({}, {}, max_output_bytes, max_render_seconds), problems
@@ -267,6 +324,8 @@ def load_templates(
         lstrip_blocks=True,
         keep_trailing_newline=True,
     )
+    env.max_output = max_output_bytes
+    env.filters.update(FILTERS)
     compiled, refs = _compile_all(env, sources, problems)
     variants: dict[tuple[str, str], dict[str, Parts]] = {}
     for name, template in compiled.items():
@@ -274,25 +333,23 @@ def load_templates(
         if len(bits) in (3, 4) and not bits[0].startswith("_") and bits[1] in KNOWN_CHANNELS:
             locale = _locale_key(bits[2]) if len(bits) == 4 else DEFAULT_LOCALE
             variants.setdefault((bits[0], bits[1]), {}).setdefault(locale, {})[bits[-1]] = template
-    _check_layout(directory, files, problems)
+    check_layout(directory, files, problems)
     versions = {
-        tid: _version(tid, files, refs)
+        tid: template_version(tid, files, refs)
         for tid in {name.split("/")[0] for name in files if "/" in name}
         if not tid.startswith("_")
     }
     names = {filename: name for name, (_, filename) in sources.items()}
-    templates = TemplateSet(variants, versions, max_output_bytes, max_render_seconds, names)
+    templates = TemplateSet(
+        variants,
+        versions,
+        max_output_bytes,
+        max_render_seconds,
+        names,
+        max_sms_segments=max_sms_segments,
+        default_locale=default_locale,
+    )
     return templates, problems
-
-
-def read_tree(directory: Path) -> dict[str, bytes]:
-    """Contents of every non-hidden file under `directory` by posix path; raises OSError."""
-    found: dict[str, bytes] = {}
-    for path in sorted(directory.rglob("*")):
-        rel = path.relative_to(directory)
-        if not any(p.startswith(".") for p in rel.parts) and path.is_file():
-            found[rel.as_posix()] = path.read_bytes()
-    return found
 
 
 def _compile_all(
@@ -330,65 +387,3 @@ def _compile_all(
                 )
             )
     return compiled, refs
-
-
-def _check_layout(directory: Path, files: Mapping[str, bytes], problems: list[Problem]) -> None:
-    email_sets: dict[str, set[str]] = {}
-    for name in files:
-        bits = name.split("/")
-        if bits[0].startswith("_") or len(bits) < 3:
-            continue
-        if bits[1] not in KNOWN_CHANNELS:
-            problems.append(
-                Problem(
-                    str(directory / name),
-                    0,
-                    0,
-                    f"{bits[1]!r} is not a channel; use one of {', '.join(sorted(KNOWN_CHANNELS))}",
-                )
-            )
-        elif bits[1] == "email" and bits[-1].endswith(".j2"):
-            if len(bits) > 4 or bits[-1] not in EMAIL_FILES.values():
-                problems.append(
-                    Problem(
-                        str(directory / name),
-                        0,
-                        0,
-                        "unexpected email template "
-                        f"file; name it one of {', '.join(EMAIL_FILES.values())} "
-                        "directly under email/ or email/<locale>/",
-                    )
-                )
-            else:
-                email_sets.setdefault("/".join(bits[:-1]), set()).add(bits[-1])
-    for folder, present in sorted(email_sets.items()):
-        for required in _EMAIL_REQUIRED:
-            if required not in present:
-                problems.append(
-                    Problem(
-                        str(directory / folder),
-                        0,
-                        0,
-                        f"missing {required}; every email template needs a subject and a text body",
-                    )
-                )
-
-
-def _version(template_id: str, files: Mapping[str, bytes], refs: Mapping[str, set[str]]) -> str:
-    own = [name for name in files if name.startswith(template_id + "/")]
-    todo, used = list(own), set(own)
-    while todo:
-        for ref in refs.get(todo.pop(), ()):
-            if ref not in used and ref in files:
-                used.add(ref)
-                todo.append(ref)
-    return digest((name, files[name]) for name in sorted(used))
-
-
-def digest(items: Iterable[tuple[str, bytes]]) -> str:
-    """Short sha256 (12 hex digits) over (name, content) pairs; raises nothing."""
-    h = hashlib.sha256()
-    for name, data in items:
-        h.update(name.encode("utf-8", "surrogateescape") + b"\0" + str(len(data)).encode() + b"\0")
-        h.update(data)
-    return h.hexdigest()[:12]

@@ -12,7 +12,7 @@ import logging
 import re
 import ssl
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.errors import NonASCIILocalPartDefect
@@ -23,6 +23,7 @@ from email.utils import format_datetime
 import aiosmtplib
 
 from processors.exceptions import PermanentSendError, ProcessorError, RetryableSendError
+from processors.mime import RawMail
 from schemas.settings import SmtpSettings
 
 __all__ = ["SmtpSender", "build_message"]
@@ -220,13 +221,28 @@ class SmtpSender:
     async def send(self, message: EmailMessage) -> str:
         """Send; return the Message-ID; raises Retryable/PermanentSendError; awaits, no blocking."""
         message_id, sender, recipient = _envelope(message)
+        return await self._transaction(
+            message_id,
+            lambda smtp: smtp.send_message(message, sender=sender, recipients=[recipient]),
+        )
+
+    async def send_raw(self, mail: RawMail) -> str:
+        """Send pre-built bytes (see processors.mime); same contract as `send`."""
+        return await self._transaction(
+            mail.message_id,
+            lambda smtp: smtp.sendmail(mail.sender, [mail.recipient], mail.data),
+        )
+
+    async def _transaction(
+        self, message_id: str, run: Callable[[aiosmtplib.SMTP], Awaitable[object]]
+    ) -> str:
         slot = await self._idle.get()  # after close() every slot is idle: no waiting
         try:
             if self._closed:
                 raise RuntimeError("SmtpSender.send() after close(): create a new sender")
             smtp = await self._ready(slot)
             try:
-                await smtp.send_message(message, sender=sender, recipients=[recipient])
+                await run(smtp)
             except BaseException as exc:
                 if not isinstance(exc, _CLEAN_FAILURES):
                     # Timeout, disconnect, cancellation: the protocol state is unknown, so

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 from typing import Any, Literal
 
@@ -51,7 +50,7 @@ class Notification(BaseModel):
 
     def encode(self) -> bytes:
         """Compact JSON for the dispatch topic."""
-        return json.dumps(self.model_dump(mode="json"), separators=(",", ":")).encode()
+        return self.model_dump_json().encode()
 
     @classmethod
     def decode(cls, raw: bytes) -> Notification:

@@ -137,6 +137,11 @@ class CatalogSettings(_Frozen):
     """Where the rules and templates live."""
 
     path: Path = Path("examples/catalog")
+    # Hot reload from the directory (local use): poll interval in seconds, 0 = off.
+    watch_interval_s: float = Field(default=1.0, ge=0)
+    # Hot reload for a fleet: follow the compacted topic `tidings catalog publish` writes.
+    follow_topic: str | None = None
+    follow_key: str = "default"
 
 
 class RouteSettings(_Frozen):

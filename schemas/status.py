@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -71,8 +70,7 @@ class StatusEvent(BaseModel):
 
     def encode(self) -> bytes:
         """The JSON record value."""
-        doc = self.model_dump(mode="json", exclude_none=True)
-        return json.dumps(doc, separators=(",", ":")).encode()
+        return self.model_dump_json(exclude_none=True).encode()
 
     def headers(self) -> list[tuple[str, bytes]]:
         """Headers that let consumers filter without parsing (`ce_type` repeats the type)."""

@@ -13,6 +13,9 @@ from __future__ import annotations
 import argparse
 import random
 import shutil
+import socket
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -32,16 +35,48 @@ from streams.kafka import ensure_topics, pipeline_topics
 from streams.metrics import Metrics
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_port(port: int) -> None:
+    for _ in range(100):
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise SystemExit(f"the SMTP sink did not listen on {port} within 10 s")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--events", type=int, default=10_000)
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--verbose", action="store_true", help="print the counters as it goes")
+    ap.add_argument(
+        "--sink",
+        choices=["process", "thread"],
+        default="process",
+        help="run the SMTP sink as its own process (like a real server) or in this process",
+    )
     args = ap.parse_args()
     u = uuid.uuid4().hex[:8]
     tmp = Path(tempfile.mkdtemp(prefix="tidings-measure-"))
-    sink = SmtpSink(tmp / "mail", port=0)
     (tmp / "mail").mkdir()
-    sink.start()
+    port = _free_port()
+    sink_proc = None
+    if args.sink == "thread":
+        sink = SmtpSink(tmp / "mail", port=port)
+        sink.start()
+    else:
+        sink_proc = subprocess.Popen(
+            [sys.executable, "-m", "processors.smtp_sink", "--port", str(port),
+             "--dir", str(tmp / "mail")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        _wait_port(port)
     order_t, user_t = f"measure.{u}.order", f"measure.{u}.user"
     cat = tmp / "catalog"
     shutil.copytree(Path(__file__).resolve().parents[1] / "examples/catalog", cat)
@@ -54,7 +89,7 @@ def main() -> int:
                    "dispatch_prefix": f"measure.{u}.dispatch.", "status": f"measure.{u}.status",
                    "dlq": f"measure.{u}.dlq"},
         "groups": {"route": f"m-route-{u}", "deliver": f"m-deliver-{u}", "audit": f"m-audit-{u}"},
-        "smtp": {"port": sink.port},
+        "smtp": {"port": port},
         "catalog": {"path": str(cat)},
     }  # fmt: skip
     (tmp / "cfg.yaml").write_text(yaml.safe_dump(cfg))
@@ -66,6 +101,7 @@ def main() -> int:
     p = Producer({**s.kafka.client_config(), "linger.ms": 20})
     for _ in range(args.events):
         doc = sample_event(rng)
+        doc["source"] = f"urn:tidings:measure:{u}"  # new notification ids every run
         value, headers = encode(doc, "structured")
         topic = order_t if doc["type"] == "order.created" else user_t
         p.produce(topic, value=value, headers=headers)
@@ -79,24 +115,31 @@ def main() -> int:
     start = time.perf_counter()
     t.start()
     routed_at = sent_at = 0.0
-    deadline = time.monotonic() + 600
+    deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         c = metrics.snapshot()
         if not routed_at and c.get("events_in", 0) >= args.events:
             routed_at = time.perf_counter() - start
-        if not sent_at and c.get("sent", 0) >= c.get("queued", 1) and routed_at:
+        finished = c.get("sent", 0) + c.get("failed", 0)
+        if not sent_at and routed_at and finished >= c.get("queued", 1):
             sent_at = time.perf_counter() - start
         if sent_at and c.get("audited", 0) >= 2 * c.get("queued", 0):
             break
+        if args.verbose and int(time.monotonic() * 20) % 40 == 0:
+            print(c, flush=True)
         time.sleep(0.05)
     done = time.perf_counter() - start
     stop.set()
     t.join(60)
-    sink.stop()
+    if sink_proc is not None:
+        sink_proc.terminate()
+        sink_proc.wait(10)
+    else:
+        sink.stop()
+    received = len(list((tmp / "mail").glob("*.eml")))
     c = metrics.snapshot()
     print(
-        f"events: {args.events}, notifications: {c.get('queued', 0)}, "
-        f"emails received: {sink.received}"
+        f"events: {args.events}, notifications: {c.get('queued', 0)}, emails received: {received}"
     )
     print(f"route done after {routed_at:.2f} s  -> {args.events / routed_at:,.0f} events/s routed")
     print(f"all sent after  {sent_at:.2f} s  -> {args.events / sent_at:,.0f} events/s end to end "

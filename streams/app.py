@@ -63,7 +63,7 @@ def run_stages(
     """Run `stages` until stopped; returns the exit code (0 clean, 1 a stage failed). Blocks."""
     stop = stop or threading.Event()
     metrics = metrics or Metrics()
-    ref = CatalogRef.load(settings.catalog.path) if {"route", "deliver"} & set(stages) else None
+    ref = _catalog(settings) if {"route", "deliver"} & set(stages) else None
     errors: list[BaseException] = []
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -89,10 +89,27 @@ def run_stages(
     for t in threads:
         t.start()
     next_tick = time.monotonic() + tick_s
-    while any(t.is_alive() for t in threads):
-        for t in threads:
-            t.join(0.2)
-        if on_tick is not None and time.monotonic() >= next_tick:
-            on_tick(metrics)
-            next_tick += tick_s
+    try:
+        while any(t.is_alive() for t in threads):
+            for t in threads:
+                t.join(0.2)
+            if on_tick is not None and time.monotonic() >= next_tick:
+                on_tick(metrics)
+                next_tick += tick_s
+    finally:
+        if ref is not None:
+            ref.stop()
     return 1 if errors else 0
+
+
+def _catalog(settings: TidingsSettings) -> CatalogRef:
+    """The catalog for this process, following its source for hot reload."""
+    c = settings.catalog
+    if c.follow_topic:
+        ref = CatalogRef.from_topic(settings, c.follow_topic, c.follow_key)
+        ref.follow(settings, c.follow_topic, c.follow_key)
+        return ref
+    ref = CatalogRef.load(c.path)
+    if c.watch_interval_s > 0:
+        ref.start_watch(c.watch_interval_s)
+    return ref

@@ -44,10 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     doctor.set_defaults(handler=_doctor)
 
-    from streams import catalog_commands, commands
+    from streams import catalog_commands, commands, dlq_commands
 
     commands.register(sub)
     catalog_commands.register(sub)
+    dlq_commands.register(sub)
     return parser
 
 

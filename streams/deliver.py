@@ -16,14 +16,14 @@ import threading
 import time
 from collections.abc import Iterable
 
-from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from processors.provider import EmailProvider, Provider
 from schemas.settings import TidingsSettings
 from streams.catalog_ref import CatalogRef
 from streams.dedup import ClaimStore, DeliveryLog
 from streams.deliver_worker import Completion, DeliverWorker, Item
-from streams.exceptions import FatalStageError
+from streams.exceptions import FatalStageError, TransactionAborted
 from streams.kafka import TransactionalOutput, make_consumer, make_producer, transactional_id
 from streams.metrics import Metrics
 from streams.offsets import OffsetTracker
@@ -97,8 +97,15 @@ class DeliverStage:
                     consumer.consume(1, 0)  # serve rebalances and keep the group alive
                 else:
                     self._resume(consumer)
-                    timeout = 0.005 if self._tracker.in_flight else s.runtime.poll_timeout_s
-                    msgs = consumer.consume(min(room, s.runtime.batch_size), timeout)
+                    n = min(room, s.runtime.batch_size)
+                    if self._tracker.in_flight:
+                        msgs = consumer.consume(n, 0.002)
+                    else:
+                        # Idle: wait for one record, then take what is already fetched.
+                        first = consumer.poll(s.runtime.poll_timeout_s)
+                        msgs = [] if first is None else [first]
+                        if first is not None and n > 1:
+                            msgs += consumer.consume(n - 1, 0)
                     if msgs:
                         self._submit(msgs)
                 if time.monotonic() - last_commit >= s.runtime.commit_interval_s:
@@ -159,12 +166,28 @@ class DeliverStage:
         if not offsets:
             return
         assert self._txn is not None
-        # An aborted transaction here can't be redone in place (its records were
-        # taken): exit and let the restart redo it from the committed offsets.
         try:
             self._txn.commit(outs, offsets)
-        except Exception as exc:
-            raise FatalStageError(f"deliver: commit failed: {exc}") from exc
+        except TransactionAborted as exc:
+            # Nothing of it is visible. Redo from the committed offsets: the claims make
+            # the redo safe (finished sends are found `sent`, in-flight ones `busy`).
+            log.warning("deliver: %s; rewinding to the committed offsets", exc)
+            self._rewind()
+
+    def _rewind(self) -> None:
+        consumer = self._consumer
+        assert consumer is not None
+        tps = self._tracker.partitions()
+        self._forget(tps)
+        if self._closing or not tps:
+            return
+        try:
+            committed = consumer.committed([TopicPartition(t, p) for t, p in tps], timeout=10)
+            for tp in committed:
+                if tp.offset >= 0:
+                    consumer.seek(tp)
+        except KafkaException as exc:
+            raise FatalStageError(f"deliver: could not rewind after an abort: {exc}") from exc
 
     def _drain(self, tps: list[TP], timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s

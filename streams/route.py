@@ -138,9 +138,14 @@ class RouteStage:
         consumer.subscribe(list(s.topics.events))
         try:
             while not self._stop.is_set():
-                msgs = consumer.consume(s.runtime.batch_size, s.runtime.poll_timeout_s)
-                if not msgs:
+                # Wait for the first record only, then take what is already fetched: a
+                # batch never waits to fill up, so a quiet topic adds no latency.
+                first = consumer.poll(s.runtime.poll_timeout_s)
+                if first is None:
                     continue
+                msgs = [first]
+                if s.runtime.batch_size > 1:
+                    msgs += consumer.consume(s.runtime.batch_size - 1, 0)
                 outs, offsets, counts = self._route_batch(msgs)
                 try:
                     txn.commit(outs, offsets)

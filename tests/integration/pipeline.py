@@ -187,6 +187,14 @@ class World:
         self.procs.append(p)
         return p
 
+    def log_tail(self, p: subprocess.Popen[bytes], lines: int = 40) -> str:
+        """The last lines a spawned stage process wrote, for assertion messages."""
+        idx = self.procs.index(p)
+        stage = p.args[-1] if isinstance(p.args, list) else "?"
+        path = self.tmp / f"{stage}-{idx}.log"
+        text = path.read_text(errors="replace") if path.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
     def check_procs(self) -> None:
         for p in self.procs:
             rc = p.poll()

@@ -146,7 +146,8 @@ def test_rebalance_one_deliver_process_stops_mid_burst(
         b = w.spawn("deliver")
         wait_until(lambda: sum(w.mail().values()) >= 60, 90, "both sending")
         a.send_signal(signal.SIGTERM)
-        assert a.wait(60) == 0, "a stopping member drains, commits and exits 0"
+        rc = a.wait(60)
+        assert rc == 0, f"a stopping member drains, commits and exits 0:\n{w.log_tail(a)}"
         wait_until(lambda: len(w.mail()) >= 300, 120, "all mail")
         assert b.poll() is None
         w.stop_all()

@@ -49,8 +49,9 @@ CASES = [
     pytest.param(
         ("    category: onboarding\n", "    category: onboarding\n    prority: high\n"),
         "rules.yaml:9:5: rule 'r1': unknown field 'prority'; did you mean 'priority'? (known "
-        "fields: id, version, description, events, when, recipients, channels, template, "
-        "priority, category, enabled, variables)",
+        "fields: id, version, description, events, when, recipients, channels, "
+        "channel_policy, template, priority, category, enabled, variables, idempotency_key, "
+        "tenants, locale)",
         id="unknown-field",
     ),
     pytest.param(
@@ -107,14 +108,15 @@ CASES = [
     ),
     pytest.param(
         ("[email]", "[email, sms]"),
-        "rules.yaml:6:23: rule 'r1': channel 'sms' has no renderer yet; remove it "
-        "(supported: email)",
-        id="channel-without-renderer",
+        "rules.yaml:6:23: rule 'r1': template 'welcome' has no sms variant; add "
+        "templates/welcome/sms/",
+        id="template-without-channel-variant",
     ),
     pytest.param(
         ("template: welcome", "template: welcom"),
         "rules.yaml:7:15: rule 'r1': unknown template 'welcom'; create templates/welcom/ or "
-        "use one of: order-confirmation, welcome",
+        "use one of: infra-alert, order-confirmation, order-shipped, password-reset, "
+        "payment-completed, payment-failed, welcome",
         id="unknown-template",
     ),
     pytest.param(
@@ -173,8 +175,8 @@ def test_template_layout_problems(make_catalog: Any, valid_rules: str) -> None:
         }
     )
     assert problems_of(root) == [
-        f"{root}/templates/t2/email: missing subject.txt.j2; every email template needs a "
-        "subject and a text body",
+        f"{root}/templates/t2/email: missing subject.txt.j2; every email template needs "
+        "subject.txt.j2, body.txt.j2",
         f"{root}/templates/t2/email/body.txt.j2:1:1: template 'nope.j2' is not in the catalog; "
         "reference it by its path under templates/ or create it",
         f"{root}/templates/welcome/email/subjct.txt.j2: unexpected email template file; name it "

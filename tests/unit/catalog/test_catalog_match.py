@@ -31,10 +31,35 @@ def example(example_path: Path) -> Catalog:
 
 
 def test_example_catalog_loads(example: Catalog) -> None:
-    assert [r.id for r in example.rules] == ["order-confirmation", "welcome"]
-    assert example.event_patterns() == {"order.created", "user.registered"}
+    assert [r.id for r in example.rules] == [
+        "order-confirmation",
+        "welcome",
+        "infra-alert-slack",
+        "infra-alert-webhook",
+        "order-shipped",
+        "payment-completed",
+        "payment-failed",
+        "password-reset",
+    ]
+    assert example.event_patterns() == {
+        "order.created",
+        "order.shipped",
+        "payment.completed",
+        "payment.failed",
+        "user.registered",
+        "user.password-reset",
+        "infra.alert.*",
+    }
     assert len(example.version) == 12
-    assert example.templates.ids == {"order-confirmation", "welcome"}
+    assert example.templates.ids == {
+        "order-confirmation",
+        "welcome",
+        "order-shipped",
+        "payment-completed",
+        "payment-failed",
+        "password-reset",
+        "infra-alert",
+    }
 
 
 def test_order_created_yields_one_email(example: Catalog) -> None:
@@ -55,6 +80,7 @@ def test_order_created_yields_one_email(example: Catalog) -> None:
             "total": 42.5,
             "currency": "EUR",
         },
+        recipient_kind="email",
     )
 
 

@@ -144,7 +144,7 @@ def test_unknown_template_and_non_email_channel(example_path: Path) -> None:
     with pytest.raises(RenderError, match="no such template"):
         catalog.render_email("nope", {})
     match = order_match(catalog).model_copy(update={"channel": "sms"})
-    with pytest.raises(RenderError, match="only email"):
+    with pytest.raises(RenderError, match="no such template for this channel"):
         catalog.render(match)
 
 

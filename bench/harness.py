@@ -1,0 +1,836 @@
+"""`make bench`: measure tidings against a raw confluent-kafka loop and faust-streaming, in one run.
+
+    python -m bench.harness [--quick] [--seed N] [--only raw,route,...] [--profile]
+
+Steps (every wait is bounded in time, every loop in count; traffic only to 127.0.0.1):
+1. a per-run world: uuid-named topics and groups, a generated 50-rule catalog, an SMTP sink
+   process that accepts at once (`processors.smtp_sink`, no delay);
+2. pre-produce the workload (bench/workload.py) to the run's input topics;
+3. run each scenario in its own process(es) and measure, after warm-up, sustained events/s,
+   CPU seconds per 1,000 events (psutil, user+system of the measured processes) and peak RSS
+   (VmHWM): raw, faust, route, pipeline (one process), pipeline (one process per stage);
+4. latency of the one-process pipeline under open-loop load at 25/50/75% of its measured
+   maximum: event produce timestamp → timestamp of its `sent` status record;
+5. write bench/results/<timestamp>.json, bench/results/<timestamp>.png and docs/benchmarks.md;
+6. clean up: delete the run's topics and its rows in Postgres, stop the sink.
+
+With `--profile`, py-spy records every measured process during its window (this slows
+them, so no report is written) and the top frames are printed and saved as text.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psutil
+import yaml
+
+from bench.workload import EVENT_TYPES, EventPool, mean_notifications, write_catalog
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+PY = sys.executable
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How long and how much: the full run or the QUICK one."""
+
+    warm_s: float
+    window_s: float
+    base_events: int  # raw, faust and route read these (raw goes round them again)
+    pipeline_events: int  # per pipeline form (ids must be fresh: deliver deduplicates)
+    latency_window_s: float
+    in_partitions: int = 2
+    out_partitions: int = 6
+
+
+FULL = Plan(
+    warm_s=8.0, window_s=30.0, base_events=1_000_000, pipeline_events=250_000, latency_window_s=30.0
+)
+QUICK = Plan(
+    warm_s=2.0, window_s=6.0, base_events=120_000, pipeline_events=30_000, latency_window_s=6.0
+)
+
+
+# ---------------------------------------------------------------- the world
+
+
+@dataclass
+class World:
+    """Everything one bench run owns."""
+
+    run: str
+    tmp: Path
+    catalog: Path
+    bootstrap: str
+    base: dict[str, Any]
+    sink: subprocess.Popen[bytes] | None = None
+    topics: set[str] = field(default_factory=set)
+
+    def in_prefix(self, dataset: str) -> str:
+        return f"bench.{self.run}.{dataset}."
+
+    def config(self, name: str, dataset: str, plan: Plan, **runtime: Any) -> Path:
+        """Write the tidings config of scenario `name` reading input set `dataset`."""
+        cfg = json.loads(json.dumps(self.base))
+        p = f"bench.{self.run}.{name}."
+        cfg["topics"] = {
+            "events": [f"{self.in_prefix(dataset)}{t}" for t in EVENT_TYPES],
+            "dispatch_prefix": f"{p}dispatch.",
+            "status": f"{p}status",
+            "dlq": f"{p}dlq",
+            "partitions": plan.in_partitions,
+            "status_partitions": plan.out_partitions,
+        }
+        cfg["groups"] = {s: f"bench-{self.run}-{name}-{s}" for s in ("route", "deliver", "audit")}
+        cfg["runtime"] = {**cfg.get("runtime", {}), **runtime}
+        path = self.tmp / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        return path
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def make_world(seed: int) -> World:
+    from schemas.settings import load_settings
+
+    run = uuid.uuid4().hex[:8]
+    tmp = Path(tempfile.mkdtemp(prefix=f"tidings-bench-{run}-"))
+    catalog = write_catalog(tmp / "catalog")
+    port = _free_port()
+    (tmp / "mail").mkdir()
+    sink = subprocess.Popen(
+        [PY, "-m", "processors.smtp_sink", "--port", str(port), "--dir", str(tmp / "mail")],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=open(tmp / "sink.log", "wb"),  # noqa: SIM115
+    )
+    s = load_settings()  # defaults + TIDINGS_* environment: where the local stack is
+    base = {
+        "kafka": {"bootstrap_servers": s.kafka.bootstrap_servers},
+        "postgres": {"host": s.postgres.host, "port": s.postgres.port},
+        "redis": {"url": s.redis.url.get_secret_value(), "dedup_ttl_s": 900},
+        "smtp": {"port": port},
+        "catalog": {"path": str(catalog)},
+        "runtime": {"local_dir": str(tmp)},
+    }
+    for host in (s.kafka.bootstrap_servers.split(":")[0], s.postgres.host):
+        if host not in ("127.0.0.1", "localhost"):
+            raise SystemExit(f"bench: refusing to send traffic to {host}; 127.0.0.1 only")
+    w = World(run, tmp, catalog, s.kafka.bootstrap_servers, base, sink)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
+            break
+        if sink.poll() is not None:
+            raise SystemExit(f"bench: SMTP sink exited: {(tmp / 'sink.log').read_text()}")
+        time.sleep(0.1)
+    return w
+
+
+def ensure_topics(w: World, topics: dict[str, int]) -> None:
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": w.bootstrap})
+    futs = admin.create_topics([NewTopic(t, n, 1) for t, n in topics.items()])
+    for t, f in futs.items():
+        with contextlib.suppress(Exception):
+            f.result(30)
+        w.topics.add(t)
+
+
+def scenario_topics(w: World, config: Path) -> None:
+    from schemas.settings import load_settings
+    from streams.kafka import pipeline_topics
+
+    s = load_settings(str(config))
+    ensure_topics(w, pipeline_topics(s))
+
+
+def produce(w: World, pool: EventPool, dataset: str, n: int, prefix: str, parts: int) -> float:
+    """Pre-produce `n` events to the input topics of `dataset`; returns the seconds it took."""
+    from confluent_kafka import Producer
+
+    topics = [f"{w.in_prefix(dataset)}{t}" for t in EVENT_TYPES]
+    ensure_topics(w, dict.fromkeys(topics, parts))
+    p = Producer(
+        {
+            "bootstrap.servers": w.bootstrap,
+            "linger.ms": 20,
+            "compression.type": "lz4",
+            "queue.buffering.max.messages": 1_000_000,
+            "batch.size": 1_000_000,
+        }
+    )
+    t0 = time.monotonic()
+    i = 0
+    deadline = t0 + 600
+    while i < n and time.monotonic() < deadline:
+        r = pool.record(i, prefix)
+        try:
+            p.produce(topics[r.topic_index], r.value, headers=r.headers)
+        except BufferError:
+            p.poll(0.05)
+            continue
+        i += 1
+        if i % 10_000 == 0:
+            p.poll(0)
+    left = p.flush(120)
+    if left:
+        raise SystemExit(f"bench: {left} events not acknowledged by Kafka")
+    return time.monotonic() - t0
+
+
+# ---------------------------------------------------------------- measured processes
+
+
+class Proc:
+    """A runner process: its JSON counter lines, CPU and memory."""
+
+    def __init__(self, name: str, argv: list[str], log: Path) -> None:
+        self.name = name
+        self.lines: list[tuple[float, dict[str, int]]] = []
+        self._lock = threading.Lock()
+        self._log = open(log, "wb")  # noqa: SIM115
+        self.popen = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=self._log)
+        self.ps = psutil.Process(self.popen.pid)
+        self.hwm_kb = 0
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.popen.stdout is not None
+        for raw in self.popen.stdout:
+            try:
+                d = json.loads(raw)
+                with self._lock:
+                    self.lines.append((float(d["t"]), {k: int(v) for k, v in d["c"].items()}))
+            except (ValueError, KeyError, TypeError):
+                continue
+
+    def latest(self) -> tuple[float, dict[str, int]]:
+        with self._lock:
+            return self.lines[-1] if self.lines else (time.time(), {})
+
+    def at(self, t: float) -> tuple[float, dict[str, int]]:
+        """The last counter line at or before `t` (or the first one)."""
+        with self._lock:
+            best = self.lines[0] if self.lines else (t, {})
+            for line in self.lines:
+                if line[0] <= t:
+                    best = line
+                else:
+                    break
+            return best
+
+    def cpu_s(self) -> float:
+        try:
+            c = self.ps.cpu_times()
+            return float(c.user + c.system)
+        except psutil.Error:
+            return 0.0
+
+    def sample_hwm(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            for line in Path(f"/proc/{self.popen.pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    self.hwm_kb = max(self.hwm_kb, int(line.split()[1]))
+        if not self.hwm_kb:
+            with contextlib.suppress(psutil.Error):
+                self.hwm_kb = max(self.hwm_kb, self.ps.memory_info().rss // 1024)
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def stop(self, timeout_s: float = 40.0) -> int:
+        self.sample_hwm()
+        if self.alive():
+            self.popen.terminate()
+        try:
+            rc = self.popen.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            rc = self.popen.wait(10)
+        self._log.close()
+        return rc
+
+
+def _sum(procs: list[Proc], t: float | None) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for p in procs:
+        _, c = p.at(t) if t is not None else p.latest()
+        for k, v in c.items():
+            total[k] = total.get(k, 0) + v
+    return total
+
+
+def _key_total(procs: list[Proc], key: str) -> int:
+    return _sum(procs, None).get(key, 0)
+
+
+def measure(
+    name: str, procs: list[Proc], key: str, plan: Plan, profile_dir: Path | None = None
+) -> dict[str, Any]:
+    """Wait for `key` to move, warm up, then measure over the window; returns the raw numbers."""
+    start_deadline = time.monotonic() + 90
+    while _key_total(procs, key) == 0:
+        if time.monotonic() > start_deadline or not all(p.alive() for p in procs):
+            raise RuntimeError(f"{name}: no progress on {key!r} (see logs in the run's tmp dir)")
+        time.sleep(0.2)
+    time.sleep(plan.warm_s)
+    t0 = time.time()
+    cpu0 = sum(p.cpu_s() for p in procs)
+    spies: list[subprocess.Popen[bytes]] = []
+    if profile_dir is not None:
+        for p in procs:
+            out = profile_dir / f"{name}-{p.name}.txt"
+            spies.append(
+                subprocess.Popen(
+                    [
+                        str(Path(PY).parent / "py-spy"),
+                        "record",
+                        "--pid",
+                        str(p.popen.pid),
+                        "--format",
+                        "raw",
+                        "--rate",
+                        "100",
+                        "--duration",
+                        str(int(plan.window_s)),
+                        "--threads",
+                        "--nonblocking",
+                        "--output",
+                        str(out),
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+    last_total, last_move = _key_total(procs, key), time.time()
+    end = t0 + plan.window_s
+    dry = False
+    while time.time() < end:
+        time.sleep(0.5)
+        for p in procs:
+            p.sample_hwm()
+        if not all(p.alive() for p in procs):
+            raise RuntimeError(f"{name}: a process died during the window")
+        total = _key_total(procs, key)
+        if total != last_total:
+            last_total, last_move = total, time.time()
+        elif time.time() - last_move > 3.0:
+            dry = True  # input exhausted: measure up to the last progress
+            break
+    t1 = last_move if dry else time.time()
+    time.sleep(0.6)  # let the runners print the line at/after t1
+    cpu1 = sum(p.cpu_s() for p in procs)
+    for s in spies:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            s.wait(plan.window_s + 30)
+    c0, c1 = _sum(procs, t0), _sum(procs, t1)
+    secs = max(1e-6, t1 - t0)
+    rates = {k: (c1.get(k, 0) - c0.get(k, 0)) / secs for k in c1}
+    return {
+        "window_s": round(secs, 2),
+        "ran_dry": dry,
+        "rates": {k: round(v, 1) for k, v in rates.items()},
+        "counts": c1,
+        "cpu_s": round(cpu1 - cpu0 if not dry else (cpu1 - cpu0) * secs / (time.time() - t0), 3),
+        "peak_rss_mb": round(sum(p.hwm_kb for p in procs) / 1024, 1),
+        "peak_rss_mb_per_process": {p.name: round(p.hwm_kb / 1024, 1) for p in procs},
+    }
+
+
+@contextlib.contextmanager
+def running(procs: list[Proc]) -> Iterator[list[Proc]]:
+    try:
+        yield procs
+    finally:
+        for p in procs:
+            rc = p.stop()
+            if rc not in (0, -15, 143):
+                print(f"  warning: {p.name} exited {rc}", flush=True)
+
+
+def runner(w: World, name: str, kind: str, config: Path, *extra: str) -> Proc:
+    argv = [PY, "-m", "bench.runners", kind, "--config", str(config), *extra]
+    return Proc(name, argv, w.tmp / f"{name}.log")
+
+
+# ---------------------------------------------------------------- scenarios
+
+
+def _finish(r: dict[str, Any], events_per_s: float) -> dict[str, Any]:
+    secs = r["window_s"]
+    events = events_per_s * secs
+    r["events_per_s"] = round(events_per_s, 1)
+    r["cpu_s_per_1k_events"] = round(1000 * r["cpu_s"] / events, 3) if events else None
+    return r
+
+
+def run_raw(w: World, plan: Plan, prof: Path | None) -> dict[str, Any]:
+    cfg = w.config("raw", "base", plan)
+    out = f"bench.{w.run}.raw.out"
+    ensure_topics(w, {out: plan.out_partitions})
+    with running([runner(w, "raw", "raw", cfg, "--out-topic", out)]) as procs:
+        r = measure("raw", procs, "events_in", plan, prof)
+    return _finish(r, r["rates"].get("events_in", 0.0))
+
+
+def run_faust(w: World, plan: Plan, prof: Path | None) -> dict[str, Any]:
+    cfg = w.config("faust", "base", plan)
+    scenario_topics(w, cfg)
+    with running([runner(w, "faust", "faust", cfg)]) as procs:
+        r = measure("faust", procs, "events_in", plan, prof)
+    r = _finish(r, r["rates"].get("events_in", 0.0))
+    r["notifications_per_s"] = r["rates"].get("queued", 0.0)
+    return r
+
+
+def run_route(w: World, plan: Plan, prof: Path | None) -> dict[str, Any]:
+    cfg = w.config("route", "base", plan)
+    scenario_topics(w, cfg)
+    with running([runner(w, "route", "stages", cfg, "--stages", "route")]) as procs:
+        r = measure("route", procs, "events_in", plan, prof)
+    r = _finish(r, r["rates"].get("events_in", 0.0))
+    r["notifications_per_s"] = r["rates"].get("queued", 0.0)
+    return r
+
+
+def _pipeline_result(r: dict[str, Any]) -> dict[str, Any]:
+    rates, counts = r["rates"], r["counts"]
+    per_event = counts.get("queued", 0) / max(1, counts.get("events_in", 0))
+    route_eps = rates.get("events_in", 0.0)
+    sent_eps = rates.get("sent", 0.0) / per_event if per_event else 0.0
+    audit_eps = rates.get("audited", 0.0) / (2 * per_event) if per_event else 0.0
+    r["stage_events_per_s"] = {
+        "route": round(route_eps, 1),
+        "deliver": round(sent_eps, 1),
+        "audit": round(audit_eps, 1),
+    }
+    r["notifications_per_event"] = round(per_event, 3)
+    r["notifications_per_s"] = round(
+        min(rates.get("sent", 0.0), rates.get("queued", 0.0), rates.get("audited", 0.0) / 2), 1
+    )
+    return _finish(r, min(route_eps, sent_eps, audit_eps))
+
+
+def run_pipeline(w: World, plan: Plan, per_stage: bool, prof: Path | None) -> dict[str, Any]:
+    name = "pipeline-per-stage" if per_stage else "pipeline"
+    cfg = w.config(name, name, plan)
+    scenario_topics(w, cfg)
+    if per_stage:
+        procs = [
+            runner(w, f"{name}-{s}", "stages", cfg, "--stages", s)
+            for s in ("route", "deliver", "audit")
+        ]
+    else:
+        procs = [runner(w, name, "stages", cfg, "--stages", "route,deliver,audit")]
+    with running(procs):
+        r = measure(name, procs, "sent", plan, prof)
+    return _pipeline_result(r)
+
+
+# ---------------------------------------------------------------- latency
+
+
+class SentReader:
+    """Reads `sent` statuses; latency = status record timestamp - event produce timestamp."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        from confluent_kafka import Consumer
+
+        self._c = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": f"bench-lat-{uuid.uuid4()}",
+                "auto.offset.reset": "earliest",
+                "isolation.level": "read_committed",
+                "enable.auto.commit": False,
+            }
+        )
+        self._c.subscribe([topic])
+        self.by_level: dict[str, list[tuple[int, int]]] = {}
+        self.last_ms = 0.0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._loop, daemon=True)
+        self._t.start()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            for m in self._c.consume(1000, 0.2):
+                if m.error() is not None:
+                    continue
+                hdrs = dict(m.headers() or [])
+                if hdrs.get("ce_type") != b"notification.sent":
+                    continue
+                seen = int(time.time() * 1000)
+                d = json.loads(m.value())["data"]
+                level = str(d["source_event_id"]).split("-")[0]
+                etime = d.get("event_time_ms")
+                if not etime:
+                    continue
+                with self._lock:
+                    self.by_level.setdefault(level, []).append(
+                        (m.timestamp()[1] - etime, seen - etime)
+                    )
+                    self.last_ms = time.time()
+
+    def count(self, level: str) -> int:
+        with self._lock:
+            return len(self.by_level.get(level, []))
+
+    def close(self) -> None:
+        self._stop.set()
+        self._t.join(10)
+        self._c.close()
+
+
+def _pct(xs: list[int], q: float) -> float:
+    if not xs:
+        return float("nan")
+    s = sorted(xs)
+    return float(s[min(len(s) - 1, int(q * len(s)))])
+
+
+def run_latency(w: World, plan: Plan, max_eps: float, seed: int) -> list[dict[str, Any]]:
+    """Offer 25/50/75% of `max_eps` to a fresh one-process pipeline; latency percentiles."""
+    cfg = w.config("latency", "latency", plan)
+    scenario_topics(w, cfg)
+    ensure_topics(w, {f"{w.in_prefix('latency')}{t}": plan.in_partitions for t in EVENT_TYPES})
+    from schemas.settings import load_settings
+
+    status = load_settings(str(cfg)).topics.status
+    reader = SentReader(w.bootstrap, status)
+    out: list[dict[str, Any]] = []
+    with running(
+        [runner(w, "latency-pipeline", "stages", cfg, "--stages", "route,deliver,audit")]
+    ) as procs:
+        # Warm up: a little traffic, until the first statuses come back (bounded).
+        _loadgen(w, 50, 3.0, "warm", seed)
+        deadline = time.monotonic() + 60
+        while reader.count("warm") == 0 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        for share in (0.25, 0.5, 0.75):
+            level = f"lat{int(share * 100)}"
+            rate = max(1.0, share * max_eps)
+            cpu0 = procs[0].cpu_s()
+            t0 = time.time()
+            gen = _loadgen(w, rate, plan.latency_window_s, level, seed)
+            # Drain: wait until no new `sent` arrives for 2 s (bounded).
+            deadline = time.monotonic() + 60
+            prev = -1
+            while time.monotonic() < deadline:
+                n = reader.count(level)
+                if n == prev and time.time() - reader.last_ms > 2.0:
+                    break
+                prev = n
+                time.sleep(0.5)
+            cpu = procs[0].cpu_s() - cpu0
+            with reader._lock:
+                lat = list(reader.by_level.get(level, []))
+            ts = [a for a, _ in lat]
+            seen = [b for _, b in lat]
+            out.append(
+                {
+                    "load_share": share,
+                    "offered_events_per_s": round(rate, 1),
+                    "produced": gen.get("produced"),
+                    "generator_late_ms": gen.get("late_ms"),
+                    "sent_statuses": len(lat),
+                    "window_s": round(time.time() - t0, 1),
+                    "cpu_s": round(cpu, 2),
+                    "p50_ms": _pct(ts, 0.5),
+                    "p95_ms": _pct(ts, 0.95),
+                    "p99_ms": _pct(ts, 0.99),
+                    "max_ms": float(max(ts)) if ts else float("nan"),
+                    "visible_p50_ms": _pct(seen, 0.5),
+                    "visible_p99_ms": _pct(seen, 0.99),
+                }
+            )
+            print(
+                f"  latency @{int(share * 100)}% ({rate:.0f} ev/s): p50 {out[-1]['p50_ms']:.0f}"
+                f" p95 {out[-1]['p95_ms']:.0f} p99 {out[-1]['p99_ms']:.0f} ms",
+                flush=True,
+            )
+    reader.close()
+    return out
+
+
+def _loadgen(w: World, rate: float, duration: float, prefix: str, seed: int) -> dict[str, Any]:
+    argv = [
+        PY,
+        "-m",
+        "bench.loadgen",
+        "--bootstrap",
+        w.bootstrap,
+        "--topic-prefix",
+        w.in_prefix("latency"),
+        "--rate",
+        str(rate),
+        "--duration",
+        str(duration),
+        "--prefix",
+        f"{prefix}-{w.run}",
+        "--seed",
+        str(seed),
+    ]
+    res = subprocess.run(argv, cwd=ROOT, capture_output=True, timeout=duration + 90, check=False)
+    try:
+        return dict(json.loads(res.stdout.decode().strip().splitlines()[-1]))
+    except (ValueError, IndexError):
+        return {"error": res.stderr.decode()[-500:]}
+
+
+# ---------------------------------------------------------------- cleanup
+
+
+def cleanup(w: World) -> None:
+    from confluent_kafka.admin import AdminClient
+
+    if w.sink is not None and w.sink.poll() is None:
+        w.sink.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            w.sink.wait(15)
+    if w.topics:
+        admin = AdminClient({"bootstrap.servers": w.bootstrap})
+        for f in admin.delete_topics(sorted(w.topics), operation_timeout=30).values():
+            with contextlib.suppress(Exception):
+                f.result(30)
+    try:
+        import psycopg
+
+        from schemas.settings import load_settings
+
+        s = load_settings()
+        with psycopg.connect(s.postgres.conninfo()) as conn:
+            like = f"%-{w.run}-%"
+            conn.execute(
+                "delete from deliveries where notification_id in (select notification_id::uuid "
+                "from audit_log where source_event_id like %s)",
+                (like,),
+            )
+            conn.execute("delete from audit_log where source_event_id like %s", (like,))
+    except Exception as exc:  # cleanup must not hide the results
+        print(f"  warning: Postgres cleanup failed: {exc}", flush=True)
+    shutil.rmtree(w.tmp, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- machine and versions
+
+
+def environment() -> dict[str, Any]:
+    from importlib import metadata
+
+    import confluent_kafka
+
+    def ver(pkg: str) -> str:
+        try:
+            return metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            return "-"
+
+    model = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    kafka = sorted(p.name for p in (ROOT / ".local").rglob("kafka_2.13-*.jar"))
+    git = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    return {
+        "cpu_model": model,
+        "logical_cores": os.cpu_count(),
+        "physical_cores": psutil.cpu_count(logical=False),
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "kafka": kafka[0].removesuffix(".jar") if kafka else "?",
+        "confluent_kafka": ver("confluent-kafka"),
+        "librdkafka": confluent_kafka.libversion()[0],
+        "faust_streaming": ver("faust-streaming"),
+        "aiokafka": ver("aiokafka"),
+        "cel_expr_python": ver("cel-expr-python"),
+        "pydantic": ver("pydantic"),
+        "jinja2": ver("Jinja2"),
+        "git_commit": git + ("+dirty" if dirty else ""),
+    }
+
+
+# ---------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.harness")
+    ap.add_argument("--quick", action="store_true", help="short run, under 2 minutes")
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument(
+        "--only",
+        default="",
+        help="comma list of raw,faust,route,pipeline,pipeline-per-stage,latency (default: all)",
+    )
+    ap.add_argument("--profile", action="store_true", help="py-spy each window; no report")
+    ap.add_argument("--keep", action="store_true", help="keep topics, rows and tmp dir")
+    args = ap.parse_args(argv)
+    plan = QUICK if args.quick else FULL
+    wanted = set(filter(None, args.only.split(","))) or {
+        "raw",
+        "faust",
+        "route",
+        "pipeline",
+        "pipeline-per-stage",
+        "latency",
+    }
+    started = datetime.now(UTC)
+    stamp = started.strftime("%Y%m%dT%H%M%SZ")
+    t_start = time.monotonic()
+    env = environment()
+    print(
+        f"bench: {'QUICK ' if args.quick else ''}run on {env['logical_cores']} cores, "
+        f"{env['memory_gib']} GiB, commit {env['git_commit']}",
+        flush=True,
+    )
+    w = make_world(args.seed)
+    prof = None
+    if args.profile:
+        prof = RESULTS / f"profile-{stamp}"
+        prof.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {
+        "timestamp": stamp,
+        "quick": args.quick,
+        "seed": args.seed,
+        "environment": env,
+        "plan": plan.__dict__,
+        "scenarios": {},
+    }
+    try:
+        pool = EventPool(args.seed)
+        sizes = pool.sizes()
+        results["workload"] = {
+            "event_types": len(EVENT_TYPES),
+            "rules": 5 * len(EVENT_TYPES),
+            "channels": ["email"],
+            "invalid_share": round(pool.invalid_share(), 4),
+            "valid_event_bytes_min": min(sizes),
+            "valid_event_bytes_max": max(sizes),
+            "valid_event_bytes_mean": round(sum(sizes) / len(sizes)),
+            "notifications_per_valid_event": round(mean_notifications(pool, w.catalog), 3),
+        }
+        print(f"  workload: {results['workload']}", flush=True)
+        if wanted & {"raw", "faust", "route"}:
+            secs = produce(w, pool, "base", plan.base_events, f"base-{w.run}", plan.in_partitions)
+            print(f"  produced {plan.base_events} events in {secs:.1f} s", flush=True)
+        sc: dict[str, Any] = results["scenarios"]
+        steps: list[tuple[str, Any]] = [
+            ("raw", lambda: run_raw(w, plan, prof)),
+            ("faust", lambda: run_faust(w, plan, prof)),
+            ("route", lambda: run_route(w, plan, prof)),
+            ("pipeline", lambda: run_pipeline(w, plan, False, prof)),
+            ("pipeline-per-stage", lambda: run_pipeline(w, plan, True, prof)),
+        ]
+        for name, fn in steps:
+            if name not in wanted:
+                continue
+            if name.startswith("pipeline"):
+                produce(w, pool, name, plan.pipeline_events, f"{name}-{w.run}", plan.in_partitions)
+            try:
+                sc[name] = fn()
+                r = sc[name]
+                print(
+                    f"  {name:<19} {r['events_per_s']:>10.0f} events/s  "
+                    f"{r['cpu_s_per_1k_events'] or 0:.3f} CPU s/1k  "
+                    f"{r['peak_rss_mb']:.0f} MB{'  (ran dry)' if r['ran_dry'] else ''}",
+                    flush=True,
+                )
+            except Exception as exc:
+                sc[name] = {"error": str(exc)}
+                print(f"  {name}: FAILED: {exc}", flush=True)
+        if "latency" in wanted and not args.profile:
+            max_eps = sc.get("pipeline", {}).get("events_per_s") or 500.0
+            results["latency"] = run_latency(w, plan, float(max_eps), args.seed)
+        results["ratios"] = ratios(sc)
+        results["elapsed_s"] = round(time.monotonic() - t_start, 1)
+    finally:
+        if args.keep:
+            print(f"  kept {w.tmp} and topics bench.{w.run}.*", flush=True)
+        else:
+            cleanup(w)
+    if prof is not None:
+        from bench.profile import summarize
+
+        for f in sorted(prof.glob("*.txt")):
+            if f.name.endswith("-top.txt"):
+                continue
+            text = summarize(f)
+            f.with_name(f.stem + "-top.txt").write_text(text)
+            print(f"\n== {f.name}\n{text}", flush=True)
+        return 0
+    from bench.report import write_report
+
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    js = RESULTS / f"{stamp}.json"
+    js.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    png = RESULTS / f"{stamp}.png"
+    write_report(results, ROOT / "docs" / "benchmarks.md", png, js)
+    print(
+        f"bench: wrote {js.relative_to(ROOT)}, {png.relative_to(ROOT)}, docs/benchmarks.md "
+        f"in {results['elapsed_s']:.0f} s",
+        flush=True,
+    )
+    return 0
+
+
+def ratios(sc: dict[str, Any]) -> dict[str, float | None]:
+    def eps(name: str) -> float | None:
+        v = sc.get(name, {}).get("events_per_s")
+        return float(v) if v else None
+
+    def div(a: str, b: str) -> float | None:
+        x, y = eps(a), eps(b)
+        return round(x / y, 4) if x is not None and y else None
+
+    return {
+        "route/raw": div("route", "raw"),
+        "route/faust": div("route", "faust"),
+        "pipeline/raw": div("pipeline", "raw"),
+        "pipeline-per-stage/raw": div("pipeline-per-stage", "raw"),
+    }
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 import psycopg
-from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import Consumer, Message, TopicPartition
 from pydantic import ValidationError
 
 from schemas.settings import TidingsSettings
@@ -21,7 +21,7 @@ from schemas.status import StatusEvent
 from streams.db import audit_partition_ddl, month_start
 from streams.dlq import dead_letter
 from streams.exceptions import FatalStageError
-from streams.kafka import make_consumer, make_producer
+from streams.kafka import make_consumer, make_producer, records
 from streams.metrics import Metrics
 from streams.records import norm_headers
 
@@ -90,13 +90,7 @@ class AuditStage:
     ) -> None:
         rows = []
         offsets: dict[tuple[str, int], int] = {}
-        for m in msgs:
-            err = m.error()
-            if err is not None:
-                if err.code() != KafkaError._PARTITION_EOF:
-                    log.warning("audit: consume error %s", err.str())
-                continue
-            topic, part, off = m.topic() or "", m.partition() or 0, m.offset() or 0
+        for m, topic, part, off in records(msgs, "audit"):
             offsets[(topic, part)] = off + 1
             try:
                 rows.append(audit_row(StatusEvent.decode(m.value() or b"")))

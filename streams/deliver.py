@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Iterable
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
 from processors.provider import EmailProvider, Provider
 from schemas.settings import TidingsSettings
@@ -24,7 +24,13 @@ from streams.catalog_ref import CatalogRef
 from streams.dedup import ClaimStore, DeliveryLog
 from streams.deliver_worker import Completion, DeliverWorker, Item
 from streams.exceptions import FatalStageError, TransactionAborted
-from streams.kafka import TransactionalOutput, make_consumer, make_producer, transactional_id
+from streams.kafka import (
+    TransactionalOutput,
+    make_consumer,
+    make_producer,
+    records,
+    transactional_id,
+)
 from streams.metrics import Metrics
 from streams.offsets import OffsetTracker
 from streams.records import TP, norm_headers
@@ -123,14 +129,8 @@ class DeliverStage:
 
     def _submit(self, msgs: list[Message]) -> None:
         items: list[Item] = []
-        for m in msgs:
-            err = m.error()
-            if err is not None:
-                if err.code() != KafkaError._PARTITION_EOF:
-                    log.warning("deliver: consume error %s", err.str())
-                continue
-            tp = (m.topic() or "", m.partition() or 0)
-            off = m.offset() or 0
+        for m, topic, part, off in records(msgs, "deliver"):
+            tp = (topic, part)
             self._tracker.add(tp, off)
             items.append(
                 Item(tp, off, self._gen.get(tp, 0), m.key(), m.value(),

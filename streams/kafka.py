@@ -10,13 +10,14 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any, cast
 
 from confluent_kafka import (
     Consumer,
     KafkaError,
     KafkaException,
+    Message,
     Producer,
     TopicPartition,
 )
@@ -33,6 +34,7 @@ __all__ = [
     "make_consumer",
     "make_producer",
     "pipeline_topics",
+    "records",
 ]
 
 log = logging.getLogger(__name__)
@@ -185,3 +187,18 @@ class TransactionalOutput:
             self._producer.abort_transaction(self._timeout_s)
         except KafkaException as exc:
             raise FatalStageError(f"abort_transaction failed: {exc.args[0].str()}") from exc
+
+
+def records(msgs: list[Message], stage: str) -> Iterator[tuple[Message, str, int, int]]:
+    """The usable records of a consumed batch as (message, topic, partition, offset).
+
+    Error events are logged and skipped (partition EOF silently): librdkafka reports
+    transient broker errors this way and recovers on its own.
+    """
+    for m in msgs:
+        err = m.error()
+        if err is not None:
+            if err.code() != KafkaError._PARTITION_EOF:
+                log.warning("%s: consume error %s", stage, err.str())
+            continue
+        yield m, m.topic() or "", m.partition() or 0, m.offset() or 0

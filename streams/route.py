@@ -12,7 +12,7 @@ import threading
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from confluent_kafka import KafkaError, Message, TopicPartition
+from confluent_kafka import Message, TopicPartition
 
 from catalog import Catalog, CatalogError
 from schemas.envelope import Origin, decode_event
@@ -23,7 +23,13 @@ from schemas.status import build_status
 from streams.catalog_ref import CatalogRef
 from streams.dlq import dead_letter
 from streams.exceptions import TransactionAborted
-from streams.kafka import TransactionalOutput, make_consumer, make_producer, transactional_id
+from streams.kafka import (
+    TransactionalOutput,
+    make_consumer,
+    make_producer,
+    records,
+    transactional_id,
+)
 from streams.metrics import Metrics
 from streams.records import TP, Out, norm_headers
 
@@ -165,13 +171,7 @@ class RouteStage:
         outs: list[Out] = []
         offsets: dict[TP, int] = {}
         counts: dict[str, int] = {"events_in": 0, "queued": 0, "dlq": 0, "unmatched": 0}
-        for m in msgs:
-            err = m.error()
-            if err is not None:
-                if err.code() != KafkaError._PARTITION_EOF:
-                    log.warning("route: consume error %s", err.str())
-                continue
-            topic, part, off = m.topic() or "", m.partition() or 0, m.offset() or 0
+        for m, topic, part, off in records(msgs, "route"):
             got, outcome = route_record(
                 topic=topic, partition=part, offset=off, timestamp_ms=m.timestamp()[1],
                 key=m.key(), value=m.value(), headers=norm_headers(m.headers()),

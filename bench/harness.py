@@ -139,6 +139,10 @@ def make_world(seed: int) -> World:
     for host in (s.kafka.bootstrap_servers.split(":")[0], s.postgres.host):
         if host not in ("127.0.0.1", "localhost"):
             raise SystemExit(f"bench: refusing to send traffic to {host}; 127.0.0.1 only")
+    # A fresh database has no tables yet: the stages need deliveries and audit_log.
+    from streams.db import apply_migrations
+
+    apply_migrations(s.postgres.conninfo())
     w = World(run, tmp, catalog, s.kafka.bootstrap_servers, base, sink)
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:

@@ -18,6 +18,7 @@ from collections.abc import Iterable
 
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
+from catalog import KNOWN_CHANNELS
 from processors.provider import EmailProvider, Provider
 from schemas.settings import TidingsSettings
 from streams.catalog_ref import CatalogRef
@@ -51,7 +52,7 @@ class DeliverStage:
         catalog: CatalogRef,
         stop: threading.Event,
         metrics: Metrics,
-        channels: Iterable[str] = ("email",),
+        channels: Iterable[str] = KNOWN_CHANNELS,
         providers: dict[str, Provider] | None = None,
     ) -> None:
         self._s = settings

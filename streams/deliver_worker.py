@@ -193,22 +193,23 @@ class DeliverWorker:
             # Someone else holds the lease (a previous owner mid-send): wait it out.
             await asyncio.sleep(min(claim.retry_after_s, 1.0))
         token = claim.token
-        try:
-            content = self._catalog.current.render_email(
-                n.template_id, {"recipient": n.recipient, **n.variables}
-            )
-        except CatalogError as exc:
-            await self._claims.release(n.id, token)
-            self._finish(it, self._failed(it, n, n.attempt, "render-error", exc), failed=1)
-            return
         provider = self._providers.get(n.channel)
         if provider is None:
             await self._claims.release(n.id, token)
             exc2 = PermanentSendError(
-                f"no provider configured for channel {n.channel!r}; configure one",
+                f"no provider is configured for channel {n.channel!r} in this deliver process; "
+                "configure one (docs/channels.md), then `tidings dlq replay --reason no-provider`",
                 code="no-provider",
             )
             self._finish(it, self._failed(it, n, n.attempt, "no-provider", exc2), failed=1)
+            return
+        try:
+            content = self._catalog.current.render_content(
+                n.template_id, n.channel, {"recipient": n.recipient, **n.variables}
+            )
+        except CatalogError as exc:
+            await self._claims.release(n.id, token)
+            self._finish(it, self._failed(it, n, n.attempt, "render-error", exc), failed=1)
             return
         rt = self._s.runtime
         attempt = n.attempt

@@ -24,6 +24,7 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
+from catalog import KNOWN_CHANNELS
 from schemas.settings import TidingsSettings
 from streams.exceptions import FatalStageError, TransactionAborted
 from streams.records import TP, Out
@@ -84,7 +85,7 @@ def transactional_id(stage: str) -> str:
 
 
 def pipeline_topics(
-    settings: TidingsSettings, channels: Iterable[str] = ("email",)
+    settings: TidingsSettings, channels: Iterable[str] = KNOWN_CHANNELS
 ) -> dict[str, int]:
     """Every topic the pipeline uses, with its partition count."""
     t = settings.topics

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import Field, SecretStr
 from pydantic_settings import (
     BaseSettings,
     InitSettingsSource,
@@ -22,8 +22,13 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from schemas.providers import ChannelsSettings
+from schemas.settings_base import Frozen
+from schemas.smtp import SmtpSettings
+
 __all__ = [
     "CatalogSettings",
+    "ChannelsSettings",
     "GroupSettings",
     "KafkaSettings",
     "PostgresSettings",
@@ -37,8 +42,7 @@ __all__ = [
 ]
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+_Frozen = Frozen
 
 
 class KafkaSettings(_Frozen):
@@ -118,21 +122,6 @@ class RedisSettings(_Frozen):
     socket_timeout_s: float = 2.0
 
 
-class SmtpSettings(_Frozen):
-    """The email provider (the local sink by default)."""
-
-    host: str = "127.0.0.1"
-    port: int = 12525
-    username: str | None = None
-    password: SecretStr | None = None
-    starttls: bool = False
-    use_tls: bool = False
-    validate_certs: bool = True
-    timeout_s: float = 10.0
-    from_address: str = "tidings <notifications@tidings.local>"
-    message_id_domain: str = "tidings.local"
-
-
 class CatalogSettings(_Frozen):
     """Where the rules and templates live."""
 
@@ -208,6 +197,7 @@ class TidingsSettings(BaseSettings):
     postgres: PostgresSettings = PostgresSettings()
     redis: RedisSettings = RedisSettings()
     smtp: SmtpSettings = SmtpSettings()
+    channels: ChannelsSettings = ChannelsSettings()
     catalog: CatalogSettings = CatalogSettings()
     route: RouteSettings = RouteSettings()
     runtime: RuntimeSettings = RuntimeSettings()

@@ -19,7 +19,8 @@ from collections.abc import Iterable
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
 from catalog import KNOWN_CHANNELS
-from processors.provider import EmailProvider, Provider
+from processors.provider import Provider
+from processors.registry import build_providers
 from schemas.settings import TidingsSettings
 from streams.catalog_ref import CatalogRef
 from streams.dedup import ClaimStore, DeliveryLog
@@ -73,7 +74,7 @@ class DeliverStage:
     def run(self) -> None:
         """Deliver until `stop` is set; blocks. Raises FatalStageError on unrecoverable errors."""
         s = self._s
-        providers = self._providers or {"email": EmailProvider(s.smtp)}
+        providers = self._providers if self._providers is not None else build_providers(s)
         claims = ClaimStore(
             s.redis.url.get_secret_value(),
             DeliveryLog(s.postgres.conninfo()),

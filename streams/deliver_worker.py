@@ -24,6 +24,7 @@ from pydantic import ValidationError
 
 from catalog import CatalogError
 from processors.exceptions import PermanentSendError, RetryableSendError
+from processors.failover import Failover
 from processors.provider import Provider
 from schemas.notification import Notification
 from schemas.settings import TidingsSettings
@@ -221,7 +222,11 @@ class DeliverWorker:
                         await asyncio.Event().wait()  # the fault hook is about to kill us
                     self._active += 1
                     try:
-                        msgid = await provider.send(n, content)
+                        if isinstance(provider, Failover):
+                            result = await provider.send_with(n, content)
+                            carrier, msgid = result.provider, result.message_id
+                        else:
+                            carrier, msgid = provider.name, await provider.send(n, content)
                     finally:
                         self._active -= 1
                 break
@@ -243,7 +248,7 @@ class DeliverWorker:
                     delay = max(delay, exc.retry_after_s)
                 attempt += 1
                 await asyncio.sleep(delay)
-        rec = SentRecord(provider.name, msgid, attempt)
+        rec = SentRecord(carrier, msgid, attempt)
         self._recording += 1
         try:
             await self._claims.record_sent(n.id, token, n.channel, rec)

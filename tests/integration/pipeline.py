@@ -224,7 +224,7 @@ def _recipient(doc: dict[str, Any]) -> str:
 
 def make_world(
     base: TidingsSettings, unique: str, tmp: Path, *, runtime: dict[str, Any] | None = None,
-    sink_delay_s: float = 0.0,
+    sink_delay_s: float = 0.0, extra: Callable[[int], dict[str, Any]] | None = None,
 ) -> World:  # fmt: skip
     """Create topics, a catalog copy, an SMTP sink and a config file for one test."""
     order_topic, user_topic = f"test.{unique}.order.created", f"test.{unique}.user.registered"
@@ -260,6 +260,8 @@ def make_world(
         "runtime": {"claim_lease_s": 3.0, "drain_timeout_s": 15.0, "retry_backoff_s": 0.05,
                     **(runtime or {})},
     }  # fmt: skip
+    # `extra` gets the sink's port, so provider chains can point at it.
+    cfg.update(extra(sink.port) if extra else {})
     config = tmp / "tidings.yaml"
     config.write_text(yaml.safe_dump(cfg))
     settings = load_settings(str(config))

@@ -97,6 +97,7 @@ class World:
             "dispatch_prefix": f"{p}dispatch.",
             "status": f"{p}status",
             "dlq": f"{p}dlq",
+            "retry_prefix": f"{p}retry.",
             "partitions": plan.in_partitions,
             "status_partitions": plan.out_partitions,
         }

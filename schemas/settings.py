@@ -22,6 +22,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from schemas.notification import Priority
 from schemas.providers import ChannelsSettings
 from schemas.settings_base import Frozen
 from schemas.smtp import SmtpSettings
@@ -79,6 +80,7 @@ class TopicSettings(_Frozen):
     dispatch_prefix: str = "notification.dispatch."
     status: str = "notification.status"
     dlq: str = "notification.dlq"
+    retry_prefix: str = "notification.retry."
     partitions: int = Field(default=6, ge=1)
     status_partitions: int = Field(default=6, ge=1)
 
@@ -141,6 +143,9 @@ class RouteSettings(_Frozen):
     unknown_types: Literal["dlq", "skip"] = "dlq"
 
 
+_ATTEMPTS: dict[Priority, int] = {"critical": 10, "high": 8, "normal": 6, "low": 3}
+
+
 class RuntimeSettings(_Frozen):
     """Stage-loop knobs: batch sizes, in-flight bounds, drain limits."""
 
@@ -152,8 +157,11 @@ class RuntimeSettings(_Frozen):
     audit_batch_size: int = Field(default=2000, ge=1)
     commit_interval_s: float = Field(default=0.1, gt=0)
     claim_lease_s: float = Field(default=30.0, gt=0)
-    send_attempts: int = Field(default=3, ge=1)
-    retry_backoff_s: float = Field(default=0.5, gt=0)
+    # Retries: full-jitter backoff from this base, parked on retry topics by delay tier.
+    retry_backoff_s: float = Field(default=1.0, gt=0)
+    retry_tiers_s: tuple[float, ...] = (1.0, 10.0, 60.0, 600.0)
+    # Most sends per notification (the first included), by priority.
+    max_attempts: dict[Priority, int] = Field(default_factory=lambda: dict(_ATTEMPTS))
     # Fault injection for crash tests only: SIGKILL the process after this many
     # sends are recorded, before their offsets can be committed. Never set in production.
     fault_kill_after_sends: int | None = Field(default=None, ge=1)

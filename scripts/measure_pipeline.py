@@ -55,6 +55,9 @@ def main() -> int:
     ap.add_argument("--events", type=int, default=10_000)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--verbose", action="store_true", help="print the counters as it goes")
+    ap.add_argument("--sink-delay-s", type=float, default=0.0, help="the sink's delay per mail")
+    ap.add_argument("--pool-size", type=int, default=8, help="SMTP connections per process")
+    ap.add_argument("--concurrency", type=int, default=64, help="runtime.send_concurrency")
     ap.add_argument(
         "--sink",
         choices=["process", "thread"],
@@ -73,7 +76,7 @@ def main() -> int:
     else:
         sink_proc = subprocess.Popen(
             [sys.executable, "-m", "processors.smtp_sink", "--port", str(port),
-             "--dir", str(tmp / "mail")],
+             "--dir", str(tmp / "mail"), "--delay-s", str(args.sink_delay_s)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         _wait_port(port)
@@ -87,9 +90,11 @@ def main() -> int:
     cfg: dict[str, Any] = {
         "topics": {"events": [order_t, user_t],
                    "dispatch_prefix": f"measure.{u}.dispatch.", "status": f"measure.{u}.status",
-                   "dlq": f"measure.{u}.dlq"},
+                   "dlq": f"measure.{u}.dlq", "retry_prefix": f"measure.{u}.retry."},
         "groups": {"route": f"m-route-{u}", "deliver": f"m-deliver-{u}", "audit": f"m-audit-{u}"},
         "smtp": {"port": port},
+        "channels": {"email": [{"kind": "smtp", "port": port, "pool_size": args.pool_size}]},
+        "runtime": {"send_concurrency": args.concurrency},
         "catalog": {"path": str(cat)},
     }  # fmt: skip
     (tmp / "cfg.yaml").write_text(yaml.safe_dump(cfg))

@@ -24,13 +24,14 @@ from processors.registry import build_providers
 from schemas.settings import TidingsSettings
 from streams.catalog_ref import CatalogRef
 from streams.dedup import ClaimStore, DeliveryLog
-from streams.deliver_worker import Completion, DeliverWorker, Item
+from streams.deliver_worker import DUE_HEADER, Completion, DeliverWorker, Item
 from streams.exceptions import FatalStageError, TransactionAborted
 from streams.kafka import (
     TransactionalOutput,
     make_consumer,
     make_producer,
     records,
+    retry_topic,
     transactional_id,
 )
 from streams.metrics import Metrics
@@ -67,6 +68,8 @@ class DeliverStage:
         self._done: queue.SimpleQueue[Completion] = queue.SimpleQueue()
         self._paused = False
         self._closing = False
+        self._retry_topics = {retry_topic(settings, t) for t in settings.runtime.retry_tiers_s}
+        self._held: dict[TP, float] = {}  # retry partition → when its head is due (epoch ms)
         self._consumer: Consumer | None = None
         self._txn: TransactionalOutput | None = None
         self._worker: DeliverWorker | None = None
@@ -88,7 +91,7 @@ class DeliverStage:
         self._txn = TransactionalOutput(producer, consumer)
         self._txn.init()
         consumer.subscribe(
-            [s.topics.dispatch(c) for c in self._channels],
+            [s.topics.dispatch(c) for c in self._channels] + sorted(self._retry_topics),
             on_assign=self._on_assign,
             on_revoke=self._on_revoke,
             on_lost=self._on_lost,
@@ -97,6 +100,7 @@ class DeliverStage:
         try:
             while not self._stop.is_set():
                 self._check_worker()
+                self._release_due(consumer)
                 self._collect(block_s=0.0)
                 room = s.runtime.max_in_flight - self._tracker.in_flight
                 if room <= 0:
@@ -131,8 +135,13 @@ class DeliverStage:
 
     def _submit(self, msgs: list[Message]) -> None:
         items: list[Item] = []
+        now_ms = time.time() * 1000
         for m, topic, part, off in records(msgs, "deliver"):
             tp = (topic, part)
+            if tp in self._held:
+                continue  # behind a parked record: fetched again once the partition resumes
+            if topic in self._retry_topics and self._hold(m, tp, off, now_ms):
+                continue
             self._tracker.add(tp, off)
             items.append(
                 Item(tp, off, self._gen.get(tp, 0), m.key(), m.value(),
@@ -141,6 +150,32 @@ class DeliverStage:
         if items:
             assert self._worker is not None
             self._worker.submit(items)
+
+    def _hold(self, m: Message, tp: TP, off: int, now_ms: float) -> bool:
+        """Park a retry partition whose head is not due yet: seek back, pause, resume when due."""
+        due = dict(norm_headers(m.headers())).get(DUE_HEADER)
+        try:
+            due_ms = float(due) if due else 0.0
+        except ValueError:
+            due_ms = 0.0  # unreadable: treat as due rather than park it forever
+        if due_ms <= now_ms:
+            return False
+        assert self._consumer is not None
+        part = TopicPartition(tp[0], tp[1], off)
+        self._consumer.seek(part)
+        self._consumer.pause([TopicPartition(tp[0], tp[1])])
+        self._held[tp] = due_ms
+        return True
+
+    def _release_due(self, consumer: Consumer) -> None:
+        if not self._held:
+            return
+        now_ms = time.time() * 1000
+        due = [tp for tp, at in self._held.items() if at <= now_ms]
+        for tp in due:
+            del self._held[tp]
+        if due and not self._paused:
+            consumer.resume([TopicPartition(t, p) for t, p in due])
 
     def _collect(self, block_s: float) -> None:
         try:
@@ -227,6 +262,8 @@ class DeliverStage:
         self._forget([(p.topic, p.partition) for p in parts])
 
     def _forget(self, tps: list[TP]) -> None:
+        for tp in tps:
+            self._held.pop(tp, None)
         dropped = self._tracker.revoke(tps)
         for tp in tps:
             self._gen[tp] = self._gen.get(tp, 0) + 1
@@ -240,5 +277,7 @@ class DeliverStage:
 
     def _resume(self, consumer: Consumer) -> None:
         if self._paused:
-            consumer.resume(consumer.assignment())
+            # Parked retry partitions stay paused until their head is due.
+            parts = [p for p in consumer.assignment() if (p.topic, p.partition) not in self._held]
+            consumer.resume(parts)
             self._paused = False

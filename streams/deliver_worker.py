@@ -16,6 +16,7 @@ import queue
 import random
 import signal
 import threading
+import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +27,7 @@ from catalog import CatalogError
 from processors.exceptions import PermanentSendError, RetryableSendError
 from processors.failover import Failover
 from processors.provider import Provider
+from processors.retry import RetryPolicy
 from schemas.notification import Notification
 from schemas.settings import TidingsSettings
 from schemas.status import ErrorInfo, build_status
@@ -33,9 +35,13 @@ from streams.catalog_ref import CatalogRef
 from streams.dedup import ClaimStore, SentRecord
 from streams.dlq import dead_letter
 from streams.exceptions import FatalStageError
+from streams.kafka import retry_topic
 from streams.records import TP, Out
 
-__all__ = ["Completion", "DeliverWorker", "Item", "full_jitter"]
+__all__ = ["DUE_HEADER", "Completion", "DeliverWorker", "Item"]
+
+# When a parked retry is due (epoch ms); the deliver consumer holds its partition until then.
+DUE_HEADER = "tidings-due-ms"
 
 log = logging.getLogger(__name__)
 
@@ -64,11 +70,6 @@ class Completion:
     counts: dict[str, int] = field(default_factory=dict)
 
 
-def full_jitter(attempt: int, base_s: float, cap_s: float, rng: random.Random) -> float:
-    """Full-jitter exponential backoff: uniform in [0, min(cap, base·2^(attempt-1))]; pure."""
-    return rng.uniform(0, min(cap_s, base_s * (2 ** (attempt - 1))))
-
-
 class DeliverWorker:
     """Runs sends concurrently, in order per recipient, at most once per notification."""
 
@@ -91,6 +92,13 @@ class DeliverWorker:
         self._tails: dict[tuple[TP, bytes | None], asyncio.Future[None]] = {}
         self._stopping = False
         self._rng = random.Random()
+        rt = settings.runtime
+        self._policy = RetryPolicy(
+            base_s=rt.retry_backoff_s,
+            cap_s=max(600.0, rt.retry_backoff_s),
+            tiers_s=rt.retry_tiers_s,
+            max_attempts=dict(rt.max_attempts),
+        )
         self._sends = 0
         self._active = 0  # provider calls in progress
         self._recording = 0  # accepted sends being recorded
@@ -214,40 +222,34 @@ class DeliverWorker:
             return
         rt = self._s.runtime
         attempt = n.attempt
-        while True:
-            try:
-                assert self._sem is not None
-                async with self._sem:
-                    if self._frozen:
-                        await asyncio.Event().wait()  # the fault hook is about to kill us
-                    self._active += 1
-                    try:
-                        if isinstance(provider, Failover):
-                            result = await provider.send_with(n, content)
-                            carrier, msgid = result.provider, result.message_id
-                        else:
-                            carrier, msgid = provider.name, await provider.send(n, content)
-                    finally:
-                        self._active -= 1
-                break
-            except PermanentSendError as exc:
-                await self._claims.release(n.id, token)
-                self._finish(it, self._failed(it, n, attempt, exc.code, exc), failed=1)
+        try:
+            assert self._sem is not None
+            async with self._sem:
+                if self._frozen:
+                    await asyncio.Event().wait()  # the fault hook is about to kill us
+                self._active += 1
+                try:
+                    if isinstance(provider, Failover):
+                        result = await provider.send_with(n, content)
+                        carrier, msgid = result.provider, result.message_id
+                    else:
+                        carrier, msgid = provider.name, await provider.send(n, content)
+                finally:
+                    self._active -= 1
+        except (PermanentSendError, RetryableSendError) as exc:
+            await self._claims.release(n.id, token)
+            if self._stopping:
+                return  # abandoned: not committed, redone after restart
+            d = self._policy.decide(
+                exc, attempt=attempt, priority=n.priority, now=time.time(), rng=self._rng
+            )
+            if d.outcome == "retry" and d.tier_s is not None and d.due_at is not None:
+                # Park it on its delay tier's topic: the main topic never waits for it.
+                self._finish(it, [self._retry(n, d.tier_s, d.due_at)], retried=1)
                 return
-            except RetryableSendError as exc:
-                if attempt - n.attempt + 1 >= rt.send_attempts or self._stopping:
-                    await self._claims.release(n.id, token)
-                    if self._stopping:
-                        return  # abandoned, redone after restart
-                    self._finish(
-                        it, self._failed(it, n, attempt, "retries-exhausted", exc), failed=1
-                    )
-                    return
-                delay = full_jitter(attempt, rt.retry_backoff_s, 30.0, self._rng)
-                if exc.retry_after_s:
-                    delay = max(delay, exc.retry_after_s)
-                attempt += 1
-                await asyncio.sleep(delay)
+            code = d.error_code or exc.code or "send-failed"
+            self._finish(it, self._failed(it, n, attempt, code, exc), failed=1)
+            return
         rec = SentRecord(carrier, msgid, attempt)
         self._recording += 1
         try:
@@ -294,6 +296,15 @@ class DeliverWorker:
             provider_message_id=rec.provider_message_id,
         )  # fmt: skip
         return Out(self._s.topics.status, st.encode(), st.key(), st.headers())
+
+    def _retry(self, n: Notification, tier_s: float, due_at: float) -> Out:
+        again = n.model_copy(update={"attempt": n.attempt + 1})
+        return Out(
+            retry_topic(self._s, tier_s),
+            again.encode(),
+            n.recipient.encode(),
+            [(DUE_HEADER, str(int(due_at * 1000)).encode())],
+        )
 
     def _failed(
         self, it: Item, n: Notification, attempt: int, code: str, exc: BaseException

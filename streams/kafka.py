@@ -36,6 +36,7 @@ __all__ = [
     "make_producer",
     "pipeline_topics",
     "records",
+    "retry_topic",
 ]
 
 log = logging.getLogger(__name__)
@@ -91,9 +92,17 @@ def pipeline_topics(
     t = settings.topics
     topics = {name: t.partitions for name in t.events}
     topics.update({t.dispatch(c): t.partitions for c in channels})
+    topics.update(
+        {retry_topic(settings, tier): t.partitions for tier in settings.runtime.retry_tiers_s}
+    )
     topics[t.status] = t.status_partitions
     topics[t.dlq] = 1
     return topics
+
+
+def retry_topic(settings: TidingsSettings, tier_s: float) -> str:
+    """The retry topic of a delay tier, e.g. `notification.retry.10s`."""
+    return f"{settings.topics.retry_prefix}{tier_s:g}s"
 
 
 def ensure_topics(

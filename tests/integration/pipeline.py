@@ -250,6 +250,7 @@ def make_world(
             "dispatch_prefix": f"test.{unique}.dispatch.",
             "status": f"test.{unique}.status",
             "dlq": f"test.{unique}.dlq",
+            "retry_prefix": f"test.{unique}.retry.",
             "partitions": 3,
             "status_partitions": 3,
         },

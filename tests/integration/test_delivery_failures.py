@@ -79,6 +79,23 @@ def test_outage_fails_over_to_the_backup_and_the_primary_comes_back(
     primary_ids = {f.name.split("@")[0] for f in (tmp_path / "primary").glob("*.eml")}
     backup_ids = set(w.mail())
     assert not primary_ids & backup_ids, "no notification went through both providers"
+    extra = (primary_ids | backup_ids) - (set(first) | set(probe) | set(second))
+    assert not extra, [
+        {
+            k: json.loads(m.value())["data"][k]
+            for k in (
+                "status",
+                "source_event_id",
+                "rule_id",
+                "recipient_id",
+                "channel",
+                "attempt",
+                "provider",
+            )
+        }
+        for m in w.read(w.settings.topics.status)
+        if json.loads(m.value())["data"]["notification_id"] in extra
+    ]
     assert primary_ids | backup_ids == set(first) | set(probe) | set(second)
     assert w.sink.duplicates == 0 and primary.duplicates == 0
 
@@ -159,9 +176,15 @@ def test_429_retry_after_is_honoured_and_a_channel_without_provider_dead_letters
         p.produce(w.order_topic, value=json.dumps(doc).encode())
     assert p.flush(30) == 0
     with w.pipeline():
+        wait_until(lambda: len(hook.seen) >= 5, 60, "first attempts (answered 429)")
+        # While the alerts are parked on a retry topic, the main topics keep flowing.
+        w.send([(w.order_event(i), "structured") for i in range(20)])
+        wait_until(lambda: len(w.mail()) >= 20, 60, "mail while retries are parked")
+        mail_done = time.monotonic()
         wait_until(lambda: sum(len(t) >= 2 for t in hook.seen.values()) >= 5, 60, "retries")
         wait_until(lambda: len(w.read(w.settings.topics.dlq, idle_s=1)) >= 5, 60, "dead letters")
     assert len(hook.seen) == 5
+    assert mail_done < min(t[1] for t in hook.seen.values()), "parked retries blocked nothing"
     for times in hook.seen.values():
         assert len(times) == 2, "one 429, then exactly one accepted retry"
         assert times[1] - times[0] >= 2.0, "not retried before Retry-After"
@@ -169,6 +192,7 @@ def test_429_retry_after_is_honoured_and_a_channel_without_provider_dead_letters
         json.loads(m.value())["data"]
         for m in w.read(w.settings.topics.status)
         if json.loads(m.value())["data"]["status"] == "sent"
+        and json.loads(m.value())["data"]["channel"] == "webhook"
     ]
     assert len(sent) == 5 and all(d["attempt"] == 2 and d["provider"] == "pager" for d in sent)
     # The Slack rule fired too, but no Slack provider is configured: dead letters, with the fix.
@@ -176,3 +200,26 @@ def test_429_retry_after_is_honoured_and_a_channel_without_provider_dead_letters
     reasons = Counter(dict(m.headers())["tidings-dlq-reason"].decode() for m in dlq)
     assert reasons == Counter({"no-provider": 5})
     assert all(b"configure one" in dict(m.headers())["kafka_dlt-exception-message"] for m in dlq)
+
+
+def test_attempts_are_bounded_per_priority_then_dead_lettered(
+    make_world_with: Callable[..., World],
+) -> None:
+    w = make_world_with(runtime={"max_attempts": {"critical": 4, "high": 4, "normal": 3, "low": 2}})
+    w.sink.fail_with = (451, "try again later")  # retryable, every time
+    expected = w.send([(w.order_event(i), "structured") for i in range(4)])
+    with w.pipeline():
+        wait_until(lambda: len(w.read(w.settings.topics.dlq, idle_s=1)) >= 4, 90, "exhaustion")
+    dlq = w.read(w.settings.topics.dlq)
+    assert Counter(dict(m.headers())["tidings-dlq-reason"].decode() for m in dlq) == Counter(
+        {"retries_exhausted": 4}
+    )
+    failed = [
+        json.loads(m.value())["data"]
+        for m in w.read(w.settings.topics.status)
+        if json.loads(m.value())["data"]["status"] == "failed"
+    ]
+    assert sorted(d["notification_id"] for d in failed) == sorted(expected)
+    assert all(d["attempt"] == 3 for d in failed), "normal priority: 3 attempts, then the DLQ"
+    assert w.sink.rejected == 12, "exactly 3 sends each, no more"
+    assert len(w.mail()) == 0

@@ -33,17 +33,17 @@ class _Stage(Protocol):
 
 
 def _build(name: str, settings: TidingsSettings, ref: CatalogRef | None, stop: threading.Event,
-           metrics: Metrics) -> _Stage:  # fmt: skip
+           metrics: Metrics, busy: threading.Event | None) -> _Stage:  # fmt: skip
     if name == "route":
         from streams.route import RouteStage
 
         assert ref is not None
-        return RouteStage(settings, ref, stop, metrics)
+        return RouteStage(settings, ref, stop, metrics, throttle=busy)
     if name == "deliver":
         from streams.deliver import DeliverStage
 
         assert ref is not None
-        return DeliverStage(settings, ref, stop, metrics)
+        return DeliverStage(settings, ref, stop, metrics, busy=busy)
     if name == "audit":
         from streams.audit import AuditStage
 
@@ -82,8 +82,12 @@ def run_stages(
             errors.append(exc)
             stop.set()
 
+    # Route and deliver in one process: route waits while deliver is full (back-pressure).
+    busy = threading.Event() if {"route", "deliver"} <= set(stages) else None
     threads = [
-        threading.Thread(target=guard, args=(_build(n, settings, ref, stop, metrics),), name=n)
+        threading.Thread(
+            target=guard, args=(_build(n, settings, ref, stop, metrics, busy),), name=n
+        )
         for n in stages
     ]
     for t in threads:

@@ -56,6 +56,7 @@ class DeliverStage:
         metrics: Metrics,
         channels: Iterable[str] = KNOWN_CHANNELS,
         providers: dict[str, Provider] | None = None,
+        busy: threading.Event | None = None,
     ) -> None:
         self._s = settings
         self._catalog = catalog
@@ -67,6 +68,7 @@ class DeliverStage:
         self._gen: dict[TP, int] = {}
         self._done: queue.SimpleQueue[Completion] = queue.SimpleQueue()
         self._paused = False
+        self._busy = busy  # set while paused for back-pressure (read by an in-process route)
         self._closing = False
         self._retry_topics = {retry_topic(settings, t) for t in settings.runtime.retry_tiers_s}
         self._held: dict[TP, float] = {}  # retry partition → when its head is due (epoch ms)
@@ -274,6 +276,8 @@ class DeliverStage:
         if not self._paused:
             consumer.pause(consumer.assignment())
             self._paused = True
+            if self._busy is not None:
+                self._busy.set()
 
     def _resume(self, consumer: Consumer) -> None:
         if self._paused:
@@ -281,3 +285,5 @@ class DeliverStage:
             parts = [p for p in consumer.assignment() if (p.topic, p.partition) not in self._held]
             consumer.resume(parts)
             self._paused = False
+            if self._busy is not None:
+                self._busy.clear()

@@ -128,11 +128,15 @@ class RouteStage:
         catalog: CatalogRef,
         stop: threading.Event,
         metrics: Metrics,
+        throttle: threading.Event | None = None,
     ) -> None:
         self._s = settings
         self._catalog = catalog
         self._stop = stop
         self._metrics = metrics
+        # Set by an in-process deliver stage while it is full: routing further ahead would
+        # only take the CPU (and the GIL) from the stage that is behind.
+        self._throttle = throttle
 
     def run(self) -> None:
         """Route until `stop` is set; blocks. Raises FatalStageError if the producer is fenced."""
@@ -142,8 +146,18 @@ class RouteStage:
         txn = TransactionalOutput(producer, consumer)
         txn.init()
         consumer.subscribe(list(s.topics.events))
+        paused = False
         try:
             while not self._stop.is_set():
+                if self._throttle is not None:
+                    if self._throttle.is_set():
+                        consumer.pause(consumer.assignment())
+                        paused = True
+                        consumer.poll(0.05)  # serves rebalances; paused, so returns nothing new
+                        continue
+                    if paused:
+                        consumer.resume(consumer.assignment())
+                        paused = False
                 # Wait for the first record only, then take what is already fetched: a
                 # batch never waits to fill up, so a quiet topic adds no latency.
                 first = consumer.poll(s.runtime.poll_timeout_s)

@@ -24,41 +24,12 @@ from processors.provider import expect_content
 from schemas.content import Content, InAppContent
 from schemas.notification import Notification
 
-__all__ = ["DEFAULT_TABLE", "InAppProvider", "inbox_ddl"]
+__all__ = ["DEFAULT_TABLE", "InAppProvider"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TABLE = "inbox"
 DEFAULT_CHANNEL_PREFIX = "tidings:inbox:"
-
-
-def inbox_ddl(table: str = DEFAULT_TABLE) -> sql.Composed:
-    """The inbox table and its indexes (the migration tidings ships uses table `inbox`)."""
-    t = sql.Identifier(table)
-    return sql.SQL(
-        """
-CREATE TABLE IF NOT EXISTS {t} (
-    notification_id text PRIMARY KEY,
-    tenant          text,
-    recipient       text NOT NULL,
-    category        text,
-    title           text NOT NULL,
-    body            text NOT NULL,
-    data            jsonb NOT NULL DEFAULT '{{}}'::jsonb,
-    event_type      text NOT NULL,
-    created_at      timestamptz NOT NULL DEFAULT now(),
-    read_at         timestamptz,
-    archived_at     timestamptz
-);
-CREATE INDEX IF NOT EXISTS {by_recipient} ON {t} (recipient, tenant, created_at DESC);
-CREATE INDEX IF NOT EXISTS {unread} ON {t} (recipient, tenant)
-    WHERE read_at IS NULL AND archived_at IS NULL;
-"""
-    ).format(
-        t=t,
-        by_recipient=sql.Identifier(f"{table}_recipient_created_idx"),
-        unread=sql.Identifier(f"{table}_unread_idx"),
-    )
 
 
 class InAppProvider:

@@ -43,10 +43,7 @@ __all__ = [
 ]
 
 
-_Frozen = Frozen
-
-
-class KafkaSettings(_Frozen):
+class KafkaSettings(Frozen):
     """Where the brokers are and how clients talk to them."""
 
     bootstrap_servers: str = "127.0.0.1:19092"
@@ -73,7 +70,7 @@ class KafkaSettings(_Frozen):
         return conf
 
 
-class TopicSettings(_Frozen):
+class TopicSettings(Frozen):
     """Topic names and partition counts (partitions bound each stage's parallelism)."""
 
     events: tuple[str, ...] = ("order.created", "user.registered")
@@ -89,7 +86,7 @@ class TopicSettings(_Frozen):
         return f"{self.dispatch_prefix}{channel}"
 
 
-class GroupSettings(_Frozen):
+class GroupSettings(Frozen):
     """Consumer-group names, one per stage: the unit an operator scales."""
 
     route: str = "tidings-route"
@@ -97,7 +94,7 @@ class GroupSettings(_Frozen):
     audit: str = "tidings-audit"
 
 
-class PostgresSettings(_Frozen):
+class PostgresSettings(Frozen):
     """The audit log's database."""
 
     host: str = "127.0.0.1"
@@ -116,7 +113,7 @@ class PostgresSettings(_Frozen):
         )
 
 
-class RedisSettings(_Frozen):
+class RedisSettings(Frozen):
     """Hot, losable state: dedup claims, rate limits."""
 
     url: SecretStr = SecretStr("redis://127.0.0.1:16379/0")
@@ -124,7 +121,7 @@ class RedisSettings(_Frozen):
     socket_timeout_s: float = 2.0
 
 
-class CatalogSettings(_Frozen):
+class CatalogSettings(Frozen):
     """Where the rules and templates live."""
 
     path: Path = Path("examples/catalog")
@@ -135,7 +132,7 @@ class CatalogSettings(_Frozen):
     follow_key: str = "default"
 
 
-class RouteSettings(_Frozen):
+class RouteSettings(Frozen):
     """How the route stage treats events no rule listens to."""
 
     # dlq: an event type no rule knows is a producer mistake worth seeing;
@@ -146,7 +143,7 @@ class RouteSettings(_Frozen):
 _ATTEMPTS: dict[Priority, int] = {"critical": 10, "high": 8, "normal": 6, "low": 3}
 
 
-class RuntimeSettings(_Frozen):
+class RuntimeSettings(Frozen):
     """Stage-loop knobs: batch sizes, in-flight bounds, drain limits."""
 
     batch_size: int = Field(default=500, ge=1)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any
 
 import psycopg
 from confluent_kafka import Consumer, Message, TopicPartition
@@ -21,7 +21,7 @@ from schemas.status import StatusEvent
 from streams.db import audit_partition_ddl, month_start
 from streams.dlq import dead_letter
 from streams.exceptions import FatalStageError
-from streams.kafka import make_consumer, make_producer, records
+from streams.kafka import make_consumer, make_producer, produce, records
 from streams.metrics import Metrics
 from streams.records import norm_headers
 
@@ -102,7 +102,7 @@ class AuditStage:
                     headers=norm_headers(m.headers()), error=exc, stage="audit",
                     reason="invalid-status-event",
                 )  # fmt: skip
-                dlq.produce(o.topic, value=o.value, key=o.key, headers=cast(Any, o.headers))
+                produce(dlq, o)
                 self._metrics.incr("dlq")
         if rows:
             self._write(conn, rows)

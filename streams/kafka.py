@@ -35,6 +35,7 @@ __all__ = [
     "make_consumer",
     "make_producer",
     "pipeline_topics",
+    "produce",
     "records",
     "retry_topic",
 ]
@@ -182,21 +183,23 @@ class TransactionalOutput:
             raise FatalStageError(f"transactional producer failed: {err.str()}") from exc
 
     def _produce(self, o: Out) -> None:
-        while True:
-            try:
-                self._producer.produce(
-                    o.topic, value=o.value, key=o.key, headers=cast(Any, o.headers)
-                )
-                return
-            except BufferError:
-                # Local queue full: serve delivery reports until there is room.
-                self._producer.poll(0.05)
+        produce(self._producer, o)
 
     def _abort(self) -> None:
         try:
             self._producer.abort_transaction(self._timeout_s)
         except KafkaException as exc:
             raise FatalStageError(f"abort_transaction failed: {exc.args[0].str()}") from exc
+
+
+def produce(producer: Producer, o: Out) -> None:
+    """Enqueue one output record; when the local queue is full, serve delivery reports first."""
+    while True:
+        try:
+            producer.produce(o.topic, value=o.value, key=o.key, headers=cast(Any, o.headers))
+            return
+        except BufferError:
+            producer.poll(0.05)
 
 
 def records(msgs: list[Message], stage: str) -> Iterator[tuple[Message, str, int, int]]:

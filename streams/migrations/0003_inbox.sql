@@ -1,5 +1,5 @@
 -- The in-app inbox: one row per in-app notification (processors/inapp.py writes it,
--- the gateway reads it). Same DDL as processors.inapp.inbox_ddl("inbox").
+-- the gateway reads it). The one definition of the inbox.
 create table if not exists inbox (
     notification_id text primary key,
     tenant          text,

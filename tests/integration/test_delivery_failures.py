@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import socket
 import threading
 import time
 from collections import Counter
@@ -20,12 +19,7 @@ from standardwebhooks import Webhook
 from processors.smtp_sink import SmtpSink
 from streams.demo import cloudevent
 from tests.integration.pipeline import World, wait_until
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.peers.npm import free_port
 
 
 def _sent_by(w: World) -> dict[str, str]:
@@ -40,7 +34,7 @@ def _sent_by(w: World) -> dict[str, str]:
 def test_outage_fails_over_to_the_backup_and_the_primary_comes_back(
     make_world_with: Callable[..., World], tmp_path: Path
 ) -> None:
-    primary_port = _free_port()
+    primary_port = free_port()
     w = make_world_with(
         extra=lambda backup_port: {
             "channels": {

@@ -12,18 +12,23 @@ import pytest
 import redis
 
 from processors.exceptions import RetryableSendError
-from processors.inapp import InAppProvider, inbox_ddl
+from processors.inapp import InAppProvider
 from schemas.content import InAppContent
 from schemas.settings import TidingsSettings
+from streams.db import apply_migrations
 from tests.unit.processors.fakes import notification
 
 CONTENT = InAppContent(title="Order shipped", body="On its way", data={"order": 42})
 
 
 @pytest.fixture
-def table(pg: psycopg.Connection[tuple[object, ...]], unique: str) -> Iterator[str]:
+def table(
+    pg: psycopg.Connection[tuple[object, ...]], unique: str, settings: TidingsSettings
+) -> Iterator[str]:
+    # The shipped migration defines the inbox; each test gets a copy of it to itself.
+    apply_migrations(settings.postgres.conninfo())
     name = f"inbox_test_{unique}"
-    pg.execute(inbox_ddl(name))
+    pg.execute(f'CREATE TABLE "{name}" (LIKE inbox INCLUDING ALL)')
     yield name
     pg.execute(f'DROP TABLE IF EXISTS "{name}"')
 

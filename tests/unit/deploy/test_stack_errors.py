@@ -14,14 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.peers.npm import free_port
+
 ROOT = Path(__file__).resolve().parents[3]
 STACK = ROOT / "deploy/local/stack.sh"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _run(local: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -29,10 +25,10 @@ def _run(local: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str
         **os.environ,
         "TIDINGS_LOCAL_DIR": str(local),
         "TIDINGS_SKIP_DEPS": "1",
-        "TIDINGS_KAFKA_PORT": str(_free_port()),
-        "TIDINGS_KAFKA_CONTROLLER_PORT": str(_free_port()),
-        "TIDINGS_PG_PORT": str(_free_port()),
-        "TIDINGS_REDIS_PORT": str(_free_port()),
+        "TIDINGS_KAFKA_PORT": str(free_port()),
+        "TIDINGS_KAFKA_CONTROLLER_PORT": str(free_port()),
+        "TIDINGS_PG_PORT": str(free_port()),
+        "TIDINGS_REDIS_PORT": str(free_port()),
         **env,
     }
     return subprocess.run(

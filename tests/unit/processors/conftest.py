@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.peers.npm import free_port as peers_free_port
 
 # tidings is not installed into the venv, and only the tests/ package chain puts the project
 # root on sys.path; make `import processors` work even when this directory is run alone.
@@ -22,9 +23,7 @@ from processors.smtp_sink import SmtpSink  # noqa: E402
 @pytest.fixture
 def free_port() -> int:
     """A port nothing listens on right now (for connection-refused tests)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return peers_free_port()
 
 
 @pytest.fixture

@@ -44,6 +44,7 @@ test: up lint typecheck  ## lint, type-check, and run every test against the rea
 	$(PY) -m pytest
 
 clean: down  ## stop the stack and delete .local (all local data)
+	@if [ -L .local/postgres ]; then rm -rf "$$(readlink -f .local/postgres)"; fi
 	rm -rf .local
 
 # ---------------------------------------------------------------- bench (own venv: faust-streaming)

@@ -279,6 +279,7 @@ pg_up() {
         return 0
     fi
     require_port_free "$PG_PORT" postgres TIDINGS_PG_PORT
+    pg_reachable_dir
     mkdir -p "$PG_DIR/run"
     [ "$(id -u)" -eq 0 ] && chown -R postgres:postgres "$PG_DIR"
     if [ ! -f "$PG_DIR/data/PG_VERSION" ]; then
@@ -309,6 +310,26 @@ pg_up() {
         PGPASSWORD="$PG_PASSWORD" psql -h 127.0.0.1 -p "$PG_PORT" -U "$PG_USER" -d postgres -qc "create database $PG_DB" >/dev/null
     fi
     say "postgres: ready, PostgreSQL $major on 127.0.0.1:$PG_PORT, database $PG_DB (pid $(pid_of "$PG_DIR/data/postmaster.pid"))"
+}
+
+# As root, the cluster runs as `postgres`, which must be able to reach its directory. A
+# checkout inside a private directory (mode 0700, like /root or a mktemp -d) is out of its
+# reach: then the cluster lives in /var/tmp and .local/postgres is a symlink to it.
+pg_reachable_dir() {
+    [ "$(id -u)" -eq 0 ] || return 0
+    mkdir -p "$LOCAL"
+    [ -L "$PG_DIR" ] && return 0
+    if runuser -u postgres -- test -x "$LOCAL"; then
+        return 0
+    fi
+    local target
+    target="/var/tmp/tidings-postgres-$(printf '%s' "$PG_DIR" | sha256sum | cut -c1-12)"
+    [ -e "$PG_DIR" ] && rm -rf "$PG_DIR"  # nothing usable: postgres could never have written it
+    mkdir -p "$target"
+    chown postgres:postgres "$target"
+    chmod 0700 "$target"
+    ln -s "$target" "$PG_DIR"
+    say "postgres: $LOCAL is not reachable by the postgres account; the cluster lives in $target"
 }
 
 pg_down() {

@@ -157,3 +157,21 @@ def test_rebalance_one_deliver_process_stops_mid_burst(
         assert b.poll() is None
         w.stop_all()
     _assert_exactly_once(w, expected, status_dups_ok=True)
+
+
+def test_deliver_killed_while_retries_are_parked(make_world_with: Callable[..., World]) -> None:
+    """Retry records ride in the transaction that commits the failed offset: a kill while
+    retries are parked loses none and doubles none."""
+    w = make_world_with(runtime={"retry_backoff_s": 1.0})
+    w.sink.fail_with = (451, "try again later")
+    expected = _events(w, 40)
+    with w.pipeline(("route",)):
+        p = w.spawn("deliver")
+        wait_until(lambda: w.sink.rejected >= 40, 90, "every first attempt refused")
+        p.send_signal(signal.SIGKILL)
+        p.wait(30)
+        w.sink.fail_with = None
+        w.spawn("deliver")
+        wait_until(lambda: len(w.mail()) >= 40, 120, "all mail after the restart")
+        w.stop_all()
+    _assert_exactly_once(w, expected)

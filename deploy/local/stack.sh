@@ -26,6 +26,8 @@ REDIS_PORT="${TIDINGS_REDIS_PORT:-16379}"
 
 K_DIR="$LOCAL/kafka"
 PG_DIR="$LOCAL/postgres"
+# Postgres must see its real path (see pg_reachable_dir).
+if [ -L "$PG_DIR" ]; then PG_DIR="$(readlink -f "$PG_DIR")"; fi
 R_DIR="$LOCAL/redis"
 
 say() { printf '%s\n' "$*"; }
@@ -318,7 +320,7 @@ pg_up() {
 pg_reachable_dir() {
     [ "$(id -u)" -eq 0 ] || return 0
     mkdir -p "$LOCAL"
-    [ -L "$PG_DIR" ] && return 0
+    [ "$PG_DIR" != "$LOCAL/postgres" ] && return 0  # already resolved to its real place
     if runuser -u postgres -- test -x "$LOCAL"; then
         return 0
     fi
@@ -329,6 +331,7 @@ pg_reachable_dir() {
     chown postgres:postgres "$target"
     chmod 0700 "$target"
     ln -s "$target" "$PG_DIR"
+    PG_DIR="$target"
     say "postgres: $LOCAL is not reachable by the postgres account; the cluster lives in $target"
 }
 

@@ -6,13 +6,21 @@ the same attempt, unless the error is *ambiguous* (a timeout after the request w
 provider may have accepted it), because then a second provider could deliver a duplicate; the
 error goes back to the retry policy instead. When every breaker is open, RetryableSendError
 (`all_providers_unavailable`) carries the time until the first breaker probes again.
+
+Each provider also has a concurrency limit (`limits`, default DEFAULT_LIMIT): at most that many
+of its sends are in flight at once, so a slow provider holds only its own slots. `slot` bounds
+the channel as a whole (the largest provider limit); the deliver stage takes it *before* it
+claims a notification, so a notification never waits long for a provider slot while its claim's
+lease runs.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass
 
 from processors.breaker import BreakerConfig, CircuitBreaker
@@ -21,12 +29,15 @@ from processors.provider import Provider
 from schemas.content import Content
 from schemas.notification import Notification
 
-__all__ = ["AMBIGUOUS_CODES", "Failover", "SendResult"]
+__all__ = ["AMBIGUOUS_CODES", "DEFAULT_LIMIT", "Failover", "SendResult"]
 
 log = logging.getLogger(__name__)
 
 # Codes (see processors/http.py) after which the provider may already have the message.
 AMBIGUOUS_CODES = frozenset({"timeout", "transport_error"})
+
+# Sends in flight per provider when `limits` does not name it.
+DEFAULT_LIMIT = 32
 
 
 @dataclass(frozen=True)
@@ -47,6 +58,7 @@ class Failover:
         *,
         breaker_config: BreakerConfig | None = None,
         clock: Callable[[], float] = time.monotonic,
+        limits: Mapping[str, int] | None = None,
     ) -> None:
         if not providers:
             raise ValueError(f"channel {channel!r}: no providers configured: list at least one")
@@ -65,13 +77,29 @@ class Failover:
         self.breakers = {
             p.name: CircuitBreaker(p.name, breaker_config, clock=clock) for p in providers
         }
+        sizes = {p.name: (limits or {}).get(p.name, DEFAULT_LIMIT) for p in providers}
+        if any(v < 1 for v in sizes.values()):
+            raise ValueError(f"channel {channel!r}: provider limits must be >= 1, got {sizes}")
+        self.limits = sizes
+        # asyncio primitives bind to the loop that first waits on them, not to this thread.
+        self._slots = {name: asyncio.Semaphore(v) for name, v in sizes.items()}
+        self.slot = asyncio.Semaphore(max(sizes.values()))
 
     async def send(self, n: Notification, content: Content) -> str:
         """Provider protocol: the message id of whichever provider carried it."""
         return (await self.send_with(n, content)).message_id
 
-    async def send_with(self, n: Notification, content: Content) -> SendResult:
-        """Send via the first available provider; raises Retryable/PermanentSendError."""
+    async def send_with(
+        self,
+        n: Notification,
+        content: Content,
+        gate: AbstractAsyncContextManager[object] | None = None,
+    ) -> SendResult:
+        """Send via the first available provider; raises Retryable/PermanentSendError.
+
+        Waits for a free slot of the provider it tries, then enters `gate` (the caller's
+        process-wide limit), so waiting for a slow provider never holds a process slot.
+        """
         last: RetryableSendError | None = None
         tried: list[str] = []
         for provider in self.providers:  # bounded: one pass over a fixed tuple
@@ -80,7 +108,8 @@ class Failover:
                 continue
             tried.append(provider.name)
             try:
-                msgid = await provider.send(n, content)
+                async with self._slots[provider.name], gate or nullcontext():
+                    msgid = await provider.send(n, content)
             except RetryableSendError as exc:
                 breaker.failure()
                 log.warning("provider %s failed for %s: %s", provider.name, n.id, exc)

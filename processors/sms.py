@@ -6,6 +6,11 @@ Token, or an API key SID + secret). 201 returns JSON whose `sid` (SM…) is the 
 Errors carry Twilio's numeric `code`: a few mean the recipient can never get SMS (invalid or
 landline number, opted out with STOP) → PermanentSendError; 429 / 20429 / 5xx → retryable.
 
+Correlation: when a status callback URL is configured, each message's `StatusCallback` is that
+URL with the notification id appended as query parameter `nid` (`with_notification_id`), so the
+callback endpoint (`streams.callbacks_app`) knows which notification a receipt is about. Twilio
+signs the full URL, query included, so the id is covered by the signature.
+
 Status callbacks: `X-Twilio-Signature` = base64(HMAC-SHA1(auth token, full URL + every POST
 parameter's name and value, sorted by name)). `validate_twilio_signature` checks it (also with the
 port added or removed, as Twilio's own libraries do); `callback_status` maps `MessageStatus` to
@@ -19,7 +24,7 @@ import hashlib
 import hmac
 from collections.abc import Callable, Iterable, Mapping
 from typing import Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from pydantic import SecretStr
 
@@ -30,16 +35,20 @@ from schemas.content import Content, SmsContent
 from schemas.notification import Notification
 
 __all__ = [
+    "NID_PARAM",
     "UNREACHABLE_CODES",
     "TwilioSmsProvider",
     "callback_status",
     "twilio_signature",
     "validate_twilio_signature",
+    "with_notification_id",
 ]
 
 TWILIO_API = "https://api.twilio.com"
 # Twilio error codes after which this recipient will not get SMS: retrying cannot help.
 UNREACHABLE_CODES = frozenset({21211, 21214, 21408, 21610, 21612, 21614})
+# The query parameter of the status callback URL that carries the notification id.
+NID_PARAM = "nid"
 
 
 class TwilioSmsProvider:
@@ -86,7 +95,7 @@ class TwilioSmsProvider:
         if self._service:
             data["MessagingServiceSid"] = self._service
         if self._callback:
-            data["StatusCallback"] = self._callback
+            data["StatusCallback"] = with_notification_id(self._callback, n.id)
         return data
 
     async def send(self, n: Notification, content: Content) -> str:
@@ -127,6 +136,18 @@ class TwilioSmsProvider:
     async def close(self) -> None:
         """Close pooled connections."""
         await self._http.close()
+
+
+def with_notification_id(url: str, nid: str) -> str:
+    """`url` with query parameter `nid=<nid>` appended; pure, never raises.
+
+    The existing query is kept byte for byte (Twilio signs the URL exactly as given); a `nid`
+    already in it is replaced, and a fragment (Twilio's `#rc=…` connection overrides) stays last.
+    """
+    u = urlsplit(url)
+    kept = [p for p in u.query.split("&") if p and p.split("=", 1)[0] != NID_PARAM]
+    kept.append(f"{NID_PARAM}={quote(nid, safe='')}")
+    return urlunsplit(u._replace(query="&".join(kept)))
 
 
 def twilio_signature(auth_token: str, url: str, params: Mapping[str, str | Iterable[str]]) -> str:

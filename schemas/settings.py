@@ -28,6 +28,7 @@ from schemas.settings_base import Frozen
 from schemas.smtp import SmtpSettings
 
 __all__ = [
+    "CallbacksSettings",
     "CatalogSettings",
     "ChannelsSettings",
     "GroupSettings",
@@ -140,6 +141,23 @@ class RouteSettings(Frozen):
     unknown_types: Literal["dlq", "skip"] = "dlq"
 
 
+class CallbacksSettings(Frozen):
+    """The provider-callback HTTP endpoint (Twilio status callbacks → delivered / failed)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8088, ge=1, le=65535)
+    # The base URL as the provider sees it (behind a proxy the Host differs): signatures cover
+    # the full public URL. None: http://host:port.
+    public_url: str | None = None
+    # Whether `tidings run` without --stage includes the callbacks stage.
+    enabled: bool = False
+
+    def base_url(self) -> str:
+        """The public base URL (no trailing slash) that request paths are appended to."""
+        host = f"[{self.host}]" if ":" in self.host else self.host  # IPv6 literal
+        return (self.public_url or f"http://{host}:{self.port}").rstrip("/")
+
+
 _ATTEMPTS: dict[Priority, int] = {"critical": 10, "high": 8, "normal": 6, "low": 3}
 
 
@@ -149,6 +167,10 @@ class RuntimeSettings(Frozen):
     batch_size: int = Field(default=500, ge=1)
     poll_timeout_s: float = Field(default=0.2, gt=0)
     max_in_flight: int = Field(default=2000, ge=1)
+    # Records of one input topic (one channel's dispatch topic, or one retry tier) in flight:
+    # a channel at its bound pauses only its own partitions, so a slow provider cannot fill
+    # the whole process's in-flight budget and stall the other channels.
+    max_in_flight_per_topic: int = Field(default=1000, ge=1)
     send_concurrency: int = Field(default=64, ge=1)
     drain_timeout_s: float = Field(default=20.0, gt=0)
     audit_batch_size: int = Field(default=2000, ge=1)
@@ -194,6 +216,8 @@ class TidingsSettings(BaseSettings):
         env_nested_delimiter="__",
         frozen=True,
         extra="forbid",
+        # Errors name the field and the problem, never the value: it may be a key or a token.
+        hide_input_in_errors=True,
     )
 
     kafka: KafkaSettings = KafkaSettings()
@@ -205,6 +229,7 @@ class TidingsSettings(BaseSettings):
     channels: ChannelsSettings = ChannelsSettings()
     catalog: CatalogSettings = CatalogSettings()
     route: RouteSettings = RouteSettings()
+    callbacks: CallbacksSettings = CallbacksSettings()
     runtime: RuntimeSettings = RuntimeSettings()
 
     @classmethod

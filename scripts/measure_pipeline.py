@@ -6,6 +6,10 @@ that accepts at once, runs route+deliver+audit in this process, and times from
 start until every expected email has arrived and every status is audited.
 
     .venv/bin/python scripts/measure_pipeline.py [--events 10000]
+
+With `--deliver-only` it routes everything first, then times the deliver stage alone (one
+process) draining the dispatch topic: the sends/s one deliver process sustains. Add
+`--sink-delay-s 0.2` for a sink that takes 200 ms per mail.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import yaml
 from confluent_kafka import Producer
 
 from processors.smtp_sink import SmtpSink
-from schemas.settings import load_settings
+from schemas.settings import TidingsSettings, load_settings
 from streams.app import run_stages
 from streams.db import apply_migrations
 from streams.demo import encode, sample_event
@@ -58,6 +62,8 @@ def main() -> int:
     ap.add_argument("--sink-delay-s", type=float, default=0.0, help="the sink's delay per mail")
     ap.add_argument("--pool-size", type=int, default=8, help="SMTP connections per process")
     ap.add_argument("--concurrency", type=int, default=64, help="runtime.send_concurrency")
+    ap.add_argument("--provider-limit", type=int, default=32, help="the provider's max_concurrency")
+    ap.add_argument("--deliver-only", action="store_true", help="route first, then time deliver")
     ap.add_argument(
         "--sink",
         choices=["process", "thread"],
@@ -93,7 +99,8 @@ def main() -> int:
                    "dlq": f"measure.{u}.dlq", "retry_prefix": f"measure.{u}.retry."},
         "groups": {"route": f"m-route-{u}", "deliver": f"m-deliver-{u}", "audit": f"m-audit-{u}"},
         "smtp": {"port": port},
-        "channels": {"email": [{"kind": "smtp", "port": port, "pool_size": args.pool_size}]},
+        "channels": {"email": [{"kind": "smtp", "port": port, "pool_size": args.pool_size,
+                                "max_concurrency": args.provider_limit}]},
         "runtime": {"send_concurrency": args.concurrency},
         "catalog": {"path": str(cat)},
     }  # fmt: skip
@@ -113,6 +120,15 @@ def main() -> int:
         p.poll(0)
     p.flush(60)
 
+    if args.deliver_only:
+        rc = _deliver_only(s, args.events)
+        if sink_proc is not None:
+            sink_proc.terminate()
+            sink_proc.wait(10)
+        else:
+            sink.stop()
+        print(f"emails received: {len(list((tmp / 'mail').glob('*.eml')))}")
+        return rc
     stop = threading.Event()
     metrics = Metrics()
     t = threading.Thread(target=run_stages, args=(s, ("route", "deliver", "audit")),
@@ -151,6 +167,45 @@ def main() -> int:
           f"({c.get('sent', 0) / sent_at:,.0f} emails/s)")  # fmt: skip
     print(f"all audited after {done:.2f} s")
     return 0
+
+
+def _deliver_only(s: TidingsSettings, events: int) -> int:
+    """Route every event, then time one deliver stage draining the dispatch topic."""
+    stop, metrics = threading.Event(), Metrics()
+    t = threading.Thread(target=run_stages, args=(s, ("route",)),
+                         kwargs={"stop": stop, "metrics": metrics})  # fmt: skip
+    t.start()
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and metrics.snapshot().get("events_in", 0) < events:
+        time.sleep(0.05)
+    time.sleep(1.0)  # the last transaction commits
+    stop.set()
+    t.join(60)
+    queued = metrics.snapshot().get("queued", 0)
+    stop, metrics = threading.Event(), Metrics()
+    t = threading.Thread(target=run_stages, args=(s, ("deliver",)),
+                         kwargs={"stop": stop, "metrics": metrics})  # fmt: skip
+    start = time.perf_counter()
+    t.start()
+    first = 0.0
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        c = metrics.snapshot()
+        finished = c.get("sent", 0) + c.get("failed", 0)
+        if not first and finished:
+            first = time.perf_counter() - start
+        if finished >= queued:
+            break
+        time.sleep(0.02)
+    took = time.perf_counter() - start
+    stop.set()
+    t.join(60)
+    c = metrics.snapshot()
+    # From the first finished send, so consumer-group join time is not counted.
+    print(f"notifications: {queued}, sent: {c.get('sent', 0)}, failed: {c.get('failed', 0)}")
+    print(f"deliver alone: {took:.2f} s incl. {first:.2f} s to the first send -> "
+          f"{c.get('sent', 0) / (took - first):,.0f} sends/s")  # fmt: skip
+    return 0 if c.get("sent", 0) >= queued else 1
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Run one or more stages in one process, each on its own thread, until SIGINT/SIGTERM.
 
-`tidings run` runs them all (local use); `tidings run --stage X` runs one, the
+`tidings run` runs them all (local use; `callbacks`, the provider-callback HTTP
+server, only when `callbacks.enabled`); `tidings run --stage X` runs one, the
 unit an operator scales. A stage that fails fatally stops the whole process
 with exit code 1, so a supervisor restarts it from the committed offsets.
 """
@@ -19,11 +20,17 @@ from schemas.settings import TidingsSettings
 from streams.catalog_ref import CatalogRef
 from streams.metrics import Metrics
 
-__all__ = ["STAGES", "run_stages"]
+__all__ = ["STAGES", "default_stages", "run_stages"]
 
 log = logging.getLogger(__name__)
 
-STAGES = ("route", "deliver", "audit")
+# Every stage `--stage` accepts. `tidings run` without --stage runs `default_stages(settings)`.
+STAGES = ("route", "deliver", "audit", "callbacks")
+
+
+def default_stages(settings: TidingsSettings) -> tuple[str, ...]:
+    """The stages `tidings run` runs when none is named: all, callbacks only when enabled."""
+    return tuple(n for n in STAGES if n != "callbacks" or settings.callbacks.enabled)
 
 
 class _Stage(Protocol):
@@ -48,19 +55,28 @@ def _build(name: str, settings: TidingsSettings, ref: CatalogRef | None, stop: t
         from streams.audit import AuditStage
 
         return AuditStage(settings, stop, metrics)
+    if name == "callbacks":
+        from streams.callbacks_stage import CallbacksStage
+
+        return CallbacksStage(settings, stop, metrics)
     raise ValueError(f"unknown stage {name!r}; use one of {', '.join(STAGES)}")
 
 
 def run_stages(
     settings: TidingsSettings,
-    stages: tuple[str, ...] = STAGES,
+    stages: tuple[str, ...] | None = None,
     *,
     stop: threading.Event | None = None,
     metrics: Metrics | None = None,
     on_tick: Callable[[Metrics], None] | None = None,
     tick_s: float = 1.0,
 ) -> int:
-    """Run `stages` until stopped; returns the exit code (0 clean, 1 a stage failed). Blocks."""
+    """Run `stages` until stopped; returns the exit code (0 clean, 1 a stage failed). Blocks.
+
+    `stages` None means `default_stages(settings)`.
+    """
+    if stages is None:
+        stages = default_stages(settings)
     stop = stop or threading.Event()
     metrics = metrics or Metrics()
     ref = _catalog(settings) if {"route", "deliver"} & set(stages) else None

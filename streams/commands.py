@@ -29,10 +29,10 @@ def _logging(verbose: bool) -> None:
 
 def _run(args: argparse.Namespace, s: TidingsSettings) -> int:
     from catalog import CatalogLoadError
-    from streams.app import STAGES, run_stages
+    from streams.app import run_stages
 
     _logging(args.verbose)
-    stages = tuple(args.stage) if args.stage else STAGES
+    stages = tuple(args.stage) if args.stage else None  # None: the default stages
     sink = _start_sink(args.smtp_sink, s) if args.smtp_sink else None
     try:
         return run_stages(s, stages)

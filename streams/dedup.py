@@ -7,6 +7,10 @@ claim (or, when Redis has lost its memory, the Postgres row) and is not sent aga
 
 Only the token holder may send or release a claim, so a worker that lost its
 partition mid-send can't race the new owner: the new owner waits out the lease.
+
+The `deliveries` row also keeps the dispatch record itself (`Notification` JSON), so a
+provider receipt (e.g. a Twilio status callback) can be turned into a complete status event
+by notification id alone (`DeliveryLog.delivery`).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from redis.exceptions import RedisError
 
 from streams.exceptions import FatalStageError
 
-__all__ = ["Claim", "ClaimStore", "DeliveryLog", "SentRecord"]
+__all__ = ["Claim", "ClaimStore", "Delivery", "DeliveryLog", "SentRecord"]
 
 # The claim value keeps its lease deadline, and the key outlives the lease, so a
 # worker that finds an expired lease knows a sender died mid-send ("taken").
@@ -61,6 +65,16 @@ class SentRecord:
     provider: str
     provider_message_id: str | None
     attempt: int
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One row of `deliveries`: an accepted send and the dispatch record it carried."""
+
+    channel: str
+    sent: SentRecord
+    # `Notification.encode()` bytes; None for rows written before migration 0004.
+    notification: bytes | None
 
 
 @dataclass(frozen=True)
@@ -111,11 +125,37 @@ class DeliveryLog:
                 raise FatalStageError(f"deliveries lookup failed: {exc}") from exc
         return {r[0]: SentRecord(r[1], r[2], r[3]) for r in rows}
 
-    async def record(self, nid: str, channel: str, rec: SentRecord) -> None:
-        """Durably record an accepted send; returns once committed. Raises FatalStageError."""
+    async def delivery(self, nid: str) -> Delivery | None:
+        """The recorded send of notification `nid` (a UUID), or None if none is recorded.
+
+        Raises FatalStageError when Postgres is unreachable or the query fails.
+        """
+        async with self._lock:
+            conn = await self._connection()
+            try:
+                cur = await conn.execute(
+                    "select channel, provider, provider_message_id, attempt, notification "
+                    "from deliveries where notification_id = %s::uuid",
+                    (nid,),
+                )
+                row = await cur.fetchone()
+            except psycopg.Error as exc:
+                raise FatalStageError(f"deliveries lookup of {nid} failed: {exc}") from exc
+        if row is None:
+            return None
+        return Delivery(row[0], SentRecord(row[1], row[2], row[3]), row[4])
+
+    async def record(
+        self, nid: str, channel: str, rec: SentRecord, *, notification: bytes | None = None
+    ) -> None:
+        """Durably record an accepted send; returns once committed. Raises FatalStageError.
+
+        `notification` is the raw dispatch record (`Notification.encode()`), kept so provider
+        receipts can be enriched later; None stores NULL.
+        """
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.append(
-            ((nid, channel, rec.provider, rec.provider_message_id, rec.attempt), fut)
+            ((nid, channel, rec.provider, rec.provider_message_id, rec.attempt, notification), fut)
         )
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush())
@@ -134,9 +174,10 @@ class DeliveryLog:
                     conn = await self._connection()
                     await conn.execute(
                         "insert into deliveries "
-                        "(notification_id, channel, provider, provider_message_id, attempt) "
+                        "(notification_id, channel, provider, provider_message_id, attempt, "
+                        "notification) "
                         "select * from unnest(%s::uuid[], %s::text[], %s::text[], %s::text[], "
-                        "%s::int[]) on conflict (notification_id) do nothing",
+                        "%s::int[], %s::bytea[]) on conflict (notification_id) do nothing",
                         [list(c) for c in cols],
                     )
             except (psycopg.Error, FatalStageError) as exc:
@@ -209,8 +250,18 @@ class ClaimStore:
             return Claim("sent", sent=SentRecord(provider, msgid or None, int(attempt)))
         return Claim("busy", retry_after_s=max(int(detail), 50) / 1000)
 
-    async def record_sent(self, nid: str, token: str, channel: str, rec: SentRecord) -> None:
+    async def record_sent(
+        self,
+        nid: str,
+        token: str,
+        channel: str,
+        rec: SentRecord,
+        *,
+        notification: bytes | None = None,
+    ) -> None:
         """Record an accepted send: the Redis claim first, then Postgres; returns when both hold.
+
+        `notification` (the raw dispatch record) is stored with the Postgres row, for receipts.
 
         Redis first because it answers in well under a millisecond: that is the window in
         which a crash leaves a send unrecorded. Postgres follows before the offset commits.
@@ -220,7 +271,7 @@ class ClaimStore:
             await self._redis.set(self._key(nid), val, ex=self._ttl_s)
         except RedisError as exc:
             raise FatalStageError(f"Redis claim update failed: {exc}") from exc
-        await self._log.record(nid, channel, rec)
+        await self._log.record(nid, channel, rec, notification=notification)
 
     async def release(self, nid: str, token: str) -> None:
         """Give a claim up after a failed send, so a later retry or replay can take it."""

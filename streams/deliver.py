@@ -4,7 +4,10 @@ The consumer thread owns every Kafka call. It hands records to the
 `DeliverWorker` (asyncio, its own thread), collects completions, and every
 `commit_interval_s` produces the outputs of the finished prefix of each
 partition together with its offsets in one transaction. When the worker is
-full it pauses the partitions instead of sleeping. On revoke it drains the
+full it pauses the partitions instead of sleeping; when one input topic (one
+channel, or one retry tier) has `max_in_flight_per_topic` records in flight,
+only that topic's partitions pause, so a slow provider holds back only its own
+channel. On revoke it drains the
 revoked partitions (bounded by `drain_timeout_s`) and commits before letting go.
 """
 
@@ -72,6 +75,7 @@ class DeliverStage:
         self._closing = False
         self._retry_topics = {retry_topic(settings, t) for t in settings.runtime.retry_tiers_s}
         self._held: dict[TP, float] = {}  # retry partition → when its head is due (epoch ms)
+        self._full: set[str] = set()  # topics paused at their in-flight bound
         self._consumer: Consumer | None = None
         self._txn: TransactionalOutput | None = None
         self._worker: DeliverWorker | None = None
@@ -111,6 +115,7 @@ class DeliverStage:
                     consumer.consume(1, 0)  # serve rebalances and keep the group alive
                 else:
                     self._resume(consumer)
+                    self._throttle(consumer)
                     n = min(room, s.runtime.batch_size)
                     if self._tracker.in_flight:
                         msgs = consumer.consume(n, 0.002)
@@ -176,6 +181,7 @@ class DeliverStage:
         due = [tp for tp, at in self._held.items() if at <= now_ms]
         for tp in due:
             del self._held[tp]
+        due = [tp for tp in due if tp[0] not in self._full]  # resumed when their topic frees
         if due and not self._paused:
             consumer.resume([TopicPartition(t, p) for t, p in due])
 
@@ -251,6 +257,8 @@ class DeliverStage:
             self._gen[tp] = self._gen.get(tp, 0) + 1
         if self._paused:
             consumer.pause(parts)
+        elif self._full:
+            consumer.pause([p for p in parts if p.topic in self._full])
 
     def _on_revoke(self, consumer: Consumer, parts: list[TopicPartition]) -> None:
         tps = [(p.topic, p.partition) for p in parts]
@@ -279,10 +287,31 @@ class DeliverStage:
             if self._busy is not None:
                 self._busy.set()
 
+    def _throttle(self, consumer: Consumer) -> None:
+        """Pause the topics at their in-flight bound, resume those below it again."""
+        full = self._tracker.topics_at(self._s.runtime.max_in_flight_per_topic)
+        if full == self._full:
+            return
+        added, freed = full - self._full, self._full - full
+        self._full = full
+        parts = consumer.assignment()
+        if added:
+            log.debug("deliver: %s at the in-flight bound; pausing only those", sorted(added))
+            consumer.pause([p for p in parts if p.topic in added])
+        if freed:
+            consumer.resume(
+                [p for p in parts if p.topic in freed and (p.topic, p.partition) not in self._held]
+            )
+
     def _resume(self, consumer: Consumer) -> None:
         if self._paused:
-            # Parked retry partitions stay paused until their head is due.
-            parts = [p for p in consumer.assignment() if (p.topic, p.partition) not in self._held]
+            # Parked retry partitions stay paused until their head is due, and topics at
+            # their own bound until they drain.
+            parts = [
+                p
+                for p in consumer.assignment()
+                if (p.topic, p.partition) not in self._held and p.topic not in self._full
+            ]
             consumer.resume(parts)
             self._paused = False
             if self._busy is not None:

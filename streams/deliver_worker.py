@@ -9,6 +9,7 @@ the output records) on a thread-safe queue. A record whose work is abandoned
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import os
@@ -83,7 +84,11 @@ class DeliverWorker:
     ) -> None:
         self._s = settings
         self._catalog = catalog
-        self._providers = providers
+        # Every channel behind a Failover, so per-provider limits and the channel slot apply
+        # to providers handed in directly too.
+        self._providers = {
+            ch: p if isinstance(p, Failover) else Failover(ch, [p]) for ch, p in providers.items()
+        }
         self._claims = claims
         self._done = done
         self._loop = asyncio.new_event_loop()
@@ -188,21 +193,27 @@ class DeliverWorker:
         if sent is not None:  # the Postgres backstop knows it: Redis lost its memory
             self._finish(it, [self._status(n, "sent", sent)], dup=1)
             return
-        took_over = False
-        while True:
+        provider = self._providers.get(n.channel)
+        # The channel's slot is taken before the claim: a claimed notification must not
+        # queue behind a slow provider while its lease runs out.
+        slot = provider.slot if provider is not None else contextlib.nullcontext()
+        while True:  # bounded: by the lease of whoever holds the claim, and by stop
             if self._stopping:
                 return  # abandoned: not committed, redone after restart
-            claim = await self._claims.claim(n.id)
-            if claim.state == "sent" and claim.sent is not None:
-                self._finish(it, [self._status(n, "sent", claim.sent)], dup=1)
-                return
-            if claim.state in ("ours", "taken"):
-                took_over = claim.state == "taken"
-                break
+            async with slot:
+                claim = await self._claims.claim(n.id)
+                if claim.state == "sent" and claim.sent is not None:
+                    self._finish(it, [self._status(n, "sent", claim.sent)], dup=1)
+                    return
+                if claim.state in ("ours", "taken"):
+                    await self._claimed(it, n, provider, claim.token, claim.state == "taken")
+                    return
             # Someone else holds the lease (a previous owner mid-send): wait it out.
             await asyncio.sleep(min(claim.retry_after_s, 1.0))
-        token = claim.token
-        provider = self._providers.get(n.channel)
+
+    async def _claimed(
+        self, it: Item, n: Notification, provider: Failover | None, token: str, took_over: bool
+    ) -> None:
         if provider is None:
             await self._claims.release(n.id, token)
             exc2 = PermanentSendError(
@@ -224,18 +235,14 @@ class DeliverWorker:
         attempt = n.attempt
         try:
             assert self._sem is not None
-            async with self._sem:
-                if self._frozen:
-                    await asyncio.Event().wait()  # the fault hook is about to kill us
-                self._active += 1
-                try:
-                    if isinstance(provider, Failover):
-                        result = await provider.send_with(n, content)
-                        carrier, msgid = result.provider, result.message_id
-                    else:
-                        carrier, msgid = provider.name, await provider.send(n, content)
-                finally:
-                    self._active -= 1
+            if self._frozen:
+                await asyncio.Event().wait()  # the fault hook is about to kill us
+            self._active += 1
+            try:
+                result = await provider.send_with(n, content, gate=self._sem)
+                carrier, msgid = result.provider, result.message_id
+            finally:
+                self._active -= 1
         except (PermanentSendError, RetryableSendError) as exc:
             await self._claims.release(n.id, token)
             if self._stopping:
@@ -253,7 +260,7 @@ class DeliverWorker:
         rec = SentRecord(carrier, msgid, attempt)
         self._recording += 1
         try:
-            await self._claims.record_sent(n.id, token, n.channel, rec)
+            await self._claims.record_sent(n.id, token, n.channel, rec, notification=it.value)
         finally:
             self._recording -= 1
         self._sends += 1

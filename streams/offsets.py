@@ -24,6 +24,7 @@ class OffsetTracker:
     def __init__(self) -> None:
         self._parts: dict[TP, OrderedDict[int, list[Out] | None]] = {}
         self._in_flight = 0
+        self._by_topic: dict[str, int] = {}
 
     def add(self, tp: TP, offset: int) -> None:
         """Register a consumed message as in flight; offsets of a partition must increase."""
@@ -32,6 +33,7 @@ class OffsetTracker:
             raise ValueError(f"{tp[0]}/{tp[1]}: offset {offset} added out of order")
         part[offset] = _PENDING
         self._in_flight += 1
+        self._by_topic[tp[0]] = self._by_topic.get(tp[0], 0) + 1
 
     def done(self, tp: TP, offset: int, outputs: list[Out] | None = None) -> None:
         """Mark a message finished with the records it must produce; unknown offsets are ignored."""
@@ -40,6 +42,7 @@ class OffsetTracker:
             return  # revoked meanwhile, or already done: nothing to commit for it
         part[offset] = outputs or []
         self._in_flight -= 1
+        self._by_topic[tp[0]] -= 1
 
     def take(self) -> tuple[dict[TP, int], list[Out]]:
         """Pop every finished prefix: (next offset to commit per partition, outputs in order)."""
@@ -65,7 +68,9 @@ class OffsetTracker:
         for tp in tps:
             part = self._parts.pop(tp, None)
             if part:
-                dropped += sum(1 for v in part.values() if v is _PENDING)
+                n = sum(1 for v in part.values() if v is _PENDING)
+                self._by_topic[tp[0]] -= n
+                dropped += n
         self._in_flight -= dropped
         return dropped
 
@@ -73,6 +78,10 @@ class OffsetTracker:
     def in_flight(self) -> int:
         """Messages consumed and not yet finished."""
         return self._in_flight
+
+    def topics_at(self, bound: int) -> set[str]:
+        """Topics with at least `bound` messages in flight."""
+        return {t for t, n in self._by_topic.items() if n >= bound}
 
     def pending(self, tp: TP) -> int:
         """Messages of `tp` not yet committed (in flight or waiting behind one)."""

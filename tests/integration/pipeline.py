@@ -128,21 +128,7 @@ class World:
 
     def read(self, topic: str, *, idle_s: float = 3.0, timeout_s: float = 60.0) -> list[Any]:
         """Every committed record of `topic`, read until `idle_s` passes with nothing new."""
-        group = f"reader-{os.urandom(4).hex()}"
-        c = Consumer({**self.settings.kafka.client_config(), "group.id": group,
-                      "auto.offset.reset": "earliest", "isolation.level": "read_committed",
-                      "enable.auto.commit": False})  # fmt: skip
-        c.subscribe([topic])
-        out: list[Any] = []
-        last = time.monotonic()
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() - last < idle_s and time.monotonic() < deadline:
-            for m in c.consume(500, 0.3):
-                if m.error() is None:
-                    out.append(m)
-                    last = time.monotonic()
-        c.close()
-        return out
+        return read_committed(self.settings, topic, idle_s=idle_s, timeout_s=timeout_s)
 
     def statuses(self) -> Counter[tuple[str, str]]:
         """(notification id, status) → how many committed status events."""
@@ -211,6 +197,27 @@ class World:
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait(10)
+
+
+def read_committed(
+    settings: TidingsSettings, topic: str, *, idle_s: float = 3.0, timeout_s: float = 60.0
+) -> list[Any]:
+    """Every committed record of `topic` (new group), until `idle_s` passes with nothing new."""
+    group = f"reader-{os.urandom(4).hex()}"
+    c = Consumer({**settings.kafka.client_config(), "group.id": group,
+                  "auto.offset.reset": "earliest", "isolation.level": "read_committed",
+                  "enable.auto.commit": False})  # fmt: skip
+    c.subscribe([topic])
+    out: list[Any] = []
+    last = time.monotonic()
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() - last < idle_s and time.monotonic() < deadline:
+        for m in c.consume(500, 0.3):
+            if m.error() is None:
+                out.append(m)
+                last = time.monotonic()
+    c.close()
+    return out
 
 
 def _rule(doc: dict[str, Any]) -> str:

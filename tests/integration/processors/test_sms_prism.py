@@ -36,7 +36,7 @@ def provider(base: str, **kw: object) -> TwilioSmsProvider:
     args: dict[str, object] = {
         "account_sid": ACCOUNT, "auth_token": SecretStr("token"), "from_number": "+15005550006",
         "base_url": base, "http": SafeHttp(allow=("127.0.0.0/8",), allow_http=True),
-        "status_callback_url": "https://tidings.example.com/callbacks/twilio",
+        "status_callback_url": "https://tidings.example.com/callbacks/twilio/twilio",
     }  # fmt: skip
     args.update(kw)
     return TwilioSmsProvider(**args)  # type: ignore[arg-type]
@@ -83,7 +83,8 @@ def test_form_fields_and_auth_field_by_field() -> None:
         "To": "+14155552345",
         "From": "+15005550006",
         "Body": "Grüße 👋",
-        "StatusCallback": "https://tidings.example.com/callbacks/twilio",
+        # The notification id rides in the callback URL, so the receipt can be correlated.
+        "StatusCallback": "https://tidings.example.com/callbacks/twilio/twilio?nid=n-1",
     }
 
 

@@ -8,7 +8,9 @@ import pytest
 
 from processors.breaker import BreakerConfig
 from processors.exceptions import PermanentSendError, RetryableSendError
-from processors.failover import Failover
+from processors.failover import DEFAULT_LIMIT, Failover
+from schemas.content import Content
+from schemas.notification import Notification
 
 from .fakes import SMS, FakeClock, ScriptedProvider, notification
 
@@ -79,3 +81,57 @@ def test_bad_config_is_refused() -> None:
         Failover("sms", [])
     with pytest.raises(ValueError, match="unique"):
         Failover("sms", [ScriptedProvider("a"), ScriptedProvider("a")])
+
+
+class _Held(ScriptedProvider):
+    """Holds every send until released, counting how many are in flight at once."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.release = asyncio.Event()
+        self.active = 0
+        self.peak = 0
+
+    async def send(self, n: Notification, content: Content) -> str:
+        self.active += 1
+        self.peak = max(self.peak, self.active)
+        try:
+            await self.release.wait()
+            return await super().send(n, content)
+        finally:
+            self.active -= 1
+
+
+def test_a_slow_provider_holds_only_its_own_slots_not_the_callers_gate() -> None:
+    async def scenario() -> tuple[int, int, list[str]]:
+        slow = _Held("slow")
+        fast_channel = Failover("sms", [ScriptedProvider("fast")])
+        slow_channel = Failover("sms", [slow], limits={"slow": 2})
+        gate = asyncio.Semaphore(3)  # the process-wide limit both channels share
+        stuck = [
+            asyncio.ensure_future(slow_channel.send_with(notification(f"s{i}"), SMS, gate=gate))
+            for i in range(10)
+        ]
+        await asyncio.sleep(0.01)
+        # Ten sends wait for the slow provider, yet only its two slots hold the gate: the
+        # other channel still gets through.
+        fast = await asyncio.wait_for(
+            asyncio.gather(*(fast_channel.send_with(notification(f"f{i}"), SMS, gate=gate)
+                             for i in range(5))),
+            timeout=5,
+        )  # fmt: skip
+        in_flight = slow.active
+        slow.release.set()
+        done = await asyncio.wait_for(asyncio.gather(*stuck), timeout=5)
+        return in_flight, slow.peak, [r.provider for r in [*fast, *done]]
+
+    in_flight, peak, carriers = asyncio.run(scenario())
+    assert in_flight == 2 and peak == 2
+    assert carriers == ["fast"] * 5 + ["slow"] * 10
+
+
+def test_limits_must_be_positive_and_the_channel_slot_is_the_largest() -> None:
+    f = Failover("sms", [ScriptedProvider("a"), ScriptedProvider("b")], limits={"a": 4})
+    assert f.limits == {"a": 4, "b": DEFAULT_LIMIT}
+    with pytest.raises(ValueError, match="limits must be >= 1"):
+        Failover("sms", [ScriptedProvider("a")], limits={"a": 0})

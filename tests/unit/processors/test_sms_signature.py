@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import SecretStr
 
 from processors.sms import (
     TwilioSmsProvider,
     callback_status,
     twilio_signature,
     validate_twilio_signature,
+    with_notification_id,
 )
+from schemas.content import SmsContent
+from tests.unit.processors.fakes import notification
 
 URL = "https://mycompany.com/myapp.php?foo=1&bar=2"
 
@@ -70,9 +74,34 @@ def test_callback_status(status: str, mapped: str | None) -> None:
     assert callback_status({"MessageStatus": status, "MessageSid": "SM1"}) == mapped
 
 
-def test_config_errors_name_the_fix() -> None:
-    from pydantic import SecretStr
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("https://t.example/cb", "https://t.example/cb?nid=N"),
+        ("https://t.example/cb?a=1&b=%20x", "https://t.example/cb?a=1&b=%20x&nid=N"),
+        ("https://t.example/cb?nid=old&a=1", "https://t.example/cb?a=1&nid=N"),
+        ("https://t.example:8443/cb#rc=2&ct=1000", "https://t.example:8443/cb?nid=N#rc=2&ct=1000"),
+    ],
+)
+def test_with_notification_id_keeps_the_query_and_fragment(url: str, expected: str) -> None:
+    assert with_notification_id(url, "N") == expected
 
+
+def test_form_status_callback_carries_the_notification_id() -> None:
+    p = TwilioSmsProvider(
+        account_sid="AC1", auth_token=SecretStr("t"), from_number="+15005550006",
+        status_callback_url="https://t.example/callbacks/twilio/twilio?tenant=acme",
+    )  # fmt: skip
+    form = p.form(notification("0d5e0c4e-6f0b-5b7e-9a55-7f8a1f0e3c21"), SmsContent(text="hi"))
+    assert form["StatusCallback"] == (
+        "https://t.example/callbacks/twilio/twilio?tenant=acme"
+        "&nid=0d5e0c4e-6f0b-5b7e-9a55-7f8a1f0e3c21"
+    )
+    without = TwilioSmsProvider(account_sid="AC1", auth_token=SecretStr("t"), from_number="+1")
+    assert "StatusCallback" not in without.form(notification(), SmsContent(text="hi"))
+
+
+def test_config_errors_name_the_fix() -> None:
     with pytest.raises(ValueError, match="exactly one of from_number"):
         TwilioSmsProvider(account_sid="AC1", auth_token=SecretStr("t"))
     with pytest.raises(ValueError, match="must start with 'AC'"):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import uuid
+from collections.abc import Iterator
 
 import pytest
 
@@ -13,6 +15,27 @@ from schemas.settings import TidingsSettings, load_settings
 def settings() -> TidingsSettings:
     """The settings tests run with: defaults plus TIDINGS_* from the environment."""
     return load_settings()
+
+
+# Where the stack is: the same for every test, so these may stay in the environment.
+_STACK = ("TIDINGS_KAFKA__", "TIDINGS_POSTGRES__", "TIDINGS_REDIS__")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _settings_env_cleared() -> Iterator[None]:
+    # Every test world writes its own settings (topics, groups, SMTP sink port, runtime) into
+    # a config file. A caller's TIDINGS_* variable would override those files (env beats file):
+    # a TIDINGS_SMTP__PORT meant for `make run` would send every test's mail elsewhere.
+    keys = [
+        k
+        for k in os.environ
+        if k.startswith("TIDINGS_")
+        and ("__" in k or k == "TIDINGS_CONFIG")
+        and not k.startswith(_STACK)
+    ]
+    saved = {k: os.environ.pop(k) for k in keys}
+    yield
+    os.environ.update(saved)
 
 
 @pytest.fixture

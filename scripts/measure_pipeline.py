@@ -104,10 +104,7 @@ def main() -> int:
         "runtime": {"send_concurrency": args.concurrency},
         "catalog": {"path": str(cat)},
     }  # fmt: skip
-    (tmp / "cfg.yaml").write_text(yaml.safe_dump(cfg))
-    s = load_settings(str(tmp / "cfg.yaml"))
-    ensure_topics(s, pipeline_topics(s))
-    apply_migrations(s.postgres.conninfo())
+    s = prepare(tmp, cfg)
 
     rng = random.Random(args.seed)
     p = Producer({**s.kafka.client_config(), "linger.ms": 20})
@@ -167,6 +164,15 @@ def main() -> int:
           f"({c.get('sent', 0) / sent_at:,.0f} emails/s)")  # fmt: skip
     print(f"all audited after {done:.2f} s")
     return 0
+
+
+def prepare(tmp: Path, cfg: dict[str, Any]) -> TidingsSettings:
+    """Write the config, load it, create the topics and apply the migrations."""
+    (tmp / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    s = load_settings(str(tmp / "cfg.yaml"))
+    ensure_topics(s, pipeline_topics(s))
+    apply_migrations(s.postgres.conninfo())
+    return s
 
 
 def _deliver_only(s: TidingsSettings, events: int) -> int:

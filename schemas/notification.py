@@ -44,6 +44,8 @@ class Notification(BaseModel):
     priority: Priority = "normal"
     category: str | None = None
     variables: dict[str, Any] = Field(default_factory=dict)
+    # The recipient's locale the rule computed ("de-AT"); None or "": the catalog's default.
+    locale: str | None = None
     attempt: int = 1
     # Produce timestamp of the source event (ms): end-to-end latency is measured from it.
     event_time_ms: int | None = None

@@ -225,7 +225,7 @@ class DeliverWorker:
             return
         try:
             content = self._catalog.current.render_content(
-                n.template_id, n.channel, {"recipient": n.recipient, **n.variables}
+                n.template_id, n.channel, {"recipient": n.recipient, **n.variables}, n.locale
             )
         except CatalogError as exc:
             await self._claims.release(n.id, token)

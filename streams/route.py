@@ -108,6 +108,7 @@ def route_record(
             priority=m.priority,
             category=m.category,
             variables=m.variables,
+            locale=m.locale or None,
             event_time_ms=timestamp_ms,
         )
         # Keyed by recipient: one recipient's notifications stay in order on one partition.

@@ -333,22 +333,36 @@ def test_order_shipped_goes_to_fcm_push_only(
             "eta": "2026-01-08T12:00:00Z", "customer": {"user_id": user, "name": "Bob"},
         })  # fmt: skip
         push_id = _nid(doc, "order-shipped", user, "push")
+        # The same for a German-speaking user: the rule's `locale` picks the de templates.
+        user_de, order_de = f"u-de-{w.unique}", f"B-{w.unique}"
+        doc_de = _event(w, "order.shipped", {
+            "order_id": order_de, "packages": 1, "carrier": "DHL", "tracking_url": tracking,
+            "eta": "2026-01-08T12:00:00Z",
+            "customer": {"user_id": user_de, "name": "Anna", "locale": "de-AT"},
+        })  # fmt: skip
+        push_de = _nid(doc_de, "order-shipped", user_de, "push")
         _produce(w, doc)
+        _produce(w, doc_de)
         with w.pipeline():
-            wait_until(lambda: len(fcm.messages) >= 1, 90, "the FCM message")
-            _wait_audited(w, [push_id])
+            wait_until(lambda: len(fcm.messages) >= 2, 90, "the FCM messages")
+            _wait_audited(w, [push_id, push_de])
 
     # first-available: push reaches the user, so neither sms nor email is made.
-    final = _check_outcome(w, sent={push_id: ("push", "fcm")})
+    final = _check_outcome(w, sent={push_id: ("push", "fcm"), push_de: ("push", "fcm")})
     assert _dead_letters(w) == []
     assert w.mail() == Counter()
 
     assert fcm.token_requests == 1  # the peer verified the key file's RS256 assertion
     sends = [r for r in fcm.requests if r.path.endswith("/messages:send")]
-    [send] = sends
+    assert len(sends) == 2
+    send = sends[0]
     assert (send.method, send.path) == ("POST", "/v1/projects/demo-project/messages:send")
     assert send.headers["authorization"].startswith("Bearer ya29.local-")
-    [message] = fcm.messages
+    by_token = {m["token"]: m for m in fcm.messages}
+    german = by_token[user_de]["notification"]
+    assert german["title"] == f"Deine Bestellung {order_de} ist unterwegs"
+    assert german["body"].startswith("1 Paket mit DHL, Zustellung am ")
+    message = by_token[user]
     assert message == {
         "token": user,  # the recipient is the address: the user id stands for the device token
         "notification": {

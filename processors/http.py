@@ -1,12 +1,9 @@
 """SSRF-safe async HTTP for every HTTP provider, and the status-code → outcome mapping.
 
-The guard lives in the connection layer, so no request can get around it: httpx's connection
-pool gets a network backend that, for every new connection, resolves the host, refuses it if
-*any* resolved address is not globally routable (loopback, private, link-local such as the cloud
-metadata address 169.254.169.254, …; IPv4-mapped, 6to4 and NAT64 IPv6 forms are unwrapped first),
-and then connects to exactly the address it checked, so DNS rebinding between check and connect
-is impossible. TLS SNI, certificate checks and the Host header keep the real hostname.
-An explicit allow-list of networks exists for tests (`allow=("127.0.0.0/8", "::1/128")`).
+The guard lives in the connection layer (processors/ssrf.py), so no request can get around it:
+httpx's connection pool gets a network backend that resolves, checks every address and connects
+to the address it checked. An explicit allow-list of networks exists for tests
+(`allow=("127.0.0.0/8", "::1/128")`).
 Redirects are never followed, proxies from the environment are ignored, every phase has a
 timeout, the whole exchange has a deadline, and at most `max_response_bytes` of a body is read.
 """
@@ -15,11 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import select
-import socket
 import ssl
-import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -29,6 +23,13 @@ import httpcore
 import httpx
 
 from processors.exceptions import PermanentSendError, RetryableSendError
+from processors.ssrf import (
+    GuardedBackend,
+    Resolver,
+    SsrfRefusedError,
+    check_address,
+    system_resolver,
+)
 
 __all__ = [
     "HttpResponse",
@@ -40,190 +41,32 @@ __all__ = [
     "parse_retry_after",
 ]
 
-IP = ipaddress.IPv4Address | ipaddress.IPv6Address
-Net = ipaddress.IPv4Network | ipaddress.IPv6Network
-# (host, port) → addresses as strings, in the order to try them.
-Resolver = Callable[[str, int], Awaitable[list[str]]]
-
-_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
-_MAX_ADDRESSES = 4  # addresses tried per connection: bounds the connect loop
 _USER_AGENT = "tidings/0.1 (+https://github.com/tidings)"
 
 
-class SsrfRefusedError(PermanentSendError):
-    """The target address is not globally routable and not allow-listed: nothing was sent."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message, code="ssrf_refused")
+# Connections per httpcore pool (see SafeHttp.__init__).
+_SHARD = 32
 
 
-def _unwrap(ip: IP) -> IP:
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return ip.ipv4_mapped
-        if ip.sixtofour is not None:
-            return ip.sixtofour
-        if ip in _NAT64:
-            return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
-    return ip
-
-
-def _kind(ip: IP) -> str:
-    if ip.is_loopback:
-        return "a loopback address"
-    if ip.is_link_local:
-        return "a link-local address (where cloud metadata services such as 169.254.169.254 live)"
-    if ip.is_unspecified:
-        return "the unspecified address"
-    if ip.is_multicast:
-        return "a multicast address"
-    if ip.is_private:
-        return "a private-network address"
-    return "not a globally routable address"
-
-
-def check_address(host: str, address: str, allow: Iterable[Net] = ()) -> str:
-    """The address to connect to (unwrapped) if allowed; raises SsrfRefusedError otherwise."""
-    try:
-        raw = ipaddress.ip_address(address.split("%", 1)[0])
-    except ValueError as exc:
-        raise SsrfRefusedError(f"host {host!r} resolved to {address!r}, not an IP") from exc
-    ip = _unwrap(raw)
-    if any(ip in net for net in allow) or ip.is_global:
-        # IPv4-mapped: connect over IPv4; 6to4 / NAT64 keep their IPv6 route.
-        mapped = isinstance(raw, ipaddress.IPv6Address) and raw.ipv4_mapped is not None
-        return str(ip) if mapped else str(raw)
-    shown = f"{raw} (= {ip})" if raw != ip else str(ip)
-    raise SsrfRefusedError(
-        f"refused to connect to {host!r}: it resolves to {shown}, {_kind(ip)}; tidings only "
-        "sends to globally routable addresses: use a public endpoint (allow-list a network "
-        "only for tests)"
+def _client(
+    ctx: ssl.SSLContext,
+    max_connections: int,
+    http2: bool,
+    backend: httpcore.AsyncNetworkBackend,
+    timeout: httpx.Timeout,
+) -> httpx.AsyncClient:
+    transport = httpx.AsyncHTTPTransport(http2=http2, verify=ctx, trust_env=False)
+    # httpx exposes no hook for the network backend; swap in a pool that uses ours.
+    transport._pool = httpcore.AsyncConnectionPool(
+        ssl_context=ctx, max_connections=max_connections, http2=http2, network_backend=backend
     )
-
-
-async def _system_resolver(host: str, port: int) -> list[str]:
-    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    out: list[str] = []
-    for info in infos:
-        addr = str(info[4][0])
-        if addr not in out:
-            out.append(addr)
-    return out
-
-
-def _readable(sock: socket.socket | None) -> bool:
-    # An idle pooled connection that is readable was closed by the server (or sent junk):
-    # httpcore then drops it. No socket at all counts as closed, as in httpcore.
-    if sock is None or sock.fileno() < 0:
-        return True
-    p = select.poll()
-    p.register(sock, select.POLLIN)
-    return bool(p.poll(0))
-
-
-# A connection with I/O this recently is not polled for a server-side close (see _Stream).
-RECENT_S = 0.25
-
-
-class _Stream(httpcore.AsyncNetworkStream):
-    """A pooled connection that answers httpcore's liveness checks cheaply.
-
-    Before every request httpcore asks *every* idle connection of the pool whether it is
-    readable (closed by the server). The anyio stream answered by rebuilding its attribute map
-    (getpeername and all), and even a bare poll() per connection per request made the pool
-    O(connections) per send: with 256 connections a send cost ~5 ms of CPU and the loop fell
-    behind its own timeouts. So the socket is looked up once, and a connection that did I/O in
-    the last RECENT_S is taken as open: a server closes a keep-alive connection after its idle
-    timeout (seconds), and an explicit `Connection: close` is tracked by h11, not by this check.
-    """
-
-    def __init__(self, inner: httpcore.AsyncNetworkStream) -> None:
-        self._inner = inner
-        self._sock = inner.get_extra_info("socket")
-        self._last_io = time.monotonic()
-
-    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        data = await self._inner.read(max_bytes, timeout)
-        self._last_io = time.monotonic()
-        return data
-
-    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        await self._inner.write(buffer, timeout)
-        self._last_io = time.monotonic()
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
-
-    async def start_tls(
-        self,
-        ssl_context: ssl.SSLContext,
-        server_hostname: str | None = None,
-        timeout: float | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        return _Stream(await self._inner.start_tls(ssl_context, server_hostname, timeout))
-
-    def get_extra_info(self, info: str) -> Any:
-        if info == "is_readable":
-            if time.monotonic() - self._last_io < RECENT_S:
-                return False
-            return _readable(self._sock)
-        if info == "socket":
-            return self._sock
-        return self._inner.get_extra_info(info)
-
-
-class _GuardedBackend(httpcore.AsyncNetworkBackend):
-    """Resolve, check every address, connect to a checked one; the one path to a socket."""
-
-    def __init__(self, allow: tuple[Net, ...], resolver: Resolver, dns_timeout_s: float) -> None:
-        self._inner = httpcore.AnyIOBackend()
-        self._allow = allow
-        self._resolver = resolver
-        self._dns_timeout_s = dns_timeout_s
-
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        addresses = await self._resolve(host, port)
-        checked = [check_address(host, a, self._allow) for a in addresses[:_MAX_ADDRESSES]]
-        last: Exception | None = None
-        for address in checked:  # bounded by _MAX_ADDRESSES
-            try:
-                return _Stream(
-                    await self._inner.connect_tcp(
-                        address, port, timeout=timeout, local_address=local_address,
-                        socket_options=socket_options,
-                    )
-                )  # fmt: skip
-            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
-                last = exc
-        assert last is not None
-        raise last
-
-    async def _resolve(self, host: str, port: int) -> list[str]:
-        try:
-            return [str(ipaddress.ip_address(host.strip("[]")))]
-        except ValueError:
-            pass
-        try:
-            async with asyncio.timeout(self._dns_timeout_s):
-                addresses = await self._resolver(host, port)
-        except (OSError, TimeoutError) as exc:
-            raise RetryableSendError(
-                f"could not resolve {host!r} ({exc!r}): check the hostname and DNS",
-                code="dns_failed",
-            ) from exc
-        if not addresses:
-            raise RetryableSendError(f"{host!r} resolved to no address", code="dns_failed")
-        return addresses
-
-    async def sleep(self, seconds: float) -> None:
-        await self._inner.sleep(seconds)
+    return httpx.AsyncClient(
+        transport=transport,
+        follow_redirects=False,
+        trust_env=False,
+        timeout=timeout,
+        headers={"User-Agent": _USER_AGENT},
+    )
 
 
 @dataclass(frozen=True)
@@ -273,23 +116,19 @@ class SafeHttp:
             ctx.verify_mode = ssl.CERT_NONE
         if http2:
             ctx.set_alpn_protocols(["h2", "http/1.1"])
-        transport = httpx.AsyncHTTPTransport(http2=http2, verify=ctx, trust_env=False)
-        # httpx exposes no hook for the network backend; swap in a pool that uses ours.
-        transport._pool = httpcore.AsyncConnectionPool(
-            ssl_context=ctx,
-            max_connections=max_connections,
-            http2=http2,
-            network_backend=_GuardedBackend(
-                self.allow, resolver or _system_resolver, connect_timeout_s
-            ),
-        )
-        self._client = httpx.AsyncClient(
-            transport=transport,
-            follow_redirects=False,
-            trust_env=False,
-            timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s),
-            headers={"User-Agent": _USER_AGENT},
-        )
+        backend = GuardedBackend(self.allow, resolver or system_resolver, connect_timeout_s)
+        # httpcore's pool scans every connection on every request (and every queued request
+        # against every connection): past a few dozen connections that scan dominates and, at
+        # a few hundred, outruns the timeouts. So a large limit is split over small pools.
+        shards = -(-max_connections // _SHARD)
+        per_shard = -(-max_connections // shards)
+        self._clients = [
+            _client(
+                ctx, per_shard, http2, backend, httpx.Timeout(timeout_s, connect=connect_timeout_s)
+            )
+            for _ in range(shards)
+        ]
+        self._busy = [0] * shards  # requests in flight per pool; a request takes the least busy
 
     def _check_url(self, url: str) -> httpx.URL:
         try:
@@ -323,16 +162,22 @@ class SafeHttp:
         where = f"{method} {u.scheme}://{u.host}{u.path}"
         try:
             async with asyncio.timeout(self.total_timeout_s):
-                req = self._client.build_request(
-                    method, u, headers=headers, content=content, data=data
-                )
-                resp = await self._client.send(
-                    req, stream=True, auth=httpx.BasicAuth(*auth) if auth else None
-                )
+                i = min(range(len(self._busy)), key=self._busy.__getitem__)
+                client = self._clients[i]
+                self._busy[i] += 1
                 try:
-                    body, truncated = await self._read_capped(resp)
+                    req = client.build_request(
+                        method, u, headers=headers, content=content, data=data
+                    )
+                    resp = await client.send(
+                        req, stream=True, auth=httpx.BasicAuth(*auth) if auth else None
+                    )
+                    try:
+                        body, truncated = await self._read_capped(resp)
+                    finally:
+                        await resp.aclose()
                 finally:
-                    await resp.aclose()
+                    self._busy[i] -= 1
         except TimeoutError as exc:
             raise RetryableSendError(
                 f"{where}: no complete answer within {self.total_timeout_s}s", code="timeout"
@@ -359,7 +204,8 @@ class SafeHttp:
 
     async def close(self) -> None:
         """Close pooled connections."""
-        await self._client.aclose()
+        for client in self._clients:
+            await client.aclose()
 
 
 def _retry(where: str, exc: Exception, code: str, hint: str) -> RetryableSendError:

@@ -76,6 +76,7 @@ class HttpPeer:
 
         class Server(ThreadingHTTPServer):
             address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            request_queue_size = 128  # the default 5 resets bursts of concurrent connects
 
         self._server = Server((host, 0), Handler)
         self._server.daemon_threads = True

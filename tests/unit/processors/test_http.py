@@ -7,6 +7,7 @@ broken SSRF check could never send traffic off this machine.
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -23,7 +24,7 @@ from processors.http import (
     parse_retry_after,
 )
 from tests.peers import guard
-from tests.peers.http_server import HttpPeer, Reply
+from tests.peers.http_server import HttpPeer, Recorded, Reply
 
 LOOPBACK = ("127.0.0.0/8", "::1/128")
 only_loopback = guard.only_loopback
@@ -187,3 +188,39 @@ def test_check_address(address: str, ok: bool) -> None:
     else:
         with pytest.raises(SsrfRefusedError):
             check_address("h", address)
+
+
+def test_a_large_connection_limit_is_split_over_small_pools_that_share_the_load() -> None:
+    # 40 connections: two pools of 20. 40 requests held at the server at once prove both
+    # pools are used (one pool would stop at 20), and nothing waits in a pool's queue.
+    lock = threading.Lock()
+    active = [0, 0]  # now, peak
+    release = threading.Event()
+
+    def held(rec: Recorded) -> Reply:
+        with lock:
+            active[0] += 1
+            active[1] = max(active[1], active[0])
+            if active[0] >= 40:
+                release.set()
+        release.wait(10)
+        with lock:
+            active[0] -= 1
+        return Reply(200)
+
+    with HttpPeer(held) as p:
+        client = SafeHttp(allow=LOOPBACK, allow_http=True, max_connections=40)
+        assert len(client._clients) == 2
+
+        async def go() -> list[int]:
+            try:
+                got = await asyncio.gather(
+                    *(client.request("POST", p.url, content=b"{}") for _ in range(40))
+                )
+                return [r.status for r in got]
+            finally:
+                await client.close()
+
+        statuses = asyncio.run(go())
+    assert statuses == [200] * 40
+    assert active[1] == 40

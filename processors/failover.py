@@ -9,9 +9,9 @@ error goes back to the retry policy instead. When every breaker is open, Retryab
 
 Each provider also has a concurrency limit (`limits`, default DEFAULT_LIMIT): at most that many
 of its sends are in flight at once, so a slow provider holds only its own slots. `slot` bounds
-the channel as a whole (the largest provider limit); the deliver stage takes it *before* it
-claims a notification, so a notification never waits long for a provider slot while its claim's
-lease runs.
+the channel as a whole (the largest provider limit); the deliver stage takes it, and then its
+process-wide gate, *before* it claims a notification, so a claimed notification waits for a
+provider slot only while failing over to a provider with a smaller limit.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass
 
 from processors.breaker import BreakerConfig, CircuitBreaker
@@ -89,16 +88,10 @@ class Failover:
         """Provider protocol: the message id of whichever provider carried it."""
         return (await self.send_with(n, content)).message_id
 
-    async def send_with(
-        self,
-        n: Notification,
-        content: Content,
-        gate: AbstractAsyncContextManager[object] | None = None,
-    ) -> SendResult:
+    async def send_with(self, n: Notification, content: Content) -> SendResult:
         """Send via the first available provider; raises Retryable/PermanentSendError.
 
-        Waits for a free slot of the provider it tries, then enters `gate` (the caller's
-        process-wide limit), so waiting for a slow provider never holds a process slot.
+        Waits for a free slot of the provider it tries (its `limits` entry).
         """
         last: RetryableSendError | None = None
         tried: list[str] = []
@@ -108,7 +101,7 @@ class Failover:
                 continue
             tried.append(provider.name)
             try:
-                async with self._slots[provider.name], gate or nullcontext():
+                async with self._slots[provider.name]:
                     msgid = await provider.send(n, content)
             except RetryableSendError as exc:
                 breaker.failure()

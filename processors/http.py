@@ -65,7 +65,7 @@ def _client(
         follow_redirects=False,
         trust_env=False,
         timeout=timeout,
-        headers={"User-Agent": _USER_AGENT},
+        headers={"User-Agent": _USER_AGENT, "Accept-Encoding": "identity"},
     )
 
 
@@ -188,14 +188,31 @@ class SafeHttp:
             raise _retry(where, exc, "connect_failed", "is the endpoint up?") from exc
         except httpx.TimeoutException as exc:
             raise _retry(where, exc, "timeout", "the provider is slow") from exc
+        except httpx.LocalProtocolError as exc:
+            # Refused by our own HTTP layer before anything went out: the request is malformed.
+            raise PermanentSendError(
+                f"{where}: the request is not valid HTTP ({exc}): fix the header or body the "
+                "template or provider settings produce",
+                code="invalid_request",
+            ) from exc
         except httpx.TransportError as exc:
             raise _retry(where, exc, "transport_error", "the connection broke") from exc
+        except httpx.HTTPError as exc:
+            # Anything else httpx raises is about the answer, not the connection: the provider
+            # may have taken the message, so it is not retried; the DLQ keeps it for a look.
+            raise PermanentSendError(
+                f"{where}: unusable answer ({type(exc).__name__}: {exc}); the provider may have "
+                "accepted the message: check with it before replaying",
+                code="bad_response",
+            ) from exc
         return HttpResponse(resp.status_code, resp.headers, body, truncated)
 
     async def _read_capped(self, resp: httpx.Response) -> tuple[bytes, bool]:
         chunks: list[bytes] = []
         size = 0
-        async for chunk in resp.aiter_bytes():  # bounded: stops at the cap
+        # Raw bytes: we ask for no content coding, and never inflate what a server compresses
+        # anyway (a small gzip bomb would otherwise expand before the cap applies).
+        async for chunk in resp.aiter_raw():  # bounded: stops at the cap
             chunks.append(chunk)
             size += len(chunk)
             if size > self.max_response_bytes:

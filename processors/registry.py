@@ -257,9 +257,17 @@ def _chain(
         channel,
         providers,
         breaker_config=breaker,
-        limits={p.name: p.max_concurrency for p in chain},
+        limits={p.name: _limit(p) for p in chain},
         shared=[dead] if dead is not None else [],
     )
+
+
+def _limit(p: ProviderSettings) -> int:
+    # An SMTP provider sends one mail per pooled connection: more slots than connections
+    # would only let claimed mail queue inside the pool while its claim's lease runs.
+    if isinstance(p, SmtpProviderSettings):
+        return min(p.max_concurrency, p.pool_size)
+    return p.max_concurrency
 
 
 def build_providers(s: TidingsSettings) -> dict[str, Provider]:

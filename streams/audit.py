@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from schemas.settings import TidingsSettings
 from schemas.status import StatusEvent
-from streams.db import audit_partition_ddl, month_start
+from streams.db import audit_partition_ddl, month_start, require_migrations
 from streams.dlq import dead_letter
 from streams.exceptions import FatalStageError
 from streams.kafka import make_consumer, make_producer, produce, records
@@ -66,6 +66,7 @@ class AuditStage:
     def run(self) -> None:
         """Consume until `stop` is set; blocks. Raises FatalStageError when Postgres is gone."""
         s = self._s
+        require_migrations(s.postgres.conninfo(), "audit")
         consumer = make_consumer(s, s.groups.audit)
         dlq = make_producer(s)
         consumer.subscribe([s.topics.status])

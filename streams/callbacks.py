@@ -12,6 +12,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Mapping
 from datetime import datetime
+from urllib.parse import urlsplit, urlunsplit
 
 from processors.sms import NID_PARAM, callback_status
 from schemas.notification import Notification
@@ -25,6 +26,7 @@ __all__ = [
     "callback_url",
     "callback_url_problems",
     "notification_ref",
+    "redact",
     "signed_url",
     "twilio_event",
     "twilio_providers",
@@ -120,7 +122,20 @@ def callback_url_problems(settings: TidingsSettings) -> list[str]:
         if got != want:
             problems.append(
                 f"Twilio provider {name!r} has status_callback_url "
-                f"{p.status_callback_url!r}; set it to {want!r} for delivery receipts "
+                f"{redact(p.status_callback_url)}; set it to {redact(want)} for delivery receipts "
                 "(and callbacks.public_url to the base URL Twilio reaches)"
             )
     return problems
+
+
+def redact(url: str | None) -> str:
+    """`url` without user:password, for logs and answers; pure."""
+    if not url:
+        return repr(url)
+    u = urlsplit(url)
+    if u.username is None and u.password is None:
+        return url
+    host = u.hostname or ""
+    host = f"[{host}]" if ":" in host else host
+    netloc = f"***@{host}" + (f":{u.port}" if u.port else "")
+    return urlunsplit(u._replace(netloc=netloc))

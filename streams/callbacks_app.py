@@ -28,6 +28,7 @@ from schemas.settings import TidingsSettings
 from streams.callbacks import (
     TWILIO_ROUTE,
     notification_ref,
+    redact,
     signed_url,
     twilio_event,
     twilio_providers,
@@ -102,12 +103,12 @@ class CallbackHandlers:
             log.warning(
                 "callbacks: refused a Twilio callback for provider %r from %s: "
                 "X-Twilio-Signature missing or wrong for %s",
-                name, request.remote, url,
+                name, request.remote, redact(url),
             )  # fmt: skip
             return self._answer(
                 403,
-                f"X-Twilio-Signature missing or invalid for {url}: callbacks.public_url must be "
-                f"the base URL Twilio calls, and the auth_token that of provider {name!r}",
+                f"X-Twilio-Signature missing or invalid for {redact(url)}: callbacks.public_url "
+                f"must be the base URL Twilio calls, and the auth_token that of provider {name!r}",
                 "rejected",
             )
         form = {k: v[0] for k, v in params.items()}

@@ -15,9 +15,10 @@ import threading
 from aiohttp import web
 
 from schemas.settings import TidingsSettings
-from streams.callbacks import callback_url_problems
+from streams.callbacks import callback_url_problems, redact
 from streams.callbacks_app import CallbackHandlers
 from streams.callbacks_producer import ACK_TIMEOUT_S, AckProducer
+from streams.db import require_migrations
 from streams.dedup import DeliveryLog
 from streams.exceptions import FatalStageError
 from streams.metrics import Metrics
@@ -40,6 +41,7 @@ class CallbacksStage:
     def run(self) -> None:
         """Serve until `stop` is set; blocks. Raises FatalStageError when the port cannot be
         bound or the Kafka producer failed fatally."""
+        require_migrations(self._s.postgres.conninfo(), "callbacks")
         asyncio.run(self._serve())
 
     async def _serve(self) -> None:
@@ -61,7 +63,7 @@ class CallbacksStage:
                     "stop what uses the port or set callbacks.port"
                 ) from exc
             log.info("callbacks: listening on %s:%s (public base %s)",
-                     host, port, s.callbacks.base_url())  # fmt: skip
+                     host, port, redact(s.callbacks.base_url()))  # fmt: skip
             for problem in callback_url_problems(s):
                 log.warning("callbacks: %s", problem)
             while not self._stop.is_set():

@@ -16,7 +16,14 @@ import psycopg
 
 from streams.exceptions import FatalStageError
 
-__all__ = ["Migration", "apply_migrations", "audit_partition_ddl", "migrations", "month_start"]
+__all__ = [
+    "Migration",
+    "apply_migrations",
+    "audit_partition_ddl",
+    "migrations",
+    "month_start",
+    "require_migrations",
+]
 
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 _LOCK_KEY = 0x71D1_6501  # arbitrary, fixed: the advisory lock migrations take
@@ -72,6 +79,33 @@ def apply_migrations(conninfo: str) -> list[Migration]:
             f"migration failed: {exc}; check the database is reachable (`tidings doctor`)"
         ) from exc
     return applied
+
+
+def require_migrations(conninfo: str, stage: str) -> None:
+    """Refuse to start a stage on a database that lacks a shipped migration; blocks.
+
+    Raises FatalStageError naming the missing migrations and the fix. Checked before any
+    work, because a deliver stage on an old schema would fail only after a provider had
+    accepted a message.
+    """
+    try:
+        with psycopg.connect(conninfo, autocommit=True, connect_timeout=10) as conn:
+            exists = conn.execute("select to_regclass('schema_migrations')").fetchone()
+            done = (
+                {r[0] for r in conn.execute("select version from schema_migrations")}
+                if exists and exists[0]
+                else set()
+            )
+    except psycopg.Error as exc:
+        raise FatalStageError(
+            f"{stage}: Postgres unreachable ({exc}); check it with `tidings doctor`"
+        ) from exc
+    missing = [f"{m.version:04d}_{m.name}" for m in migrations() if m.version not in done]
+    if missing:
+        raise FatalStageError(
+            f"{stage}: the database lacks migration(s) {', '.join(missing)}; "
+            "apply them with `tidings db migrate`, then start the stage again"
+        )
 
 
 def month_start(t: datetime) -> date:

@@ -16,6 +16,7 @@ by notification id alone (`DeliveryLog.delivery`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -26,7 +27,10 @@ from redis.exceptions import RedisError
 
 from streams.exceptions import FatalStageError
 
-__all__ = ["Claim", "ClaimStore", "Delivery", "DeliveryLog", "SentRecord"]
+__all__ = ["LOOKUP_TIMEOUT_S", "Claim", "ClaimStore", "Delivery", "DeliveryLog", "SentRecord"]
+
+# Longest a receipt's lookup of its delivery may take before the caller is told to retry.
+LOOKUP_TIMEOUT_S = 5.0
 
 # The claim value keeps its lease deadline, and the key outlives the lease, so a
 # worker that finds an expired lease knows a sender died mid-send ("taken").
@@ -131,16 +135,22 @@ class DeliveryLog:
         Raises FatalStageError when Postgres is unreachable or the query fails.
         """
         async with self._lock:
-            conn = await self._connection()
             try:
-                cur = await conn.execute(
-                    "select channel, provider, provider_message_id, attempt, notification "
-                    "from deliveries where notification_id = %s::uuid",
-                    (nid,),
-                )
-                row = await cur.fetchone()
-            except psycopg.Error as exc:
-                raise FatalStageError(f"deliveries lookup of {nid} failed: {exc}") from exc
+                # Bounded: a hung connection must not stall every caller behind the lock.
+                async with asyncio.timeout(LOOKUP_TIMEOUT_S):
+                    conn = await self._connection()
+                    cur = await conn.execute(
+                        "select channel, provider, provider_message_id, attempt, notification "
+                        "from deliveries where notification_id = %s::uuid",
+                        (nid,),
+                    )
+                    row = await cur.fetchone()
+            except (psycopg.Error, TimeoutError) as exc:
+                await self._drop()
+                raise FatalStageError(
+                    f"deliveries lookup of {nid} failed ({exc!r}); is Postgres up? "
+                    "(`tidings doctor`)"
+                ) from exc
         if row is None:
             return None
         return Delivery(row[0], SentRecord(row[1], row[2], row[3]), row[4])
@@ -193,6 +203,13 @@ class DeliveryLog:
             for _, fut in batch:
                 if not fut.done():
                     fut.set_result(None)
+
+    async def _drop(self) -> None:
+        # Forget a connection in an unknown state; the next call connects afresh.
+        conn, self._conn = self._conn, None
+        if conn is not None and not conn.closed:
+            with contextlib.suppress(psycopg.Error):  # already broken: nothing to release
+                await conn.close()
 
     async def close(self) -> None:
         """Close the connection (pending writes finish first)."""
@@ -271,6 +288,15 @@ class ClaimStore:
             await self._redis.set(self._key(nid), val, ex=self._ttl_s)
         except RedisError as exc:
             raise FatalStageError(f"Redis claim update failed: {exc}") from exc
+        await self._log.record(nid, channel, rec, notification=notification)
+
+    async def backfill(
+        self, nid: str, channel: str, rec: SentRecord, *, notification: bytes | None = None
+    ) -> None:
+        """Make sure Postgres holds a send Redis knows (a crash can fall between the two).
+
+        Idempotent (the insert ignores an existing row); raises FatalStageError.
+        """
         await self._log.record(nid, channel, rec, notification=notification)
 
     async def release(self, nid: str, token: str) -> None:

@@ -26,6 +26,7 @@ from processors.provider import Provider
 from processors.registry import build_providers
 from schemas.settings import TidingsSettings
 from streams.catalog_ref import CatalogRef
+from streams.db import require_migrations
 from streams.dedup import ClaimStore, DeliveryLog
 from streams.deliver_worker import DUE_HEADER, Completion, DeliverWorker, Item
 from streams.exceptions import FatalStageError, TransactionAborted
@@ -83,6 +84,7 @@ class DeliverStage:
     def run(self) -> None:
         """Deliver until `stop` is set; blocks. Raises FatalStageError on unrecoverable errors."""
         s = self._s
+        require_migrations(s.postgres.conninfo(), "deliver")
         providers = self._providers if self._providers is not None else build_providers(s)
         claims = ClaimStore(
             s.redis.url.get_secret_value(),
@@ -223,7 +225,7 @@ class DeliverStage:
         consumer = self._consumer
         assert consumer is not None
         tps = self._tracker.partitions()
-        self._forget(tps)
+        unheld = self._forget(tps)
         if self._closing or not tps:
             return
         try:
@@ -233,6 +235,11 @@ class DeliverStage:
                     consumer.seek(tp)
         except KafkaException as exc:
             raise FatalStageError(f"deliver: could not rewind after an abort: {exc}") from exc
+        # A parked partition that had records in flight is refetched from the committed
+        # offset; it is parked again if its head is still not due. Left paused, it would stall.
+        wake = [TopicPartition(t, p) for t, p in unheld if t not in self._full]
+        if wake and not self._paused:
+            consumer.resume(wake)
 
     def _drain(self, tps: list[TP], timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
@@ -257,8 +264,15 @@ class DeliverStage:
             self._gen[tp] = self._gen.get(tp, 0) + 1
         if self._paused:
             consumer.pause(parts)
-        elif self._full:
-            consumer.pause([p for p in parts if p.topic in self._full])
+            return
+        stay = [p for p in parts if p.topic in self._full]
+        run = [p for p in parts if p.topic not in self._full]
+        if stay:
+            consumer.pause(stay)
+        if run:
+            # librdkafka keeps an application pause across revoke and reassignment: a
+            # partition we paused, lost and got back would otherwise never fetch again.
+            consumer.resume(run)
 
     def _on_revoke(self, consumer: Consumer, parts: list[TopicPartition]) -> None:
         tps = [(p.topic, p.partition) for p in parts]
@@ -271,14 +285,15 @@ class DeliverStage:
         # Lost, not revoked: another member may own them already, so commit nothing.
         self._forget([(p.topic, p.partition) for p in parts])
 
-    def _forget(self, tps: list[TP]) -> None:
-        for tp in tps:
-            self._held.pop(tp, None)
+    def _forget(self, tps: list[TP]) -> list[TP]:
+        """Drop what we track of `tps`; returns those that were parked (still paused)."""
+        unheld = [tp for tp in tps if self._held.pop(tp, None) is not None]
         dropped = self._tracker.revoke(tps)
         for tp in tps:
             self._gen[tp] = self._gen.get(tp, 0) + 1
         if dropped:
             log.info("deliver: let go of %d unfinished record(s) on revoke", dropped)
+        return unheld
 
     def _pause(self, consumer: Consumer) -> None:
         if not self._paused:

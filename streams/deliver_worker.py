@@ -194,15 +194,21 @@ class DeliverWorker:
             self._finish(it, [self._status(n, "sent", sent)], dup=1)
             return
         provider = self._providers.get(n.channel)
-        # The channel's slot is taken before the claim: a claimed notification must not
-        # queue behind a slow provider while its lease runs out.
+        # The channel's slot and the process's gate are taken before the claim: a claimed
+        # notification must not queue behind a slow provider, or behind other channels, while
+        # its lease runs out (a slow provider holds at most its own limit of gate slots).
         slot = provider.slot if provider is not None else contextlib.nullcontext()
+        assert self._sem is not None
         while True:  # bounded: by the lease of whoever holds the claim, and by stop
             if self._stopping:
                 return  # abandoned: not committed, redone after restart
-            async with slot:
+            async with slot, self._sem:
+                if self._stopping:
+                    return  # shutdown began while this waited for a slot
                 claim = await self._claims.claim(n.id)
                 if claim.state == "sent" and claim.sent is not None:
+                    # Redis knows the send; Postgres may not, if a crash fell in between.
+                    await self._claims.backfill(n.id, n.channel, claim.sent, notification=it.value)
                     self._finish(it, [self._status(n, "sent", claim.sent)], dup=1)
                     return
                 if claim.state in ("ours", "taken"):
@@ -234,28 +240,31 @@ class DeliverWorker:
         rt = self._s.runtime
         attempt = n.attempt
         try:
-            assert self._sem is not None
             if self._frozen:
                 await asyncio.Event().wait()  # the fault hook is about to kill us
             self._active += 1
             try:
-                result = await provider.send_with(n, content, gate=self._sem)
+                result = await provider.send_with(n, content)
                 carrier, msgid = result.provider, result.message_id
             finally:
                 self._active -= 1
-        except (PermanentSendError, RetryableSendError) as exc:
+        except Exception as exc:
             await self._claims.release(n.id, token)
             if self._stopping:
                 return  # abandoned: not committed, redone after restart
-            d = self._policy.decide(
-                exc, attempt=attempt, priority=n.priority, now=time.time(), rng=self._rng
-            )
-            if d.outcome == "retry" and d.tier_s is not None and d.due_at is not None:
-                # Park it on its delay tier's topic: the main topic never waits for it.
-                self._finish(it, [self._retry(n, d.tier_s, d.due_at)], retried=1)
-                return
-            code = d.error_code or exc.code or "send-failed"
-            self._finish(it, self._failed(it, n, attempt, code, exc), failed=1)
+            err: PermanentSendError | RetryableSendError
+            if isinstance(exc, PermanentSendError | RetryableSendError):
+                err = exc
+            else:
+                # A bug in a provider adapter: the same input fails the same way, so it is
+                # dead-lettered for a replay after the fix instead of stopping every channel.
+                log.exception("deliver: unexpected error sending %s via %s", n.id, n.channel)
+                err = PermanentSendError(
+                    f"unexpected {type(exc).__name__} from the {n.channel} provider: {exc}; "
+                    "a bug in the provider adapter: report it, and replay after the fix",
+                    code="unexpected-error",
+                )
+            self._after_failure(it, n, attempt, err)
             return
         rec = SentRecord(carrier, msgid, attempt)
         self._recording += 1
@@ -277,6 +286,19 @@ class DeliverWorker:
             self._finish(it, [self._status(n, "sent", rec)], sent=1)
         if rt.fault_kill_after_sends and self._sends >= rt.fault_kill_after_sends:
             self._freeze_and_kill()
+
+    def _after_failure(
+        self, it: Item, n: Notification, attempt: int, exc: PermanentSendError | RetryableSendError
+    ) -> None:
+        d = self._policy.decide(
+            exc, attempt=attempt, priority=n.priority, now=time.time(), rng=self._rng
+        )
+        if d.outcome == "retry" and d.tier_s is not None and d.due_at is not None:
+            # Park it on its delay tier's topic: the main topic never waits for it.
+            self._finish(it, [self._retry(n, d.tier_s, d.due_at)], retried=1)
+            return
+        code = d.error_code or exc.code or "send-failed"
+        self._finish(it, self._failed(it, n, attempt, code, exc), failed=1)
 
     def _freeze_and_kill(self) -> None:
         # Fault injection for crash tests: die at the worst moment, after sends are

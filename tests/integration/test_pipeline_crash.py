@@ -162,7 +162,12 @@ def test_rebalance_one_deliver_process_stops_mid_burst(
 def test_deliver_killed_while_retries_are_parked(make_world_with: Callable[..., World]) -> None:
     """Retry records ride in the transaction that commits the failed offset: a kill while
     retries are parked loses none and doubles none."""
-    w = make_world_with(runtime={"retry_backoff_s": 1.0})
+    # The breaker stays closed (min_calls out of reach): every first attempt reaches the sink,
+    # instead of most being parked by an open breaker before they are tried.
+    w = make_world_with(
+        runtime={"retry_backoff_s": 1.0},
+        extra=lambda _: {"channels": {"breaker": {"min_calls": 1000}}},
+    )
     w.sink.fail_with = (451, "try again later")
     expected = _events(w, 40)
     with w.pipeline(("route",)):

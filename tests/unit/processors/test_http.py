@@ -7,6 +7,7 @@ broken SSRF check could never send traffic off this machine.
 from __future__ import annotations
 
 import asyncio
+import gzip
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -224,3 +225,25 @@ def test_a_large_connection_limit_is_split_over_small_pools_that_share_the_load(
         statuses = asyncio.run(go())
     assert statuses == [200] * 40
     assert active[1] == 40
+
+
+def test_a_compressed_or_broken_answer_is_never_inflated_and_never_escapes(
+    peer: HttpPeer,
+) -> None:
+    bomb = gzip.compress(b"\0" * 5_000_000)  # ~5 KB that would inflate to 5 MB
+    peer.replies += [
+        Reply(200, headers={"Content-Encoding": "gzip"}, body=b"not gzip at all"),
+        Reply(200, headers={"Content-Encoding": "gzip"}, body=bomb),
+    ]
+    client = SafeHttp(allow=LOOPBACK, allow_http=True, max_response_bytes=1024)
+
+    async def go() -> list[HttpResponse]:
+        try:
+            return [await client.request("POST", peer.url, content=b"{}") for _ in range(2)]
+        finally:
+            await client.close()
+
+    broken, inflated = asyncio.run(go())
+    assert (broken.status, broken.body) == (200, b"not gzip at all")
+    assert inflated.truncated and len(inflated.body) == 1024 and inflated.body != b"\0" * 1024
+    assert peer.requests[0].headers["accept-encoding"] == "identity"

@@ -18,6 +18,7 @@ from streams.callbacks import (
     callback_url,
     callback_url_problems,
     notification_ref,
+    redact,
     signed_url,
     twilio_event,
     twilio_providers,
@@ -174,3 +175,8 @@ def test_run_without_stages_includes_callbacks_only_when_enabled() -> None:
     assert default_stages(TidingsSettings()) == ("route", "deliver", "audit")
     enabled = TidingsSettings.model_validate({"callbacks": {"enabled": True}})
     assert default_stages(enabled) == ("route", "deliver", "audit", "callbacks")
+
+
+def test_urls_in_logs_and_answers_never_carry_credentials() -> None:
+    assert redact("https://u:secret@h.example:8443/cb?x=1") == "https://***@h.example:8443/cb?x=1"
+    assert redact("https://h.example/cb") == "https://h.example/cb"

@@ -53,6 +53,19 @@ end
 return {'busy', tostring(deadline - now)}
 """
 
+# Push a claim's lease deadline forward, only while it is still the caller's (same token).
+_EXTEND = """
+local t = redis.call('time')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local v = redis.call('get', KEYS[1])
+local prefix = 'sending|' .. ARGV[1] .. '|'
+if v and string.sub(v, 1, string.len(prefix)) == prefix then
+  redis.call('set', KEYS[1], prefix .. (now + tonumber(ARGV[2])), 'EX', ARGV[3])
+  return 1
+end
+return 0
+"""
+
 _RELEASE = """
 local v = redis.call('get', KEYS[1])
 if v and string.sub(v, 1, string.len(ARGV[1])) == ARGV[1] then
@@ -242,6 +255,7 @@ class ClaimStore:
         self._prefix = prefix
         self._claim = self._redis.register_script(_CLAIM)
         self._release = self._redis.register_script(_RELEASE)
+        self._extend = self._redis.register_script(_EXTEND)
 
     def _key(self, nid: str) -> str:
         return self._prefix + nid
@@ -298,6 +312,26 @@ class ClaimStore:
         Idempotent (the insert ignores an existing row); raises FatalStageError.
         """
         await self._log.record(nid, channel, rec, notification=notification)
+
+    async def extend(self, held: dict[str, str]) -> list[str]:
+        """Renew the leases of claims in progress (notification id → token), in one round trip.
+
+        Returns the ids whose claim is no longer the caller's (taken over or gone). Raises
+        FatalStageError if Redis is gone.
+        """
+        if not held:
+            return []
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for nid, token in held.items():
+                    await self._extend(
+                        keys=[self._key(nid)], args=[token, self._lease_ms, self._ttl_s],
+                        client=pipe,
+                    )  # fmt: skip
+                results = await pipe.execute()
+        except RedisError as exc:
+            raise FatalStageError(f"Redis lease renewal failed: {exc}") from exc
+        return [nid for nid, ok in zip(held, results, strict=True) if not ok]
 
     async def release(self, nid: str, token: str) -> None:
         """Give a claim up after a failed send, so a later retry or replay can take it."""

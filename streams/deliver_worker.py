@@ -109,6 +109,10 @@ class DeliverWorker:
         self._recording = 0  # accepted sends being recorded
         self._frozen = False
         self._killer: asyncio.Future[None] | None = None
+        # Claims in progress (notification id → token): their leases are renewed while the
+        # send runs, so a slow send is never taken over by another member.
+        self._leases: dict[str, str] = {}
+        self._heartbeat: asyncio.Future[None] | None = None
         self.fatal: BaseException | None = None
 
     # ------------------------------------------------------------ thread plumbing
@@ -120,6 +124,7 @@ class DeliverWorker:
     def _run_loop(self) -> None:
         asyncio.set_event_loop(self._loop)
         self._sem = asyncio.Semaphore(self._s.runtime.send_concurrency)
+        self._heartbeat = self._loop.create_task(self._renew_leases())
         self._loop.run_forever()
 
     def _call(self, coro: Coroutine[Any, Any, Any]) -> None:
@@ -134,6 +139,9 @@ class DeliverWorker:
         self._stopping = True
 
         async def shutdown() -> None:
+            if self._heartbeat is not None:
+                self._heartbeat.cancel()
+                await asyncio.gather(self._heartbeat, return_exceptions=True)
             for p in self._providers.values():
                 try:
                     await p.close()
@@ -212,7 +220,11 @@ class DeliverWorker:
                     self._finish(it, [self._status(n, "sent", claim.sent)], dup=1)
                     return
                 if claim.state in ("ours", "taken"):
-                    await self._claimed(it, n, provider, claim.token, claim.state == "taken")
+                    self._leases[n.id] = claim.token
+                    try:
+                        await self._claimed(it, n, provider, claim.token, claim.state == "taken")
+                    finally:
+                        self._leases.pop(n.id, None)
                     return
             # Someone else holds the lease (a previous owner mid-send): wait it out.
             await asyncio.sleep(min(claim.retry_after_s, 1.0))
@@ -299,6 +311,24 @@ class DeliverWorker:
             return
         code = d.error_code or exc.code or "send-failed"
         self._finish(it, self._failed(it, n, attempt, code, exc), failed=1)
+
+    async def _renew_leases(self) -> None:
+        # Every third of the lease: a send that outlasts its lease (a slow provider, a long
+        # queue for a failover provider) keeps its claim as long as this process lives.
+        every = self._s.runtime.claim_lease_s / 3
+        while not self._stopping:
+            await asyncio.sleep(every)
+            try:
+                lost = await self._claims.extend(dict(self._leases))
+            except FatalStageError as exc:
+                self._fail(exc)
+                return
+            for nid in lost:
+                if nid in self._leases:  # not finished meanwhile: someone else holds it now
+                    log.warning(
+                        "deliver: the claim of %s was taken over while this process was "
+                        "sending it (the process stalled past claim_lease_s?)", nid,
+                    )  # fmt: skip
 
     def _freeze_and_kill(self) -> None:
         # Fault injection for crash tests: die at the worst moment, after sends are

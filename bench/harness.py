@@ -646,6 +646,13 @@ def cleanup(w: World) -> None:
 # ---------------------------------------------------------------- machine and versions
 
 
+def _git(*args: str) -> str:
+    """`git ARGS` in the checkout, stripped stdout ("" when git is missing or fails)."""
+    return subprocess.run(
+        ["git", *args], cwd=ROOT, capture_output=True, text=True, check=False
+    ).stdout.strip()
+
+
 def environment() -> dict[str, Any]:
     from importlib import metadata
 
@@ -664,20 +671,8 @@ def environment() -> dict[str, Any]:
                 model = line.split(":", 1)[1].strip()
                 break
     kafka = sorted(p.name for p in (ROOT / ".local").rglob("kafka_2.13-*.jar"))
-    git = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.strip()
-    dirty = subprocess.run(
-        ["git", "status", "--porcelain", "--untracked-files=no"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.strip()
+    git = _git("rev-parse", "--short", "HEAD")
+    dirty = _git("status", "--porcelain", "--untracked-files=no")
     return {
         "cpu_model": model,
         "logical_cores": os.cpu_count(),

@@ -25,7 +25,7 @@ from confluent_kafka import Producer
 from streams.demo import cloudevent
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from measure_pipeline import _deliver_only, _free_port, _wait_port, prepare
+from measure_pipeline import deliver_only, free_port, prepare, wait_port
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,13 +39,13 @@ def main() -> int:
     args = ap.parse_args()
     u = uuid.uuid4().hex[:8]
     tmp = Path(tempfile.mkdtemp(prefix="tidings-measure-http-"))
-    port = _free_port()
+    port = free_port()
     sink = subprocess.Popen(
         [sys.executable, str(ROOT / "scripts/http_sink.py"), "--port", str(port),
          "--delay-s", str(args.sink_delay_s)],
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
-    _wait_port(port)
+    wait_port(port)
     base = f"http://127.0.0.1:{port}"
     topic = f"measure.{u}.alerts"
     cat = tmp / "catalog"
@@ -85,7 +85,7 @@ def main() -> int:
         p.produce(topic, value=json.dumps(doc).encode())
         p.poll(0)
     p.flush(60)
-    rc = _deliver_only(s, args.events)
+    rc = deliver_only(s, args.events)
     sink.terminate()
     out, _ = sink.communicate(timeout=10)
     print(f"http sink: {out.strip()}")

@@ -39,13 +39,13 @@ from streams.kafka import ensure_topics, pipeline_topics
 from streams.metrics import Metrics
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
 
-def _wait_port(port: int) -> None:
+def wait_port(port: int) -> None:
     for _ in range(100):
         with socket.socket() as sock:
             if sock.connect_ex(("127.0.0.1", port)) == 0:
@@ -74,7 +74,7 @@ def main() -> int:
     u = uuid.uuid4().hex[:8]
     tmp = Path(tempfile.mkdtemp(prefix="tidings-measure-"))
     (tmp / "mail").mkdir()
-    port = _free_port()
+    port = free_port()
     sink_proc = None
     if args.sink == "thread":
         sink = SmtpSink(tmp / "mail", port=port)
@@ -85,7 +85,7 @@ def main() -> int:
              "--dir", str(tmp / "mail"), "--delay-s", str(args.sink_delay_s)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
-        _wait_port(port)
+        wait_port(port)
     order_t, user_t = f"measure.{u}.order", f"measure.{u}.user"
     cat = tmp / "catalog"
     shutil.copytree(Path(__file__).resolve().parents[1] / "examples/catalog", cat)
@@ -118,7 +118,7 @@ def main() -> int:
     p.flush(60)
 
     if args.deliver_only:
-        rc = _deliver_only(s, args.events)
+        rc = deliver_only(s, args.events)
         if sink_proc is not None:
             sink_proc.terminate()
             sink_proc.wait(10)
@@ -175,7 +175,7 @@ def prepare(tmp: Path, cfg: dict[str, Any]) -> TidingsSettings:
     return s
 
 
-def _deliver_only(s: TidingsSettings, events: int) -> int:
+def deliver_only(s: TidingsSettings, events: int) -> int:
     """Route every event, then time one deliver stage draining the dispatch topic."""
     stop, metrics = threading.Event(), Metrics()
     t = threading.Thread(target=run_stages, args=(s, ("route",)),

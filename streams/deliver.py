@@ -183,9 +183,7 @@ class DeliverStage:
         due = [tp for tp, at in self._held.items() if at <= now_ms]
         for tp in due:
             del self._held[tp]
-        due = [tp for tp in due if tp[0] not in self._full]  # resumed when their topic frees
-        if due and not self._paused:
-            consumer.resume([TopicPartition(t, p) for t, p in due])
+        self._wake(consumer, due)
 
     def _collect(self, block_s: float) -> None:
         try:
@@ -237,9 +235,7 @@ class DeliverStage:
             raise FatalStageError(f"deliver: could not rewind after an abort: {exc}") from exc
         # A parked partition that had records in flight is refetched from the committed
         # offset; it is parked again if its head is still not due. Left paused, it would stall.
-        wake = [TopicPartition(t, p) for t, p in unheld if t not in self._full]
-        if wake and not self._paused:
-            consumer.resume(wake)
+        self._wake(consumer, unheld)
 
     def _drain(self, tps: list[TP], timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
@@ -266,13 +262,11 @@ class DeliverStage:
             consumer.pause(parts)
             return
         stay = [p for p in parts if p.topic in self._full]
-        run = [p for p in parts if p.topic not in self._full]
         if stay:
             consumer.pause(stay)
-        if run:
-            # librdkafka keeps an application pause across revoke and reassignment: a
-            # partition we paused, lost and got back would otherwise never fetch again.
-            consumer.resume(run)
+        # librdkafka keeps an application pause across revoke and reassignment: a partition
+        # we paused, lost and got back would otherwise never fetch again.
+        self._wake(consumer, [(p.topic, p.partition) for p in parts])
 
     def _on_revoke(self, consumer: Consumer, parts: list[TopicPartition]) -> None:
         tps = [(p.topic, p.partition) for p in parts]
@@ -313,21 +307,22 @@ class DeliverStage:
         if added:
             log.debug("deliver: %s at the in-flight bound; pausing only those", sorted(added))
             consumer.pause([p for p in parts if p.topic in added])
-        if freed:
-            consumer.resume(
-                [p for p in parts if p.topic in freed and (p.topic, p.partition) not in self._held]
-            )
+        self._wake(consumer, [(p.topic, p.partition) for p in parts if p.topic in freed])
 
     def _resume(self, consumer: Consumer) -> None:
         if self._paused:
-            # Parked retry partitions stay paused until their head is due, and topics at
-            # their own bound until they drain.
-            parts = [
-                p
-                for p in consumer.assignment()
-                if (p.topic, p.partition) not in self._held and p.topic not in self._full
-            ]
-            consumer.resume(parts)
             self._paused = False
+            self._wake(consumer, [(p.topic, p.partition) for p in consumer.assignment()])
             if self._busy is not None:
                 self._busy.clear()
+
+    def _wake(self, consumer: Consumer, tps: list[TP]) -> None:
+        """Resume those of `tps` nothing holds back: not the whole stage (back-pressure), not
+        a parked retry partition (head not due), not a topic at its in-flight bound."""
+        if self._paused:
+            return
+        run = [
+            TopicPartition(t, p) for t, p in tps if (t, p) not in self._held and t not in self._full
+        ]
+        if run:
+            consumer.resume(run)

@@ -22,6 +22,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from schemas.bounded_json import MAX_BYTES, MAX_DEPTH, MAX_STRING_LENGTH, MAX_VALUES
 from schemas.notification import Priority
 from schemas.providers import ChannelsSettings
 from schemas.settings_base import Frozen
@@ -31,6 +32,7 @@ __all__ = [
     "CallbacksSettings",
     "CatalogSettings",
     "ChannelsSettings",
+    "DecodeLimits",
     "GroupSettings",
     "KafkaSettings",
     "PostgresSettings",
@@ -133,12 +135,25 @@ class CatalogSettings(Frozen):
     follow_key: str = "default"
 
 
+class DecodeLimits(Frozen):
+    """Bounds on one inbound event; an event beyond any is dead-lettered (`invalid-event`).
+
+    Defaults and why: schemas/bounded_json.py. Bytes count the value plus every header.
+    """
+
+    max_bytes: int = Field(default=MAX_BYTES, ge=1024)
+    max_depth: int = Field(default=MAX_DEPTH, ge=2, le=512)  # le: far below the recursion limit
+    max_values: int = Field(default=MAX_VALUES, ge=1)
+    max_string_length: int = Field(default=MAX_STRING_LENGTH, ge=1)
+
+
 class RouteSettings(Frozen):
-    """How the route stage treats events no rule listens to."""
+    """How the route stage treats events no rule listens to, and the bounds on what it decodes."""
 
     # dlq: an event type no rule knows is a producer mistake worth seeing;
     # skip: shared topics carry types tidings doesn't care about.
     unknown_types: Literal["dlq", "skip"] = "dlq"
+    limits: DecodeLimits = DecodeLimits()
 
 
 class CallbacksSettings(Frozen):
@@ -185,6 +200,26 @@ class RuntimeSettings(Frozen):
     # sends are recorded, before their offsets can be committed. Never set in production.
     fault_kill_after_sends: int | None = Field(default=None, ge=1)
     local_dir: Path = Path(".local")
+    # Stable member identity (transactional.id, group.instance.id): None takes host name +
+    # the lowest free slot under local_dir/members; set it to e.g. a StatefulSet pod name.
+    instance_id: str | None = None
+    # KIP-345: a restarted member gets its partitions back without a rebalance. A stopped
+    # static member's partitions move only after the session timeout (10 s).
+    static_membership: bool = True
+    # How long Postgres or Redis may stay unreachable before a stage gives up and exits 1;
+    # None (the default) rides out any outage. Kafka outages are always ridden out.
+    outage_limit_s: float | None = Field(default=None, gt=0)
+    # A deliver member's liveness key lives this long without a heartbeat (one a second):
+    # a claim whose member is gone is taken over at once instead of after claim_lease_s.
+    member_ttl_s: float = Field(default=4.0, ge=2)
+    # What a takeover of a claim whose sender died mid-send does, per channel: `resend`
+    # (default: same Message-ID / webhook-id, status flagged possible_duplicate) or `skip`
+    # (status `unknown`, nothing sent: for channels where a duplicate is worse than a miss).
+    ambiguity: dict[str, Literal["resend", "skip"]] = Field(default_factory=dict)
+
+    def ambiguity_for(self, channel: str) -> Literal["resend", "skip"]:
+        """The takeover policy of `channel`."""
+        return self.ambiguity.get(channel, "resend")
 
 
 _CONFIG_FILE: ContextVar[str | None] = ContextVar("tidings_config_file", default=None)

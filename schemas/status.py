@@ -12,8 +12,12 @@ from schemas.notification import NAMESPACE, Notification
 
 __all__ = ["STATUSES", "ErrorInfo", "Status", "StatusData", "StatusEvent", "build_status"]
 
-Status = Literal["queued", "suppressed", "sent", "delivered", "failed", "read"]
-STATUSES: tuple[Status, ...] = ("queued", "suppressed", "sent", "delivered", "failed", "read")
+# `unknown`: a sender died between the provider call and its record, and the channel's
+# ambiguity policy is `skip`: whether the recipient got it can't be known, and it isn't resent.
+Status = Literal["queued", "suppressed", "sent", "delivered", "failed", "read", "unknown"]
+STATUSES: tuple[Status, ...] = (
+    "queued", "suppressed", "sent", "delivered", "failed", "read", "unknown",
+)  # fmt: skip
 
 
 class ErrorInfo(BaseModel):
@@ -47,6 +51,9 @@ class StatusData(BaseModel):
     provider_message_id: str | None = None
     error: ErrorInfo | None = None
     event_time_ms: int | None = None
+    # True on a `sent` that followed a takeover of a sender that died mid-send: the
+    # recipient may have this notification twice (same Message-ID / webhook-id to drop it).
+    possible_duplicate: bool | None = None
 
 
 class StatusEvent(BaseModel):

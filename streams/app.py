@@ -100,15 +100,21 @@ def run_stages(
 
     # Route and deliver in one process: route waits while deliver is full (back-pressure).
     busy = threading.Event() if {"route", "deliver"} <= set(stages) else None
+    # Daemon threads: a stage wedged in a client call (the broker gone for good) must not
+    # keep the process alive past the stop bound below.
     threads = [
         threading.Thread(
-            target=guard, args=(_build(n, settings, ref, stop, metrics, busy),), name=n
+            target=guard, args=(_build(n, settings, ref, stop, metrics, busy),), name=n,
+            daemon=True,
         )
         for n in stages
-    ]
+    ]  # fmt: skip
     for t in threads:
         t.start()
     next_tick = time.monotonic() + tick_s
+    # Draining, the final commit (retried for up to another drain bound) and closing.
+    bound_s = 2 * settings.runtime.drain_timeout_s + 15
+    stopped_at: float | None = None
     try:
         while any(t.is_alive() for t in threads):
             for t in threads:
@@ -116,6 +122,16 @@ def run_stages(
             if on_tick is not None and time.monotonic() >= next_tick:
                 on_tick(metrics)
                 next_tick += tick_s
+            if stop.is_set():
+                stopped_at = stopped_at or time.monotonic()
+                if time.monotonic() - stopped_at > bound_s:
+                    left = [t.name for t in threads if t.is_alive()]
+                    log.error(
+                        "stage(s) %s did not stop within %.0f s; exiting anyway (their "
+                        "unfinished work is redone from the committed offsets)",
+                        ", ".join(left), bound_s,
+                    )  # fmt: skip
+                    return 1
     finally:
         if ref is not None:
             ref.stop()

@@ -7,27 +7,42 @@ Offsets are committed only after the database transaction commits.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import psycopg
-from confluent_kafka import Consumer, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from pydantic import ValidationError
 
 from schemas.settings import TidingsSettings
 from schemas.status import StatusEvent
-from streams.db import audit_partition_ddl, month_start, require_migrations
-from streams.dlq import dead_letter
-from streams.exceptions import FatalStageError
-from streams.kafka import make_consumer, make_producer, produce, records
+from streams.db import audit_partition_ddl, month_start, wait_for_migrations
+from streams.dlq import dead_letter, reason_for
+from streams.exceptions import DependencyDown, StageStopping
+from streams.kafka import make_consumer, make_producer, records
+from streams.member import claim_identity
 from streams.metrics import Metrics
-from streams.records import norm_headers
+from streams.outage import Outage
+from streams.records import Out, norm_headers
 
-__all__ = ["AUDIT_COLUMNS", "AuditStage", "audit_row"]
+__all__ = ["AUDIT_COLUMNS", "AuditStage", "audit_record", "audit_row"]
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Commit errors that mean "the coordinator is away or moving": try again.
+_TRANSIENT = {
+    KafkaError._WAIT_COORD, KafkaError._TRANSPORT, KafkaError._TIMED_OUT,
+    KafkaError._ALL_BROKERS_DOWN, KafkaError.COORDINATOR_NOT_AVAILABLE,
+    KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+    KafkaError.REQUEST_TIMED_OUT, KafkaError.NETWORK_EXCEPTION,
+}  # fmt: skip
 
 AUDIT_COLUMNS = (
     "notification_id", "status", "attempt", "event_at", "status_at", "status_event_id",
@@ -52,6 +67,15 @@ def audit_row(ev: StatusEvent) -> tuple[Any, ...]:
     )  # fmt: skip
 
 
+def audit_record(value: bytes | None) -> tuple[Any, ...]:
+    """The audit_log row of one status record's value; pure.
+
+    Raises pydantic.ValidationError on a bad payload (a tombstone included); the stage
+    dead-letters whatever this raises.
+    """
+    return audit_row(StatusEvent.decode(value or b""))
+
+
 class AuditStage:
     """Consume status events and write them to the audit log in batches."""
 
@@ -62,58 +86,174 @@ class AuditStage:
         self._stop = stop
         self._metrics = metrics
         self._months: set[Any] = set()
+        self._conn: psycopg.Connection[Any] | None = None
+        self._kafka = Outage("audit", "kafka", limit_s=None, metrics=metrics)
+        self._pg = Outage("audit", "postgres", limit_s=None, metrics=metrics)
 
     def run(self) -> None:
-        """Consume until `stop` is set; blocks. Raises FatalStageError when Postgres is gone."""
+        """Consume until `stop` is set; blocks.
+
+        Kafka and Postgres outages are ridden out: the batch in hand is kept and written,
+        dead-lettered and committed once they are back. Raises FatalStageError only past
+        `runtime.outage_limit_s` of Postgres, or on a schema without the shipped migrations.
+        """
         s = self._s
-        require_migrations(s.postgres.conninfo(), "audit")
-        consumer = make_consumer(s, s.groups.audit)
+        self._kafka = Outage("audit", "kafka", limit_s=None, metrics=self._metrics)
+        self._pg = Outage("audit", "postgres", limit_s=s.runtime.outage_limit_s,
+                          metrics=self._metrics)  # fmt: skip
+        try:
+            wait_for_migrations(s.postgres.conninfo(), "audit", self._stop, self._pg)
+        except StageStopping:
+            return
+        member = claim_identity(s.groups.audit, s.runtime.local_dir, s.runtime.instance_id)
+        consumer = make_consumer(s, s.groups.audit, member)
         dlq = make_producer(s)
+        log.info("audit: joining group %s as %s", s.groups.audit, member.instance)
         consumer.subscribe([s.topics.status])
         try:
-            with psycopg.connect(s.postgres.conninfo()) as conn:
-                while not self._stop.is_set():
-                    msgs = consumer.consume(s.runtime.audit_batch_size, s.runtime.poll_timeout_s)
-                    if msgs:
-                        self._batch(conn, consumer, dlq, msgs)
-        except psycopg.OperationalError as exc:
-            raise FatalStageError(f"audit: Postgres unavailable: {exc}") from exc
+            while not self._stop.is_set():
+                msgs = consumer.consume(s.runtime.audit_batch_size, s.runtime.poll_timeout_s)
+                if msgs:
+                    self._batch(consumer, dlq, msgs)
+        except StageStopping:
+            log.info("audit: stopping with a batch unfinished; it is redone (idempotently)")
         finally:
-            dlq.flush(10)
+            self._close_conn()
+            dlq.flush(5)
             consumer.close()
+            member.release()
 
-    def _batch(
-        self,
-        conn: psycopg.Connection[Any],
-        consumer: Consumer,
-        dlq: Any,
-        msgs: list[Message],
-    ) -> None:
-        rows = []
+    def _batch(self, consumer: Consumer, dlq: Producer, msgs: list[Message]) -> None:
+        rows: list[tuple[tuple[Any, ...], Message]] = []
+        dead: list[Out] = []
         offsets: dict[tuple[str, int], int] = {}
         for m, topic, part, off in records(msgs, "audit"):
             offsets[(topic, part)] = off + 1
             try:
-                rows.append(audit_row(StatusEvent.decode(m.value() or b"")))
-            except ValidationError as exc:
-                # Not ours to fix here: keep it, with its reason, in the DLQ.
+                rows.append((audit_record(m.value()), m))
+            except MemoryError:
+                raise
+            except Exception as exc:
+                # Not ours to fix here (a bad payload, or anything one record's shape
+                # sets off): keep it, with its reason, in the DLQ, and go on.
                 o = dead_letter(
                     self._s.topics.dlq, topic=topic, partition=part, offset=off,
                     timestamp_ms=m.timestamp()[1], key=m.key(), value=m.value(),
                     headers=norm_headers(m.headers()), error=exc, stage="audit",
-                    reason="invalid-status-event",
+                    reason=reason_for(exc, ValidationError, "invalid-status-event"),
                 )  # fmt: skip
-                produce(dlq, o)
+                dead.append(o)
                 self._metrics.incr("dlq")
         if rows:
-            self._write(conn, rows)
+            refused = self._until_ok(self._pg, lambda: self._write_rows(rows))
+            dead += [self._refused(m, exc) for m, exc in refused]
+        if dead:
+            self._deliver(dlq, dead)  # dead letters are durable before their offsets commit
         if offsets:
-            dlq.flush(30)  # dead letters are durable before their offsets are committed
-            consumer.commit(
-                offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()],
-                asynchronous=False,
-            )
+            self._commit(consumer, offsets)
         self._metrics.incr("audited", len(rows))
+
+    # ------------------------------------------------------------ riding out outages
+
+    def _until_ok(self, outage: Outage, call: Callable[[], T]) -> T:
+        while True:
+            try:
+                result = call()
+                outage.ok()
+                return result
+            except DependencyDown as exc:
+                wait = outage.failed(exc)
+                if self._stop.wait(wait):
+                    raise StageStopping(str(exc)) from exc
+
+    def _connection(self) -> psycopg.Connection[Any]:
+        if self._conn is None or self._conn.closed:
+            try:
+                self._conn = psycopg.connect(self._s.postgres.conninfo())
+            except psycopg.OperationalError as exc:
+                raise DependencyDown("postgres", f"audit: Postgres unreachable: {exc}") from exc
+        return self._conn
+
+    def _close_conn(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None and not conn.closed:
+            with contextlib.suppress(psycopg.Error):
+                conn.close()
+
+    def _write_rows(
+        self, rows: list[tuple[tuple[Any, ...], Message]]
+    ) -> list[tuple[Message, BaseException]]:
+        """Write a batch; returns the rows Postgres refused (with why). Raises DependencyDown."""
+        conn = self._connection()
+        try:
+            self._write(conn, [r for r, _ in rows])
+            return []
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            self._close_conn()
+            raise DependencyDown("postgres", f"audit: writing to Postgres failed: {exc}") from exc
+        except psycopg.Error:
+            pass  # one row Postgres refuses (e.g. a NUL in a text): find it, keep the rest
+        refused: list[tuple[Message, BaseException]] = []
+        for r, m in rows:
+            try:
+                self._write(conn, [r])
+            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                self._close_conn()
+                raise DependencyDown("postgres", f"audit: writing failed: {exc}") from exc
+            except psycopg.Error as exc:
+                refused.append((m, exc))
+        return refused
+
+    def _refused(self, m: Message, exc: BaseException) -> Out:
+        return dead_letter(
+            self._s.topics.dlq, topic=m.topic() or "", partition=m.partition() or 0,
+            offset=m.offset() or 0, timestamp_ms=m.timestamp()[1], key=m.key(),
+            value=m.value(), headers=norm_headers(m.headers()), error=exc, stage="audit",
+            reason="audit-write-refused",
+        )  # fmt: skip
+
+    def _deliver(self, dlq: Producer, outs: list[Out]) -> None:
+        """Produce `outs` and wait until the broker has every one; rides out an outage."""
+        todo = list(outs)
+        while todo:
+            failed: list[Out] = []
+
+            def report(err: Any, _msg: Any, o: Out, failed: list[Out] = failed) -> None:
+                if err is not None:
+                    failed.append(o)
+
+            for o in todo:
+                dlq.produce(
+                    o.topic, value=o.value, key=o.key, headers=cast(Any, o.headers),
+                    on_delivery=functools.partial(report, o=o),
+                )  # fmt: skip
+            while dlq.flush(1.0):
+                self._kafka.failed(KafkaException(KafkaError(KafkaError._TIMED_OUT)))
+                if self._stop.is_set():
+                    raise StageStopping("the dead-letter topic is unreachable")
+            if failed:  # timed out in the client: produce those again
+                self._kafka.failed(KafkaException(KafkaError(KafkaError._MSG_TIMED_OUT)))
+            else:
+                self._kafka.ok()
+            todo = failed
+
+    def _commit(self, consumer: Consumer, offsets: dict[tuple[str, int], int]) -> None:
+        tps = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
+        while True:
+            try:
+                consumer.commit(offsets=tps, asynchronous=False)
+                self._kafka.ok()
+                return
+            except KafkaException as exc:
+                err: KafkaError = exc.args[0]
+                if err.code() not in _TRANSIENT and not err.retriable():
+                    # Not ours any more (a rebalance) or refused: the rows are written, and
+                    # whoever reads these records next writes them again, adding nothing.
+                    log.info("audit: offsets not committed (%s); redone idempotently", err.str())
+                    return
+                wait = self._kafka.failed(exc)
+                if self._stop.wait(wait):
+                    raise StageStopping(str(exc)) from exc
 
     def _write(self, conn: psycopg.Connection[Any], rows: list[tuple[Any, ...]]) -> None:
         months = {month_start(r[3]) for r in rows} - self._months

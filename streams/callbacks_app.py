@@ -35,7 +35,7 @@ from streams.callbacks import (
 )
 from streams.callbacks_producer import AckProducer, NotAcknowledgedError
 from streams.dedup import DeliveryLog
-from streams.exceptions import FatalStageError
+from streams.exceptions import DependencyDown
 from streams.metrics import Metrics
 from streams.records import Out
 
@@ -128,7 +128,7 @@ class CallbackHandlers:
             return self._answer(200, "ignored: no nid query parameter", "ignored")
         try:
             delivery = await self._deliveries.delivery(nid)
-        except FatalStageError as exc:
+        except DependencyDown as exc:
             log.error("callbacks: %s", exc)
             return self._answer(503, "the delivery log is unavailable; retry later", "unavailable")
         if delivery is None or delivery.notification is None:

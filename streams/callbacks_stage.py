@@ -18,10 +18,11 @@ from schemas.settings import TidingsSettings
 from streams.callbacks import callback_url_problems, redact
 from streams.callbacks_app import CallbackHandlers
 from streams.callbacks_producer import ACK_TIMEOUT_S, AckProducer
-from streams.db import require_migrations
+from streams.db import wait_for_migrations
 from streams.dedup import DeliveryLog
-from streams.exceptions import FatalStageError
+from streams.exceptions import FatalStageError, StageStopping
 from streams.metrics import Metrics
+from streams.outage import Outage
 
 __all__ = ["CallbacksStage"]
 
@@ -41,7 +42,13 @@ class CallbacksStage:
     def run(self) -> None:
         """Serve until `stop` is set; blocks. Raises FatalStageError when the port cannot be
         bound or the Kafka producer failed fatally."""
-        require_migrations(self._s.postgres.conninfo(), "callbacks")
+        s = self._s
+        pg = Outage("callbacks", "postgres", limit_s=s.runtime.outage_limit_s,
+                    metrics=self._metrics)  # fmt: skip
+        try:
+            wait_for_migrations(s.postgres.conninfo(), "callbacks", self._stop, pg)
+        except StageStopping:
+            return
         asyncio.run(self._serve())
 
     async def _serve(self) -> None:

@@ -8,13 +8,15 @@ processes migrating at once don't collide.
 from __future__ import annotations
 
 import re
+import threading
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from importlib import resources
 
 import psycopg
 
-from streams.exceptions import FatalStageError
+from streams.exceptions import DependencyDown, FatalStageError, StageStopping
+from streams.outage import Outage
 
 __all__ = [
     "Migration",
@@ -23,6 +25,7 @@ __all__ = [
     "migrations",
     "month_start",
     "require_migrations",
+    "wait_for_migrations",
 ]
 
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
@@ -84,7 +87,8 @@ def apply_migrations(conninfo: str) -> list[Migration]:
 def require_migrations(conninfo: str, stage: str) -> None:
     """Refuse to start a stage on a database that lacks a shipped migration; blocks.
 
-    Raises FatalStageError naming the missing migrations and the fix. Checked before any
+    Raises FatalStageError naming the missing migrations and the fix, DependencyDown when
+    Postgres can't be reached (`wait_for_migrations` waits it out). Checked before any
     work, because a deliver stage on an old schema would fail only after a provider had
     accepted a message.
     """
@@ -97,8 +101,8 @@ def require_migrations(conninfo: str, stage: str) -> None:
                 else set()
             )
     except psycopg.Error as exc:
-        raise FatalStageError(
-            f"{stage}: Postgres unreachable ({exc}); check it with `tidings doctor`"
+        raise DependencyDown(
+            "postgres", f"{stage}: Postgres unreachable ({exc}); check it with `tidings doctor`"
         ) from exc
     missing = [f"{m.version:04d}_{m.name}" for m in migrations() if m.version not in done]
     if missing:
@@ -106,6 +110,23 @@ def require_migrations(conninfo: str, stage: str) -> None:
             f"{stage}: the database lacks migration(s) {', '.join(missing)}; "
             "apply them with `tidings db migrate`, then start the stage again"
         )
+
+
+def wait_for_migrations(conninfo: str, stage: str, stop: threading.Event, outage: Outage) -> None:
+    """`require_migrations`, riding out Postgres being down at start; blocks.
+
+    Raises FatalStageError as `require_migrations` does (or past the outage bound), and
+    StageStopping if asked to stop first.
+    """
+    while True:
+        try:
+            require_migrations(conninfo, stage)
+            outage.ok()
+            return
+        except DependencyDown as exc:
+            wait = outage.failed(exc)
+            if stop.wait(wait):
+                raise StageStopping(str(exc)) from exc
 
 
 def month_start(t: datetime) -> date:

@@ -1,12 +1,19 @@
 """Send claims: at most one send per notification, across processes, crashes and Redis loss.
 
-Before a send, a worker takes a claim in Redis (a Lua script: `sending|token|deadline`).
-After the provider accepts, the send is recorded durably in Postgres (`deliveries`)
-and the claim becomes `sent|…` in Redis. A redelivered notification finds the
-claim (or, when Redis has lost its memory, the Postgres row) and is not sent again.
+Before a send, a worker takes a claim in Redis (a Lua script:
+`sending|token|deadline|member`). After the provider accepts, the send is recorded
+in Postgres (`deliveries`) and Redis (`sent|…`) at once; Postgres is the record, Redis
+the fast path. A redelivered notification finds the claim (or, when Redis has lost
+its memory, the Postgres row) and is not sent again.
 
 Only the token holder may send or release a claim, so a worker that lost its
-partition mid-send can't race the new owner: the new owner waits out the lease.
+partition mid-send can't race the new owner. Each deliver process keeps a liveness
+key (`…member:<incarnation>`, a short TTL renewed every second): a claim whose member
+is gone was held by a dead process and is taken over at once; a live member's claim
+is waited out (its lease is renewed while it sends).
+
+Postgres or Redis unreachable raises `DependencyDown`: the caller keeps the work and
+tries again (`streams.outage`), it never exits for it.
 
 The `deliveries` row also keeps the dispatch record itself (`Notification` JSON), so a
 provider receipt (e.g. a Twilio status callback) can be turned into a complete status event
@@ -17,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import uuid
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -25,9 +33,11 @@ import psycopg
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from streams.exceptions import FatalStageError
+from streams.exceptions import DependencyDown
 
 __all__ = ["LOOKUP_TIMEOUT_S", "Claim", "ClaimStore", "Delivery", "DeliveryLog", "SentRecord"]
+
+log = logging.getLogger(__name__)
 
 # Longest a receipt's lookup of its delivery may take before the caller is told to retry.
 LOOKUP_TIMEOUT_S = 5.0
@@ -35,22 +45,35 @@ LOOKUP_TIMEOUT_S = 5.0
 # The claim value keeps its lease deadline, and the key outlives the lease, so a
 # worker that finds an expired lease knows a sender died mid-send ("taken").
 # Time comes from the Redis server, so workers' clocks don't matter.
+# A claim whose member's liveness key is gone belongs to a dead process: taken at once.
+# ARGV: token, lease ms, ttl s, our member id, the member key prefix.
 _CLAIM = """
 local t = redis.call('time')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local v = redis.call('get', KEYS[1])
-local mine = 'sending|' .. ARGV[1] .. '|' .. (now + tonumber(ARGV[2]))
+local mine = 'sending|' .. ARGV[1] .. '|' .. (now + tonumber(ARGV[2])) .. '|' .. ARGV[4]
 if not v then
   redis.call('set', KEYS[1], mine, 'EX', ARGV[3])
   return {'ours', ''}
 end
 if string.sub(v, 1, 5) == 'sent|' then return {'sent', v} end
-local deadline = tonumber(string.match(v, '|(%d+)$') or '0')
-if deadline <= now then
+local _, _, deadline, member = string.find(v, '^sending|[^|]*|(%d+)|?(.*)$')
+deadline = tonumber(deadline or '0')
+local gone = member ~= nil and member ~= '' and redis.call('exists', ARGV[5] .. member) == 0
+if deadline <= now or gone then
   redis.call('set', KEYS[1], mine, 'EX', ARGV[3])
-  return {'taken', ''}
+  return {'taken', member or ''}
 end
 return {'busy', tostring(deadline - now)}
+"""
+
+# A new incarnation of a member slot retires the previous one's liveness key at once: that
+# process is dead (it held the slot's lock), so its claims need not wait for the key's TTL.
+_SUCCEED = """
+local old = redis.call('getset', KEYS[1], ARGV[1])
+redis.call('expire', KEYS[1], ARGV[3])
+if old and old ~= ARGV[1] then redis.call('del', ARGV[2] .. old) end
+return old or ''
 """
 
 # Push a claim's lease deadline forward, only while it is still the caller's (same token).
@@ -58,9 +81,11 @@ _EXTEND = """
 local t = redis.call('time')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local v = redis.call('get', KEYS[1])
+-- Recorded as sent meanwhile (by its holder, just before it lets the lease go): not lost.
+if v and string.sub(v, 1, 5) == 'sent|' then return 1 end
 local prefix = 'sending|' .. ARGV[1] .. '|'
 if v and string.sub(v, 1, string.len(prefix)) == prefix then
-  redis.call('set', KEYS[1], prefix .. (now + tonumber(ARGV[2])), 'EX', ARGV[3])
+  redis.call('set', KEYS[1], prefix .. (now + tonumber(ARGV[2])) .. '|' .. ARGV[4], 'EX', ARGV[3])
   return 1
 end
 return 0
@@ -98,12 +123,13 @@ class Delivery:
 class Claim:
     """The outcome of trying to claim a send."""
 
-    # ours: send it; taken: send it, but a previous sender died mid-send (maybe a
-    # duplicate); sent: already sent; busy: someone else is sending, retry later.
+    # ours: send it; taken: a previous sender died mid-send (whether its send reached the
+    # provider is unknowable); sent: already sent; busy: someone else is sending, retry later.
     state: Literal["ours", "taken", "sent", "busy"]
     token: str = ""
     sent: SentRecord | None = None
     retry_after_s: float = 0.0
+    previous_member: str = ""  # with `taken`: the dead holder's member id, if it named one
 
 
 class DeliveryLog:
@@ -122,30 +148,34 @@ class DeliveryLog:
             try:
                 self._conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
             except psycopg.OperationalError as exc:
-                raise FatalStageError(f"deliveries: Postgres unreachable: {exc}") from exc
+                raise DependencyDown(
+                    "postgres", f"deliveries: Postgres unreachable: {exc}"
+                ) from exc
         return self._conn
 
     async def sent(self, ids: list[str]) -> dict[str, SentRecord]:
-        """Which of `ids` were sent already; raises FatalStageError if Postgres is gone."""
+        """Which of `ids` were sent already; raises DependencyDown if Postgres is gone."""
         if not ids:
             return {}
         async with self._lock:
-            conn = await self._connection()
             try:
-                cur = await conn.execute(
-                    "select notification_id::text, provider, provider_message_id, attempt "
-                    "from deliveries where notification_id = any(%s::uuid[])",
-                    (ids,),
-                )
-                rows = await cur.fetchall()
-            except psycopg.Error as exc:
-                raise FatalStageError(f"deliveries lookup failed: {exc}") from exc
+                async with asyncio.timeout(LOOKUP_TIMEOUT_S):
+                    conn = await self._connection()
+                    cur = await conn.execute(
+                        "select notification_id::text, provider, provider_message_id, attempt "
+                        "from deliveries where notification_id = any(%s::uuid[])",
+                        (ids,),
+                    )
+                    rows = await cur.fetchall()
+            except (psycopg.Error, TimeoutError) as exc:
+                await self._drop()
+                raise DependencyDown("postgres", f"deliveries lookup failed: {exc!r}") from exc
         return {r[0]: SentRecord(r[1], r[2], r[3]) for r in rows}
 
     async def delivery(self, nid: str) -> Delivery | None:
         """The recorded send of notification `nid` (a UUID), or None if none is recorded.
 
-        Raises FatalStageError when Postgres is unreachable or the query fails.
+        Raises DependencyDown when Postgres is unreachable or the query fails.
         """
         async with self._lock:
             try:
@@ -158,11 +188,12 @@ class DeliveryLog:
                         (nid,),
                     )
                     row = await cur.fetchone()
-            except (psycopg.Error, TimeoutError) as exc:
+            except (psycopg.Error, TimeoutError, DependencyDown) as exc:
                 await self._drop()
-                raise FatalStageError(
+                raise DependencyDown(
+                    "postgres",
                     f"deliveries lookup of {nid} failed ({exc!r}); is Postgres up? "
-                    "(`tidings doctor`)"
+                    "(`tidings doctor`)",
                 ) from exc
         if row is None:
             return None
@@ -171,10 +202,11 @@ class DeliveryLog:
     async def record(
         self, nid: str, channel: str, rec: SentRecord, *, notification: bytes | None = None
     ) -> None:
-        """Durably record an accepted send; returns once committed. Raises FatalStageError.
+        """Durably record an accepted send; returns once committed. Raises DependencyDown.
 
         `notification` is the raw dispatch record (`Notification.encode()`), kept so provider
-        receipts can be enriched later; None stores NULL.
+        receipts can be enriched later; None stores NULL. Idempotent: call it again after a
+        failure.
         """
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.append(
@@ -193,7 +225,7 @@ class DeliveryLog:
             )
             cols = list(zip(*(row for row, _ in batch), strict=True))
             try:
-                async with self._lock:
+                async with self._lock, asyncio.timeout(LOOKUP_TIMEOUT_S * 2):
                     conn = await self._connection()
                     await conn.execute(
                         "insert into deliveries "
@@ -203,11 +235,12 @@ class DeliveryLog:
                         "%s::int[], %s::bytea[]) on conflict (notification_id) do nothing",
                         [list(c) for c in cols],
                     )
-            except (psycopg.Error, FatalStageError) as exc:
+            except (psycopg.Error, DependencyDown, TimeoutError) as exc:
+                await self._drop()
                 err = (
                     exc
-                    if isinstance(exc, FatalStageError)
-                    else FatalStageError(f"recording sends in Postgres failed: {exc}")
+                    if isinstance(exc, DependencyDown)
+                    else DependencyDown("postgres", f"recording sends in Postgres failed: {exc!r}")
                 )
                 for _, fut in batch:
                     if not fut.done():
@@ -228,12 +261,11 @@ class DeliveryLog:
         """Close the connection (pending writes finish first)."""
         if self._flusher is not None:
             await asyncio.gather(self._flusher, return_exceptions=True)
-        if self._conn is not None:
-            await self._conn.close()
+        await self._drop()
 
 
 class ClaimStore:
-    """Redis claims in front of the Postgres delivery log."""
+    """Redis claims in front of the Postgres delivery log, for one deliver process."""
 
     def __init__(
         self,
@@ -242,40 +274,77 @@ class ClaimStore:
         *,
         lease_s: float,
         ttl_s: int,
+        member: str | None = None,
+        member_ttl_s: float = 4.0,
         prefix: str = "tidings:claim:",
+        member_prefix: str = "tidings:member:",
     ) -> None:
         # A blocking pool: a burst of claims waits for a connection instead of failing.
         pool = aioredis.BlockingConnectionPool.from_url(
-            redis_url, max_connections=64, timeout=30, socket_timeout=5
+            redis_url, max_connections=64, timeout=5, socket_timeout=5, socket_connect_timeout=2
         )
         self._redis = aioredis.Redis(connection_pool=pool)
         self._log = log
         self._lease_ms = int(lease_s * 1000)
         self._ttl_s = ttl_s
         self._prefix = prefix
+        self.member = member or uuid.uuid4().hex
+        self._member_prefix = member_prefix
+        self._member_ttl_ms = int(member_ttl_s * 1000)
         self._claim = self._redis.register_script(_CLAIM)
         self._release = self._redis.register_script(_RELEASE)
         self._extend = self._redis.register_script(_EXTEND)
+        self._succeed = self._redis.register_script(_SUCCEED)
 
     def _key(self, nid: str) -> str:
         return self._prefix + nid
+
+    async def _call(self, what: str, coro: Any) -> Any:
+        try:
+            return await coro
+        except RedisError as exc:
+            raise DependencyDown("redis", f"Redis {what} failed: {exc}") from exc
+
+    async def beat(self) -> None:
+        """Renew this process's liveness key; raises DependencyDown."""
+        await self._call(
+            "heartbeat",
+            self._redis.set(self._member_prefix + self.member, b"1", px=self._member_ttl_ms),
+        )
+
+    async def succeed(self, slot: str) -> str:
+        """Become the live incarnation of member slot `slot`; retires the previous one's key.
+
+        Returns the previous incarnation's member id ('' if none). Raises DependencyDown.
+        """
+        old = await self._call(
+            "member handover",
+            self._succeed(
+                keys=[f"{self._member_prefix}slot:{slot}"],
+                args=[self.member, self._member_prefix, self._ttl_s],
+            ),
+        )
+        return old.decode() if isinstance(old, bytes) else str(old or "")
 
     async def known_sent(self, ids: list[str]) -> dict[str, SentRecord]:
         """The Postgres backstop for a batch: which of `ids` were already sent."""
         return await self._log.sent(ids)
 
     async def claim(self, nid: str) -> Claim:
-        """Try to become the one sender of `nid`; raises FatalStageError if Redis is gone."""
+        """Try to become the one sender of `nid`; raises DependencyDown if Redis is gone."""
         token = uuid.uuid4().hex
-        try:
-            raw = await self._claim(
-                keys=[self._key(nid)], args=[token, self._lease_ms, self._ttl_s]
-            )
-        except RedisError as exc:
-            raise FatalStageError(f"Redis claim failed: {exc}") from exc
+        raw = await self._call(
+            "claim",
+            self._claim(
+                keys=[self._key(nid)],
+                args=[token, self._lease_ms, self._ttl_s, self.member, self._member_prefix],
+            ),
+        )
         state, detail = (x.decode() if isinstance(x, bytes) else str(x) for x in raw)
-        if state in ("ours", "taken"):
-            return Claim(state, token=token)  # type: ignore[arg-type]
+        if state == "ours":
+            return Claim("ours", token=token)
+        if state == "taken":
+            return Claim("taken", token=token, previous_member=detail)
         if state == "sent":
             _, provider, attempt, msgid = detail.split("|", 3)
             return Claim("sent", sent=SentRecord(provider, msgid or None, int(attempt)))
@@ -284,32 +353,46 @@ class ClaimStore:
     async def record_sent(
         self,
         nid: str,
-        token: str,
         channel: str,
         rec: SentRecord,
         *,
         notification: bytes | None = None,
-    ) -> None:
-        """Record an accepted send: the Redis claim first, then Postgres; returns when both hold.
+    ) -> float | None:
+        """Record an accepted send in Postgres and Redis at once; returns when Postgres holds it.
 
+        Both writes start together, so the first durable trace of the send follows the
+        provider's answer by one round trip. Postgres is the record: its failure raises
+        DependencyDown and the caller calls `record_sent` again (idempotent) until it holds.
+        Redis is the fast path for redeliveries: its failure is tolerated (the claim then
+        lapses, and a redelivery finds the Postgres row).
+
+        Returns the seconds the Redis write took, or None if it failed.
         `notification` (the raw dispatch record) is stored with the Postgres row, for receipts.
-
-        Redis first because it answers in well under a millisecond: that is the window in
-        which a crash leaves a send unrecorded. Postgres follows before the offset commits.
         """
         val = f"sent|{rec.provider}|{rec.attempt}|{rec.provider_message_id or ''}"
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+
+        async def mark() -> float | None:
+            try:
+                await self._redis.set(self._key(nid), val, ex=self._ttl_s)
+            except RedisError:
+                return None
+            return loop.time() - t0
+
+        redis_write = asyncio.ensure_future(mark())
         try:
-            await self._redis.set(self._key(nid), val, ex=self._ttl_s)
-        except RedisError as exc:
-            raise FatalStageError(f"Redis claim update failed: {exc}") from exc
-        await self._log.record(nid, channel, rec, notification=notification)
+            await self._log.record(nid, channel, rec, notification=notification)
+        finally:
+            took = await redis_write
+        return took
 
     async def backfill(
         self, nid: str, channel: str, rec: SentRecord, *, notification: bytes | None = None
     ) -> None:
         """Make sure Postgres holds a send Redis knows (a crash can fall between the two).
 
-        Idempotent (the insert ignores an existing row); raises FatalStageError.
+        Idempotent (the insert ignores an existing row); raises DependencyDown.
         """
         await self._log.record(nid, channel, rec, notification=notification)
 
@@ -317,31 +400,38 @@ class ClaimStore:
         """Renew the leases of claims in progress (notification id → token), in one round trip.
 
         Returns the ids whose claim is no longer the caller's (taken over or gone). Raises
-        FatalStageError if Redis is gone.
+        DependencyDown if Redis is gone.
         """
         if not held:
             return []
-        try:
+
+        async def run() -> list[Any]:
             async with self._redis.pipeline(transaction=False) as pipe:
                 for nid, token in held.items():
                     await self._extend(
-                        keys=[self._key(nid)], args=[token, self._lease_ms, self._ttl_s],
+                        keys=[self._key(nid)],
+                        args=[token, self._lease_ms, self._ttl_s, self.member],
                         client=pipe,
-                    )  # fmt: skip
-                results = await pipe.execute()
-        except RedisError as exc:
-            raise FatalStageError(f"Redis lease renewal failed: {exc}") from exc
+                    )
+                return list(await pipe.execute())
+
+        results = await self._call("lease renewal", run())
         return [nid for nid, ok in zip(held, results, strict=True) if not ok]
 
     async def release(self, nid: str, token: str) -> None:
-        """Give a claim up after a failed send, so a later retry or replay can take it."""
+        """Give a claim up after a failed send, so a later retry or replay can take it.
+
+        Best effort: if Redis is gone the claim lapses by itself (lease and member TTL).
+        """
         try:
             await self._release(keys=[self._key(nid)], args=[f"sending|{token}|"])
-        except RedisError as exc:
-            raise FatalStageError(f"Redis claim release failed: {exc}") from exc
+        except RedisError:
+            log.debug("claim release of %s failed; it lapses by itself", nid, exc_info=True)
 
     async def close(self) -> None:
-        """Close the Redis pool and the delivery log's connection."""
+        """Close the Redis pool and the delivery log's connection; never raises for Redis."""
         await self._log.close()
+        with contextlib.suppress(RedisError):
+            await self._redis.delete(self._member_prefix + self.member)
         await self._redis.aclose()
         await self._redis.connection_pool.disconnect()

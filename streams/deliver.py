@@ -19,27 +19,28 @@ import threading
 import time
 from collections.abc import Iterable
 
-from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from catalog import KNOWN_CHANNELS
 from processors.provider import Provider
 from processors.registry import build_providers
 from schemas.settings import TidingsSettings
 from streams.catalog_ref import CatalogRef
-from streams.db import require_migrations
+from streams.db import wait_for_migrations
 from streams.dedup import ClaimStore, DeliveryLog
 from streams.deliver_worker import DUE_HEADER, Completion, DeliverWorker, Item
-from streams.exceptions import FatalStageError, TransactionAborted
+from streams.exceptions import FatalStageError, StageStopping, TransactionAborted
 from streams.kafka import (
     TransactionalOutput,
     make_consumer,
     make_producer,
     records,
     retry_topic,
-    transactional_id,
 )
+from streams.member import claim_identity
 from streams.metrics import Metrics
 from streams.offsets import OffsetTracker
+from streams.outage import Outage
 from streams.records import TP, norm_headers
 
 __all__ = ["DeliverStage"]
@@ -80,24 +81,50 @@ class DeliverStage:
         self._consumer: Consumer | None = None
         self._txn: TransactionalOutput | None = None
         self._worker: DeliverWorker | None = None
+        self._kafka: Outage | None = None
 
     def run(self) -> None:
-        """Deliver until `stop` is set; blocks. Raises FatalStageError on unrecoverable errors."""
+        """Deliver until `stop` is set; blocks. Raises FatalStageError on unrecoverable errors.
+
+        Kafka, Postgres and Redis outages are ridden out (paused, retried with backoff).
+        """
         s = self._s
-        require_migrations(s.postgres.conninfo(), "deliver")
+        pg = Outage("deliver", "postgres", limit_s=s.runtime.outage_limit_s, metrics=self._metrics)
+        try:
+            wait_for_migrations(s.postgres.conninfo(), "deliver", self._stop, pg)
+        except StageStopping:
+            return
         providers = self._providers if self._providers is not None else build_providers(s)
+        member = claim_identity(s.groups.deliver, s.runtime.local_dir, s.runtime.instance_id)
         claims = ClaimStore(
             s.redis.url.get_secret_value(),
             DeliveryLog(s.postgres.conninfo()),
             lease_s=s.runtime.claim_lease_s,
             ttl_s=s.redis.dedup_ttl_s,
+            member=member.incarnation,
+            member_ttl_s=s.runtime.member_ttl_s,
         )
-        self._worker = DeliverWorker(s, self._catalog, providers, claims, self._done)
+        self._worker = DeliverWorker(
+            s, self._catalog, providers, claims, self._done,
+            metrics=self._metrics, slot=f"{member.group}:{member.instance}",
+        )  # fmt: skip
         self._worker.start()
-        consumer = self._consumer = make_consumer(s, s.groups.deliver)
-        producer = make_producer(s, transactional_id("deliver"))
-        self._txn = TransactionalOutput(producer, consumer)
-        self._txn.init()
+        consumer = self._consumer = make_consumer(s, s.groups.deliver, member)
+        self._kafka = Outage("deliver", "kafka", limit_s=None, metrics=self._metrics)
+        self._txn = TransactionalOutput(
+            lambda: make_producer(s, member.transactional_id), consumer, self._kafka, self._stop,
+            stop_grace_s=s.runtime.drain_timeout_s, metrics_incr=self._metrics.incr,
+        )  # fmt: skip
+        try:
+            log.info("deliver: registering producer %s", member.transactional_id)
+            self._txn.init()
+        except TransactionAborted:
+            self._closing = True
+            self._worker.stop(10.0)
+            consumer.close()
+            member.release()
+            return
+        log.info("deliver: joining group %s as %s", s.groups.deliver, member.instance)
         consumer.subscribe(
             [s.topics.dispatch(c) for c in self._channels] + sorted(self._retry_topics),
             on_assign=self._on_assign,
@@ -138,7 +165,8 @@ class DeliverStage:
             self._closing = True
             self._worker.stop(10.0)
             consumer.close()  # revoke callback finds nothing left to drain
-            producer.flush(10)
+            self._txn.close()
+            member.release()
 
     # ------------------------------------------------------------ records in
 
@@ -217,22 +245,40 @@ class DeliverStage:
             # Nothing of it is visible. Redo from the committed offsets: the claims make
             # the redo safe (finished sends are found `sent`, in-flight ones `busy`).
             log.warning("deliver: %s; rewinding to the committed offsets", exc)
-            self._rewind()
+            self._rewind(list(offsets))
 
-    def _rewind(self) -> None:
+    def _rewind(self, committing: list[TP]) -> None:
         consumer = self._consumer
         assert consumer is not None
-        tps = self._tracker.partitions()
+        # Every partition of the aborted commit, including those whose tracked work was all
+        # in it (nothing tracked is left of them, but their position is past the lost outputs).
+        tps = sorted(set(self._tracker.partitions()) | set(committing))
         unheld = self._forget(tps)
         if self._closing or not tps:
             return
-        try:
-            committed = consumer.committed([TopicPartition(t, p) for t, p in tps], timeout=10)
-            for tp in committed:
-                if tp.offset >= 0:
-                    consumer.seek(tp)
-        except KafkaException as exc:
-            raise FatalStageError(f"deliver: could not rewind after an abort: {exc}") from exc
+        owned = {(p.topic, p.partition) for p in consumer.assignment()}
+        tps = [tp for tp in tps if tp in owned]  # a revoked one restarts from committed anyway
+        while tps:
+            try:
+                committed = consumer.committed([TopicPartition(t, p) for t, p in tps], timeout=10)
+                for tp in committed:
+                    if tp.offset >= 0:
+                        consumer.seek(tp)
+                break
+            except KafkaException as exc:
+                err = exc.args[0]
+                if not (err.retriable() or err.code() == KafkaError._TIMED_OUT):
+                    raise FatalStageError(
+                        f"deliver: could not rewind after an abort: {exc}"
+                    ) from exc
+                # Broker away: the rewind must happen before anything else is consumed.
+                assert self._kafka is not None
+                wait = self._kafka.failed(exc)
+                if self._stop.is_set():
+                    return  # nothing more is committed: the next owner starts from committed
+                time.sleep(wait)
+        assert self._kafka is not None
+        self._kafka.ok()
         # A parked partition that had records in flight is refetched from the committed
         # offset; it is parked again if its head is still not due. Left paused, it would stall.
         self._wake(consumer, unheld)

@@ -4,6 +4,12 @@ It runs in its own thread. The consumer thread hands it batches of dispatch
 records; for each record it reports one `Completion` (offset, generation and
 the output records) on a thread-safe queue. A record whose work is abandoned
 (shutdown, lost partition) reports nothing, so its offset is never committed.
+
+Postgres or Redis unreachable never stops it: the record that needed them waits and
+tries again with backoff (`streams.outage`), in-flight work fills up, and the
+consumer pauses its partitions until they are back. An accepted send is recorded in
+Postgres before anything else happens to it, and recording is retried even while
+stopping (bounded), so a stop never forgets a send the provider took.
 """
 
 from __future__ import annotations
@@ -18,9 +24,9 @@ import random
 import signal
 import threading
 import time
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
@@ -31,33 +37,21 @@ from processors.provider import Provider
 from processors.retry import RetryPolicy
 from schemas.notification import Notification
 from schemas.settings import TidingsSettings
-from schemas.status import ErrorInfo, build_status
+from schemas.status import ErrorInfo
 from streams.catalog_ref import CatalogRef
 from streams.dedup import ClaimStore, SentRecord
-from streams.dlq import dead_letter
-from streams.exceptions import FatalStageError
-from streams.kafka import retry_topic
+from streams.deliver_outputs import DUE_HEADER, Item, Outputs
+from streams.dlq import reason_for
+from streams.exceptions import DependencyDown, FatalStageError, StageStopping
+from streams.metrics import Metrics
+from streams.outage import Outage
 from streams.records import TP, Out
 
 __all__ = ["DUE_HEADER", "Completion", "DeliverWorker", "Item"]
 
-# When a parked retry is due (epoch ms); the deliver consumer holds its partition until then.
-DUE_HEADER = "tidings-due-ms"
-
 log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True, slots=True)
-class Item:
-    """One dispatch record handed from the consumer thread."""
-
-    tp: TP
-    offset: int
-    gen: int
-    key: bytes | None
-    value: bytes | None
-    headers: list[tuple[str, bytes | None]]
-    timestamp_ms: int | None
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -81,8 +75,19 @@ class DeliverWorker:
         providers: dict[str, Provider],
         claims: ClaimStore,
         done: queue.SimpleQueue[Completion],
+        *,
+        metrics: Metrics | None = None,
+        slot: str | None = None,
     ) -> None:
         self._s = settings
+        self._metrics = metrics or Metrics()
+        self._slot = slot  # this member's stable identity: retire a dead predecessor at once
+        self._out = Outputs(settings)
+        limit = settings.runtime.outage_limit_s
+        self._outages = {
+            dep: Outage("deliver", dep, limit_s=limit, metrics=self._metrics)
+            for dep in ("postgres", "redis")
+        }
         self._catalog = catalog
         # Every channel behind a Failover, so per-provider limits and the channel slot apply
         # to providers handed in directly too.
@@ -113,6 +118,8 @@ class DeliverWorker:
         # send runs, so a slow send is never taken over by another member.
         self._leases: dict[str, str] = {}
         self._heartbeat: asyncio.Future[None] | None = None
+        self._alive: asyncio.Event | None = None  # set once our liveness key exists
+        self._stop_at: float | None = None
         self.fatal: BaseException | None = None
 
     # ------------------------------------------------------------ thread plumbing
@@ -124,7 +131,8 @@ class DeliverWorker:
     def _run_loop(self) -> None:
         asyncio.set_event_loop(self._loop)
         self._sem = asyncio.Semaphore(self._s.runtime.send_concurrency)
-        self._heartbeat = self._loop.create_task(self._renew_leases())
+        self._alive = asyncio.Event()
+        self._heartbeat = self._loop.create_task(self._beat())
         self._loop.run_forever()
 
     def _call(self, coro: Coroutine[Any, Any, Any]) -> None:
@@ -137,8 +145,14 @@ class DeliverWorker:
     def stop(self, timeout_s: float) -> None:
         """Abandon what is still waiting, close connections, stop the thread; blocks ≤ timeout."""
         self._stopping = True
+        self._stop_at = time.monotonic()
 
         async def shutdown() -> None:
+            # Sends the provider accepted are recorded before anything closes (bounded).
+            for _ in range(int(timeout_s * 100)):
+                if not self._recording:
+                    break
+                await asyncio.sleep(0.01)
             if self._heartbeat is not None:
                 self._heartbeat.cancel()
                 await asyncio.gather(self._heartbeat, return_exceptions=True)
@@ -167,9 +181,16 @@ class DeliverWorker:
             for it in items:
                 try:
                     decoded.append((it, Notification.decode(it.value or b"")))
-                except ValidationError as exc:
-                    self._finish(it, [self._dlq(it, exc, "invalid-notification")], dlq=1)
-            backstop = await self._claims.known_sent([n.id for _, n in decoded])
+                except MemoryError:
+                    raise  # the process is in no state to go on: fatal, like in route
+                except Exception as exc:  # any bad record is dead-lettered, never fatal
+                    reason = reason_for(exc, ValidationError, "invalid-notification")
+                    self._finish(it, [self._out.dlq(it, exc, reason)], dlq=1)
+            ids = [n.id for _, n in decoded]
+            try:
+                backstop = await self._until_ok(lambda: self._claims.known_sent(ids))
+            except StageStopping:
+                return  # abandoned: not committed, redone after restart
             for it, n in decoded:
                 key = (it.tp, it.key)
                 prev = self._tails.get(key)
@@ -178,6 +199,30 @@ class DeliverWorker:
                 task.add_done_callback(functools.partial(self._untail, key))
         except BaseException as exc:
             self._fail(exc)
+
+    async def _until_ok(self, call: Callable[[], Awaitable[T]], *, record: bool = False) -> T:
+        """Await `call()` until Postgres and Redis let it through, with backoff.
+
+        Raises StageStopping once stopping (for a `record`, only after the drain bound:
+        an accepted send must be recorded), FatalStageError past the outage bound.
+        """
+        while True:
+            try:
+                result = await call()
+            except DependencyDown as exc:
+                dep = self._outages.get(exc.dependency) or self._outages["postgres"]
+                wait = dep.failed(exc)
+                if self._stopping and (
+                    not record
+                    or time.monotonic() - (self._stop_at or 0) > self._s.runtime.drain_timeout_s
+                ):
+                    raise StageStopping(str(exc)) from exc
+                await asyncio.sleep(wait)
+                continue
+            for dep in self._outages.values():
+                if dep.down:
+                    dep.ok()
+            return result
 
     def _untail(self, key: tuple[TP, bytes | None], task: asyncio.Future[None]) -> None:
         if self._tails.get(key) is task:
@@ -199,26 +244,41 @@ class DeliverWorker:
 
     async def _one(self, it: Item, n: Notification, sent: SentRecord | None) -> None:
         if sent is not None:  # the Postgres backstop knows it: Redis lost its memory
-            self._finish(it, [self._status(n, "sent", sent)], dup=1)
+            self._finish(it, [self._out.status(n, "sent", sent)], dup=1)
             return
         provider = self._providers.get(n.channel)
         # The channel's slot and the process's gate are taken before the claim: a claimed
         # notification must not queue behind a slow provider, or behind other channels, while
         # its lease runs out (a slow provider holds at most its own limit of gate slots).
         slot = provider.slot if provider is not None else contextlib.nullcontext()
-        assert self._sem is not None
+        assert self._sem is not None and self._alive is not None
+        await self._alive.wait()  # claims name our member: it must be seen alive first
         while True:  # bounded: by the lease of whoever holds the claim, and by stop
             if self._stopping:
                 return  # abandoned: not committed, redone after restart
             async with slot, self._sem:
                 if self._stopping:
                     return  # shutdown began while this waited for a slot
-                claim = await self._claims.claim(n.id)
-                if claim.state == "sent" and claim.sent is not None:
-                    # Redis knows the send; Postgres may not, if a crash fell in between.
-                    await self._claims.backfill(n.id, n.channel, claim.sent, notification=it.value)
-                    self._finish(it, [self._status(n, "sent", claim.sent)], dup=1)
-                    return
+                try:
+                    claim = await self._until_ok(lambda: self._claims.claim(n.id))
+                    if claim.state == "taken":
+                        # Its sender died mid-send; Postgres may know it finished after all.
+                        known = await self._until_ok(lambda: self._claims.known_sent([n.id]))
+                        if n.id in known:
+                            self._finish(it, [self._out.status(n, "sent", known[n.id])], dup=1)
+                            return
+                    if claim.state == "sent" and claim.sent is not None:
+                        # Redis knows the send; Postgres may not, if a crash fell in between.
+                        await self._until_ok(
+                            functools.partial(
+                                self._claims.backfill, n.id, n.channel, claim.sent,
+                                notification=it.value,
+                            )
+                        )  # fmt: skip
+                        self._finish(it, [self._out.status(n, "sent", claim.sent)], dup=1)
+                        return
+                except StageStopping:
+                    return  # abandoned: not committed, redone after restart
                 if claim.state in ("ours", "taken"):
                     self._leases[n.id] = claim.token
                     try:
@@ -226,7 +286,7 @@ class DeliverWorker:
                     finally:
                         self._leases.pop(n.id, None)
                     return
-            # Someone else holds the lease (a previous owner mid-send): wait it out.
+            # Someone else holds the lease (a live member mid-send): wait it out.
             await asyncio.sleep(min(claim.retry_after_s, 1.0))
 
     async def _claimed(
@@ -239,7 +299,9 @@ class DeliverWorker:
                 "configure one (docs/channels.md), then `tidings dlq replay --reason no-provider`",
                 code="no-provider",
             )
-            self._finish(it, self._failed(it, n, n.attempt, "no-provider", exc2), failed=1)
+            self._finish(it, self._out.failed(it, n, n.attempt, "no-provider", exc2), failed=1)
+            return
+        if took_over and self._takeover_skips(it, n):
             return
         try:
             content = self._catalog.current.render_content(
@@ -247,16 +309,18 @@ class DeliverWorker:
             )
         except CatalogError as exc:
             await self._claims.release(n.id, token)
-            self._finish(it, self._failed(it, n, n.attempt, "render-error", exc), failed=1)
+            self._finish(it, self._out.failed(it, n, n.attempt, "render-error", exc), failed=1)
             return
         rt = self._s.runtime
         attempt = n.attempt
+        loop = asyncio.get_running_loop()
         try:
             if self._frozen:
                 await asyncio.Event().wait()  # the fault hook is about to kill us
             self._active += 1
             try:
                 result = await provider.send_with(n, content)
+                accepted = loop.time()
                 carrier, msgid = result.provider, result.message_id
             finally:
                 self._active -= 1
@@ -278,26 +342,59 @@ class DeliverWorker:
                 )
             self._after_failure(it, n, attempt, err)
             return
+        # The crash window: from here until the first durable record of the send. Nothing
+        # is scheduled in between: Postgres and Redis writes start now, together.
         rec = SentRecord(carrier, msgid, attempt)
         self._recording += 1
         try:
-            await self._claims.record_sent(n.id, token, n.channel, rec, notification=it.value)
+            redis_s = await self._until_ok(
+                lambda: self._claims.record_sent(n.id, n.channel, rec, notification=it.value),
+                record=True,
+            )
+        except StageStopping:
+            log.error(
+                "deliver: the send of %s was accepted by %s but could not be recorded before "
+                "stopping (Postgres down); a redelivery may send it again", n.id, carrier,
+            )  # fmt: skip
+            return
         finally:
             self._recording -= 1
+        pg_s = loop.time() - accepted
+        self._metrics.observe("crash_window_postgres_s", pg_s)
+        self._metrics.observe("crash_window_s", min(pg_s, redis_s if redis_s is not None else pg_s))
         self._sends += 1
         if took_over:
-            # The previous holder died mid-send: whether the provider got that send is
-            # unknowable (RFC 1047), so this send may be a duplicate. Say so, and count it.
-            log.warning(
-                "deliver: took over the claim of %s from a sender that died mid-send; "
-                "if that send had reached the provider, this one duplicates it "
-                "(same Message-ID)", n.id,
+            self._finish(
+                it, [self._out.status(n, "sent", rec, possible_duplicate=True)],
+                sent=1, claims_taken_over=1,
             )  # fmt: skip
-            self._finish(it, [self._status(n, "sent", rec)], sent=1, claims_taken_over=1)
         else:
-            self._finish(it, [self._status(n, "sent", rec)], sent=1)
+            self._finish(it, [self._out.status(n, "sent", rec)], sent=1)
         if rt.fault_kill_after_sends and self._sends >= rt.fault_kill_after_sends:
             self._freeze_and_kill()
+
+    def _takeover_skips(self, it: Item, n: Notification) -> bool:
+        """Log a takeover; with the `skip` policy finish it as `unknown` and return True."""
+        # The previous holder died mid-send: whether the provider got that send is
+        # unknowable (RFC 1047). The chaos checker pairs this line with duplicates.
+        policy = self._s.runtime.ambiguity_for(n.channel)
+        log.warning(
+            "deliver: took over the claim of %s from a sender that died mid-send; policy %s: %s",
+            n.id, policy,
+            "resending with the same Message-ID / webhook-id (a possible duplicate)"
+            if policy == "resend" else "not resending; status `unknown`",
+        )  # fmt: skip
+        if policy == "resend":
+            return False
+        err = ErrorInfo(
+            code="ambiguous_takeover",
+            message="the previous sender died between the provider call and its record; "
+            "whether it was delivered is unknown, and channel policy `skip` forbids a resend",
+        )
+        self._finish(
+            it, [self._out.status(n, "unknown", error=err)], unknown=1, claims_taken_over=1
+        )
+        return True
 
     def _after_failure(
         self, it: Item, n: Notification, attempt: int, exc: PermanentSendError | RetryableSendError
@@ -307,28 +404,51 @@ class DeliverWorker:
         )
         if d.outcome == "retry" and d.tier_s is not None and d.due_at is not None:
             # Park it on its delay tier's topic: the main topic never waits for it.
-            self._finish(it, [self._retry(n, d.tier_s, d.due_at)], retried=1)
+            self._finish(it, [self._out.retry(n, d.tier_s, d.due_at)], retried=1)
             return
         code = d.error_code or exc.code or "send-failed"
-        self._finish(it, self._failed(it, n, attempt, code, exc), failed=1)
+        self._finish(it, self._out.failed(it, n, attempt, code, exc), failed=1)
 
-    async def _renew_leases(self) -> None:
-        # Every third of the lease: a send that outlasts its lease (a slow provider, a long
-        # queue for a failover provider) keeps its claim as long as this process lives.
+    async def _beat(self) -> None:
+        # Every second: our liveness key (a claim of ours is waited out only while it lives).
+        # Every third of the lease: the leases of sends in progress, so a send that outlasts
+        # its lease (a slow provider) keeps its claim as long as this process lives.
+        loop = asyncio.get_running_loop()
         every = self._s.runtime.claim_lease_s / 3
+        next_extend = loop.time() + every
+        redis = self._outages["redis"]
+        handed_over = self._slot is None
+        assert self._alive is not None
         while not self._stopping:
-            await asyncio.sleep(every)
             try:
-                lost = await self._claims.extend(dict(self._leases))
-            except FatalStageError as exc:
-                self._fail(exc)
-                return
-            for nid in lost:
-                if nid in self._leases:  # not finished meanwhile: someone else holds it now
-                    log.warning(
-                        "deliver: the claim of %s was taken over while this process was "
-                        "sending it (the process stalled past claim_lease_s?)", nid,
-                    )  # fmt: skip
+                if not handed_over and self._slot is not None:
+                    old = await self._claims.succeed(self._slot)
+                    handed_over = True
+                    if old and old != self._claims.member:
+                        log.info(
+                            "deliver: member %s restarted; the claims of its previous "
+                            "incarnation %s are taken over at once", self._slot, old,
+                        )  # fmt: skip
+                await self._claims.beat()
+                self._alive.set()
+                if loop.time() >= next_extend:
+                    next_extend = loop.time() + every
+                    for nid in await self._claims.extend(dict(self._leases)):
+                        if nid in self._leases:  # not finished meanwhile: someone holds it now
+                            log.warning(
+                                "deliver: the claim of %s was taken over while this process "
+                                "was sending it (the process stalled past its liveness TTL?)",
+                                nid,
+                            )
+                redis.ok()
+                await asyncio.sleep(min(1.0, every))
+            except DependencyDown as exc:
+                try:
+                    wait = redis.failed(exc)
+                except FatalStageError as fatal:
+                    self._fail(fatal)
+                    return
+                await asyncio.sleep(min(wait, 1.0))
 
     def _freeze_and_kill(self) -> None:
         # Fault injection for crash tests: die at the worst moment, after sends are
@@ -348,41 +468,6 @@ class DeliverWorker:
         self._killer = asyncio.ensure_future(kill_when_quiet())
 
     # ------------------------------------------------------------ outputs
-
-    def _status(self, n: Notification, status: str, rec: SentRecord) -> Out:
-        st = build_status(
-            n, "sent", stage="deliver", attempt=rec.attempt, provider=rec.provider,
-            provider_message_id=rec.provider_message_id,
-        )  # fmt: skip
-        return Out(self._s.topics.status, st.encode(), st.key(), st.headers())
-
-    def _retry(self, n: Notification, tier_s: float, due_at: float) -> Out:
-        again = n.model_copy(update={"attempt": n.attempt + 1})
-        return Out(
-            retry_topic(self._s, tier_s),
-            again.encode(),
-            n.recipient.encode(),
-            [(DUE_HEADER, str(int(due_at * 1000)).encode())],
-        )
-
-    def _failed(
-        self, it: Item, n: Notification, attempt: int, code: str, exc: BaseException
-    ) -> list[Out]:
-        st = build_status(
-            n, "failed", stage="deliver", attempt=attempt,
-            error=ErrorInfo(code=code, message=str(exc)[:1000]),
-        )  # fmt: skip
-        return [
-            Out(self._s.topics.status, st.encode(), st.key(), st.headers()),
-            self._dlq(it, exc, code),
-        ]
-
-    def _dlq(self, it: Item, exc: BaseException, reason: str) -> Out:
-        return dead_letter(
-            self._s.topics.dlq, topic=it.tp[0], partition=it.tp[1], offset=it.offset,
-            timestamp_ms=it.timestamp_ms, key=it.key, value=it.value, headers=it.headers,
-            error=exc, stage="deliver", reason=reason,
-        )  # fmt: skip
 
     def _finish(self, it: Item, outs: list[Out], **counts: int) -> None:
         if counts.get("dlq") is None and any(o.topic == self._s.topics.dlq for o in outs):

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from streams.records import Out
 
-__all__ = ["DLQ_HEADERS", "dead_letter", "header_map"]
+__all__ = ["DLQ_HEADERS", "INTERNAL_ERROR", "dead_letter", "header_map", "reason_for"]
 
 DLQ_HEADERS = (
     "kafka_dlt-original-topic",
@@ -24,6 +24,15 @@ DLQ_HEADERS = (
 )
 
 _MAX_MESSAGE = 4000
+
+# The reason of a record whose handling raised something unforeseen (a tidings bug, or a
+# shape nothing refused earlier); kafka_dlt-exception-fqcn says what it was.
+INTERNAL_ERROR = "internal-error"
+
+
+def reason_for(exc: BaseException, expected: type[BaseException], reason: str) -> str:
+    """The DLQ reason: `reason` if `exc` is the expected kind of bad input, else internal-error."""
+    return reason if isinstance(exc, expected) else INTERNAL_ERROR
 
 
 def dead_letter(
@@ -40,11 +49,16 @@ def dead_letter(
     stage: str,
     reason: str,
 ) -> Out:
-    """The DLQ record for one failed input; pure, never raises."""
+    """The DLQ record for one failed input; pure, never raises.
+
+    The input's key, value and headers are kept exactly: a null value (tombstone) stays
+    null, a None-valued or binary header stays as it was, in order. Only earlier
+    `kafka_dlt-*` / `tidings-dlq-*` headers are replaced, so a replayed record that
+    fails again names its latest failure.
+    """
     cls = type(error)
-    kept = [(k, v) for k, v in headers or () if v is not None and not k.startswith("kafka_dlt-")]
-    kept = [(k, v) for k, v in kept if not k.startswith("tidings-dlq-")]
-    hdrs = [
+    kept = [(k, v) for k, v in headers or () if not k.startswith(("kafka_dlt-", "tidings-dlq-"))]
+    hdrs: list[tuple[str, bytes | None]] = [
         *kept,
         ("kafka_dlt-original-topic", topic.encode()),
         ("kafka_dlt-original-partition", str(partition).encode()),
@@ -55,7 +69,7 @@ def dead_letter(
         ("tidings-dlq-stage", stage.encode()),
         ("tidings-dlq-reason", reason.encode()),
     ]
-    return Out(topic=dlq_topic, key=key, value=value or b"", headers=hdrs)
+    return Out(topic=dlq_topic, key=key, value=value, headers=hdrs)
 
 
 def header_map(headers: Sequence[tuple[str, bytes | None]] | None) -> dict[str, str]:

@@ -60,6 +60,7 @@ def _reader(s: TidingsSettings) -> Any:
     return make_consumer(
         s,
         f"tidings-dlq-reader-{uuid.uuid4().hex}",
+        None,
         **{"enable.auto.commit": False, "enable.partition.eof": True},
     )
 

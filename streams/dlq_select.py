@@ -225,13 +225,18 @@ def format_show(dl: DeadLetter, dlq_topic: str) -> str:
     for k, v in ordered:
         shown = "(null)" if v is None else _text(v)
         lines.append(f"  {k:<{width}}  {shown}")
-    value = dl.value or b""
+    if dl.value is None:
+        lines.append("value: null (a tombstone)")
+        return "\n".join(lines)
+    value = dl.value
     try:
         doc = json.loads(value)
-    except ValueError:  # JSONDecodeError and UnicodeDecodeError both
+    except (ValueError, RecursionError):  # not JSON or not UTF-8; or nested too deep to show
         lines.append(f"value ({len(value)} bytes, not JSON):")
         lines.append(_text(value))
     else:
+        pretty = json.dumps(doc, indent=2, ensure_ascii=False, sort_keys=False)
         lines.append(f"value ({len(value)} bytes, JSON):")
-        lines.append(json.dumps(doc, indent=2, ensure_ascii=False, sort_keys=False))
+        # A lone surrogate (\ud800) can't be printed as UTF-8: show it escaped.
+        lines.append(pretty.encode("utf-8", "backslashreplace").decode("utf-8"))
     return "\n".join(lines)

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-__all__ = ["Backpressure", "FatalStageError", "StreamsError", "TransactionAborted"]
+__all__ = [
+    "Backpressure",
+    "DependencyDown",
+    "FatalStageError",
+    "StageStopping",
+    "StreamsError",
+    "TransactionAborted",
+]
 
 
 class StreamsError(Exception):
@@ -23,3 +30,19 @@ class FatalStageError(StreamsError):
     The process exits non-zero and its supervisor restarts it; committed offsets
     make the restart resume where finished work ends.
     """
+
+
+class DependencyDown(StreamsError):
+    """Postgres or Redis can't be reached or answered with an error: retry later, don't exit.
+
+    `dependency` names it (`postgres`, `redis`); the work that needed it is kept and
+    tried again with backoff (`streams.outage.Outage`).
+    """
+
+    def __init__(self, dependency: str, message: str) -> None:
+        super().__init__(message)
+        self.dependency = dependency
+
+
+class StageStopping(StreamsError):
+    """The stage was asked to stop while it waited for a dependency: leave, commit nothing more."""

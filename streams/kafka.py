@@ -7,9 +7,8 @@ Everything that touches librdkafka's error model lives here, translated into
 from __future__ import annotations
 
 import logging
-import os
-import socket
-import uuid
+import threading
+import time
 from collections.abc import Iterable, Iterator
 from typing import Any, cast
 
@@ -19,15 +18,16 @@ from confluent_kafka import (
     KafkaException,
     Message,
     Producer,
-    TopicPartition,
 )
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
 from catalog import KNOWN_CHANNELS
 from schemas.settings import TidingsSettings
-from streams.exceptions import FatalStageError, TransactionAborted
-from streams.records import TP, Out
+from streams.exceptions import FatalStageError
+from streams.member import MemberIdentity
+from streams.records import Out
+from streams.transactions import TransactionalOutput
 
 __all__ = [
     "TransactionalOutput",
@@ -43,8 +43,14 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-def make_consumer(settings: TidingsSettings, group: str, **extra: Any) -> Consumer:
-    """A consumer for a stage: manual commits, read_committed, cooperative rebalancing."""
+def make_consumer(
+    settings: TidingsSettings, group: str, member: MemberIdentity | None = None, **extra: Any
+) -> Consumer:
+    """A consumer for a stage: manual commits, read_committed, cooperative rebalancing.
+
+    With `member`, static group membership (KIP-345): a restarted member with the same
+    identity gets its partitions back at once, without a rebalance.
+    """
     conf: dict[str, Any] = {
         **settings.kafka.client_config(),
         "group.id": group,
@@ -58,6 +64,8 @@ def make_consumer(settings: TidingsSettings, group: str, **extra: Any) -> Consum
         "max.poll.interval.ms": 300000,
         "fetch.wait.max.ms": 50,
     }
+    if member is not None and settings.runtime.static_membership:
+        conf["group.instance.id"] = member.instance
     conf.update(extra)
     return Consumer(conf)
 
@@ -76,14 +84,11 @@ def make_producer(
     }
     if transactional_id:
         conf["transactional.id"] = transactional_id
+        # Outputs of a transaction whose broker stays away longer time out in the client;
+        # the transaction then needs an abort, and the stage redoes the batch.
         conf["transaction.timeout.ms"] = 60000
     conf.update(extra)
     return Producer(conf)
-
-
-def transactional_id(stage: str) -> str:
-    """A transactional.id unique to this process (KIP-447 fences zombies by group generation)."""
-    return f"tidings-{stage}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
 def pipeline_topics(
@@ -131,67 +136,6 @@ def ensure_topics(
     return created
 
 
-class TransactionalOutput:
-    """Produce records and commit consumer offsets in one Kafka transaction."""
-
-    def __init__(self, producer: Producer, consumer: Consumer, timeout_s: float = 30.0) -> None:
-        self._producer = producer
-        self._consumer = consumer
-        self._timeout_s = timeout_s
-        self._ready = False
-
-    def init(self) -> None:
-        """Register the transactional id with the coordinator; blocks, raises FatalStageError."""
-        try:
-            self._producer.init_transactions(self._timeout_s)
-        except KafkaException as exc:
-            raise FatalStageError(f"init_transactions failed: {exc.args[0].str()}") from exc
-        self._ready = True
-
-    def commit(self, outs: list[Out], offsets: dict[TP, int]) -> None:
-        """Produce `outs` and commit `offsets` atomically; blocks until the broker confirms.
-
-        Raises TransactionAborted (nothing is visible: redo the batch) or
-        FatalStageError (this producer is fenced or broken: exit).
-        """
-        if not outs and not offsets:
-            return
-        p = self._producer
-        try:
-            p.begin_transaction()
-            for o in outs:
-                self._produce(o)
-            if offsets:
-                tps = [TopicPartition(t, part, off) for (t, part), off in offsets.items()]
-                p.send_offsets_to_transaction(
-                    tps, self._consumer.consumer_group_metadata(), self._timeout_s
-                )
-            p.commit_transaction(self._timeout_s)
-        except KafkaException as exc:
-            err: KafkaError = exc.args[0]
-            if err.txn_requires_abort():
-                self._abort()
-                raise TransactionAborted(f"transaction aborted: {err.str()}") from exc
-            if err.retriable():
-                # The commit's outcome is unknown but retriable: retrying commit is safe.
-                try:
-                    p.commit_transaction(self._timeout_s)
-                    return
-                except KafkaException as exc2:
-                    self._abort()
-                    raise TransactionAborted(f"transaction aborted: {exc2.args[0].str()}") from exc2
-            raise FatalStageError(f"transactional producer failed: {err.str()}") from exc
-
-    def _produce(self, o: Out) -> None:
-        produce(self._producer, o)
-
-    def _abort(self) -> None:
-        try:
-            self._producer.abort_transaction(self._timeout_s)
-        except KafkaException as exc:
-            raise FatalStageError(f"abort_transaction failed: {exc.args[0].str()}") from exc
-
-
 def produce(producer: Producer, o: Out) -> None:
     """Enqueue one output record; when the local queue is full, serve delivery reports first."""
     while True:
@@ -202,16 +146,33 @@ def produce(producer: Producer, o: Out) -> None:
             producer.poll(0.05)
 
 
+_last_error: dict[str, tuple[str, float]] = {}
+_last_error_lock = threading.Lock()
+_REPEAT_S = 60.0
+
+
+def _log_consume_error(stage: str, text: str) -> None:
+    # One line per change of error (and a reminder a minute), not one per record: a broker
+    # outage makes librdkafka report the same transport error many times a second.
+    now = time.monotonic()
+    with _last_error_lock:
+        last = _last_error.get(stage)
+        if last is not None and last[0] == text and now - last[1] < _REPEAT_S:
+            return
+        _last_error[stage] = (text, now)
+    log.warning("%s: consume error %s (librdkafka retries by itself)", stage, text)
+
+
 def records(msgs: list[Message], stage: str) -> Iterator[tuple[Message, str, int, int]]:
     """The usable records of a consumed batch as (message, topic, partition, offset).
 
-    Error events are logged and skipped (partition EOF silently): librdkafka reports
-    transient broker errors this way and recovers on its own.
+    Error events are logged (once per change) and skipped (partition EOF silently):
+    librdkafka reports transient broker errors this way and recovers on its own.
     """
     for m in msgs:
         err = m.error()
         if err is not None:
             if err.code() != KafkaError._PARTITION_EOF:
-                log.warning("%s: consume error %s", stage, err.str())
+                _log_consume_error(stage, err.str())
             continue
         yield m, m.topic() or "", m.partition() or 0, m.offset() or 0

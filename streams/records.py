@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 __all__ = ["TP", "Out", "RawHeaders", "norm_headers"]
@@ -14,9 +15,10 @@ class Out:
     """One record to produce; produced only in the transaction that commits its input's offset."""
 
     topic: str
-    value: bytes
+    value: bytes | None  # None: a Kafka null value (a dead-lettered tombstone stays one)
     key: bytes | None = None
-    headers: list[tuple[str, bytes]] = field(default_factory=list)
+    # Sequence, not list: read-only, so a list of (str, bytes) pairs fits too.
+    headers: Sequence[tuple[str, bytes | None]] = field(default_factory=list)
 
 
 RawHeaders = dict[str, str | bytes | None] | list[tuple[str, str | bytes | None]] | None

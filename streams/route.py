@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
-from confluent_kafka import Message, TopicPartition
+from confluent_kafka import Consumer, Message, TopicPartition
 
 from catalog import Catalog, CatalogError
 from schemas.envelope import Origin, decode_event
@@ -21,16 +21,17 @@ from schemas.notification import Notification, notification_id
 from schemas.settings import TidingsSettings
 from schemas.status import build_status
 from streams.catalog_ref import CatalogRef
-from streams.dlq import dead_letter
+from streams.dlq import INTERNAL_ERROR, dead_letter
 from streams.exceptions import TransactionAborted
 from streams.kafka import (
     TransactionalOutput,
     make_consumer,
     make_producer,
     records,
-    transactional_id,
 )
+from streams.member import claim_identity
 from streams.metrics import Metrics
+from streams.outage import Outage
 from streams.records import TP, Out, norm_headers
 
 __all__ = ["RouteStage", "UnknownEventType", "route_record"]
@@ -57,21 +58,47 @@ def route_record(
 ) -> tuple[list[Out], str]:
     """Decide what one record becomes; returns (outputs, outcome). Pure: never raises, never blocks.
 
-    Outcome is `routed`, `unmatched` (rules listen, none matched) or `dlq`.
+    Outcome is `routed`, `unmatched` (rules listen, none matched) or `dlq`. Any exception
+    while deciding (a bug, or a shape decoding let through) dead-letters the record with
+    reason `internal-error` and the exception's class, so one record can't stop the stage.
+    MemoryError alone propagates: the process is then in no state to go on.
     """
-    t = settings.topics
     origin = Origin(topic=topic, partition=partition, offset=offset, timestamp_ms=timestamp_ms)
 
     def dlq(exc: BaseException, reason: str) -> tuple[list[Out], str]:
         return [
             dead_letter(
-                t.dlq, topic=topic, partition=partition, offset=offset, timestamp_ms=timestamp_ms,
-                key=key, value=value, headers=headers, error=exc, stage="route", reason=reason,
+                settings.topics.dlq, topic=topic, partition=partition, offset=offset,
+                timestamp_ms=timestamp_ms, key=key, value=value, headers=headers, error=exc,
+                stage="route", reason=reason,
             )
         ], "dlq"  # fmt: skip
 
     try:
-        env = decode_event(value, headers, origin)
+        return _decide(value, headers, origin, catalog, settings, now, dlq)
+    except MemoryError:
+        raise
+    except Exception as exc:
+        log.error(
+            "route: %s: unexpected %s; dead-lettered", origin, type(exc).__name__, exc_info=True
+        )
+        return dlq(exc, INTERNAL_ERROR)
+
+
+def _decide(
+    value: bytes | None,
+    headers: Sequence[tuple[str, bytes | None]],
+    origin: Origin,
+    catalog: Catalog,
+    settings: TidingsSettings,
+    now: datetime,
+    dlq: Callable[[BaseException, str], tuple[list[Out], str]],
+) -> tuple[list[Out], str]:
+    # The decision proper; every expected failure is a dlq() with its own reason.
+    t = settings.topics
+    timestamp_ms = origin.timestamp_ms
+    try:
+        env = decode_event(value, headers, origin, settings.route.limits)
     except InvalidEventError as exc:
         return dlq(exc, "invalid-event")
     if not catalog.rules_for(env.type):
@@ -140,12 +167,26 @@ class RouteStage:
         self._throttle = throttle
 
     def run(self) -> None:
-        """Route until `stop` is set; blocks. Raises FatalStageError if the producer is fenced."""
+        """Route until `stop` is set; blocks. Raises FatalStageError on a non-retriable error.
+
+        A broker outage is ridden out: the transaction is retried until the broker is back.
+        """
         s = self._s
-        consumer = make_consumer(s, s.groups.route)
-        producer = make_producer(s, transactional_id("route"))
-        txn = TransactionalOutput(producer, consumer)
-        txn.init()
+        member = claim_identity(s.groups.route, s.runtime.local_dir, s.runtime.instance_id)
+        consumer = make_consumer(s, s.groups.route, member)
+        outage = Outage("route", "kafka", limit_s=None, metrics=self._metrics)
+        txn = TransactionalOutput(
+            lambda: make_producer(s, member.transactional_id), consumer, outage, self._stop,
+            stop_grace_s=s.runtime.drain_timeout_s, metrics_incr=self._metrics.incr,
+        )  # fmt: skip
+        try:
+            log.info("route: registering producer %s", member.transactional_id)
+            txn.init()
+        except TransactionAborted:
+            consumer.close()
+            member.release()
+            return
+        log.info("route: joining group %s as %s", s.groups.route, member.instance)
         consumer.subscribe(list(s.topics.events))
         paused = False
         try:
@@ -178,7 +219,8 @@ class RouteStage:
                     self._metrics.incr(k, v)
         finally:
             consumer.close()
-            producer.flush(10)
+            txn.close()
+            member.release()
 
     def _route_batch(self, msgs: list[Message]) -> tuple[list[Out], dict[TP, int], dict[str, int]]:
         catalog = self._catalog.current  # one version for the whole batch
@@ -202,11 +244,13 @@ class RouteStage:
         return outs, offsets, counts
 
     @staticmethod
-    def _rewind(consumer: object, msgs: list[Message]) -> None:
+    def _rewind(consumer: Consumer, msgs: list[Message]) -> None:
         first: dict[TP, int] = {}
         for m in msgs:
             if m.error() is None:
                 tp = (m.topic() or "", m.partition() or 0)
                 first.setdefault(tp, m.offset() or 0)
+        owned = {(p.topic, p.partition) for p in consumer.assignment()}
         for (t, p), off in first.items():
-            consumer.seek(TopicPartition(t, p, off))  # type: ignore[attr-defined]
+            if (t, p) in owned:  # one revoked meanwhile restarts from its committed offset
+                consumer.seek(TopicPartition(t, p, off))

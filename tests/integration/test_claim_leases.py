@@ -25,6 +25,7 @@ def test_a_renewed_lease_is_never_taken_and_a_lapsed_one_is(settings: TidingsSet
         claims = ClaimStore(settings.redis.url.get_secret_value(), log, lease_s=0.3, ttl_s=60)
         nid = str(uuid.uuid4())
         try:
+            await claims.beat()  # a live member: its claims are waited out while leased
             mine = await claims.claim(nid)
             assert mine.state == "ours"
             seen = []
@@ -61,7 +62,7 @@ def test_the_deliver_stage_renews_claims_of_sends_slower_than_the_lease(
         for nid in expected:
             v = r.get(f"tidings:claim:{nid}")
             if v and v.startswith(b"sending|"):
-                out[nid] = float(v.rsplit(b"|", 1)[1]) - now_ms
+                out[nid] = float(v.split(b"|")[2]) - now_ms  # sending|token|deadline|member
         return out
 
     try:
@@ -75,3 +76,46 @@ def test_the_deliver_stage_renews_claims_of_sends_slower_than_the_lease(
     assert len(left) == 4, "the sends were still running"
     assert all(ms > 0 for ms in left.values()), f"a lease lapsed mid-send: {left}"
     assert got == Counter({nid: 1 for nid in expected})
+
+
+def test_a_dead_members_claim_is_taken_at_once_a_live_ones_is_not(
+    settings: TidingsSettings,
+) -> None:
+    """Fast takeover: a claim names its member; once the member's liveness key is gone
+    (its process died), the claim is taken although its 30 s lease has not lapsed."""
+
+    async def scenario() -> tuple[str, str, str, str]:
+        url = settings.redis.url.get_secret_value()
+        stores = [
+            ClaimStore(
+                url, DeliveryLog(settings.postgres.conninfo()), lease_s=30, ttl_s=60, member_ttl_s=2
+            )
+            for _ in range(2)
+        ]
+        dead, alive = stores
+        nid = str(uuid.uuid4())
+        try:
+            await dead.beat()
+            await alive.beat()
+            assert (await dead.claim(nid)).state == "ours"
+            while_alive = (await alive.claim(nid)).state
+            # The holder dies: nothing renews its liveness key, which expires within 2 s.
+            await asyncio.sleep(2.3)
+            after_death = await alive.claim(nid)
+            # A restarted incarnation of a member slot retires its predecessor at once.
+            slot = f"test-slot-{uuid.uuid4().hex}"
+            assert await dead.succeed(slot) == ""
+            nid2 = str(uuid.uuid4())
+            await dead.beat()
+            assert (await dead.claim(nid2)).state == "ours"
+            assert await alive.succeed(slot) == dead.member
+            after_handover = (await alive.claim(nid2)).state
+            return while_alive, after_death.state, after_death.previous_member, after_handover
+        finally:
+            for s in stores:
+                await s.close()
+
+    while_alive, after_death, previous, after_handover = asyncio.run(scenario())
+    assert while_alive == "busy"
+    assert after_death == "taken" and previous
+    assert after_handover == "taken"

@@ -1,0 +1,214 @@
+"""Produce records and commit consumer offsets in one Kafka transaction, through broker outages.
+
+librdkafka's transactional error model, as its documentation states it:
+
+- **retriable** (`err.retriable()`, e.g. a timeout while the broker is away): the
+  *same call* may be repeated. `send_offsets_to_transaction` is retried until it
+  succeeds before `commit_transaction` is ever called, so outputs are never
+  committed without their input offsets;
+- **abortable** (`err.txn_requires_abort()`): abort, and the caller rewinds its
+  consumer and redoes the batch;
+- **fatal** (`err.fatal()`, e.g. a fenced producer): the producer is unusable; it is
+  rebuilt with the same transactional.id (fencing whatever is left of the old one)
+  and the caller rewinds to the committed offsets.
+
+While the broker is unreachable the calls are retried with bounded backoff for as
+long as it takes (one log line when it goes, one when it is back). Once the stage is
+asked to stop, they are retried for at most `stop_grace_s` more; then the batch is
+given up (nothing of it is visible) and redone by whoever runs next.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, cast
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+
+from streams.exceptions import FatalStageError, TransactionAborted
+from streams.outage import Outage
+from streams.records import TP, Out
+
+__all__ = ["TransactionalOutput"]
+
+log = logging.getLogger(__name__)
+
+
+class _Abort(Exception):
+    """Internal: the transaction must be aborted."""
+
+
+class _Rebuild(Exception):
+    """Internal: the producer is fatally broken and must be replaced."""
+
+
+class TransactionalOutput:
+    """One stage member's transactional producer, bound to its consumer's group metadata."""
+
+    def __init__(
+        self,
+        make_producer: Callable[[], Producer],
+        consumer: Consumer,
+        outage: Outage,
+        stop: threading.Event,
+        *,
+        timeout_s: float = 10.0,
+        stop_grace_s: float = 10.0,
+        metrics_incr: Callable[[str, int], None] | None = None,
+    ) -> None:
+        self._make = make_producer
+        self._consumer = consumer
+        self._outage = outage
+        self._stop = stop
+        self._timeout_s = timeout_s
+        self._stop_grace_s = stop_grace_s
+        self._stop_seen: float | None = None
+        self._incr = metrics_incr or (lambda _name, _n: None)
+        self._producer: Producer | None = None
+
+    @property
+    def producer(self) -> Producer:
+        """The current producer (after `init`)."""
+        assert self._producer is not None, "init() first"
+        return self._producer
+
+    def init(self) -> None:
+        """Create the producer and register its transactional.id; blocks until the broker answers.
+
+        Fences and aborts whatever a dead incarnation with the same id left open. Raises
+        TransactionAborted if asked to stop first, FatalStageError on a non-retriable error
+        (e.g. not authorised).
+        """
+        while True:
+            self._producer = self._make()
+            try:
+                self._retry(lambda: self.producer.init_transactions(self._timeout_s), "init")
+                return
+            except (_Abort, _Rebuild) as exc:
+                if self._giving_up():
+                    raise TransactionAborted("stopping before the producer was ready") from exc
+                log.warning("%s: producer init failed (%s); building it again", self._name, exc)
+
+    def commit(self, outs: list[Out], offsets: dict[TP, int]) -> None:
+        """Produce `outs` and commit `offsets` atomically; blocks until the broker confirms.
+
+        Raises TransactionAborted: nothing of the batch is visible, rewind and redo it (the
+        producer may have been rebuilt meanwhile).
+        """
+        if not outs and not offsets:
+            return
+        p = self.producer
+        try:
+            self._retry(p.begin_transaction, "begin")
+            for o in outs:
+                self._produce(o)
+            if offsets:
+                tps = [TopicPartition(t, part, off) for (t, part), off in offsets.items()]
+                self._retry(
+                    lambda: p.send_offsets_to_transaction(
+                        tps, self._consumer.consumer_group_metadata(), self._timeout_s
+                    ),
+                    "send offsets",
+                )
+            self._retry(lambda: p.commit_transaction(self._timeout_s), "commit")
+        except _Abort as exc:
+            self._incr("txn_aborts", 1)
+            self._abort()
+            raise TransactionAborted(f"transaction aborted: {exc}") from exc
+        except _Rebuild as exc:
+            self._incr("txn_aborts", 1)
+            self._rebuild(exc)
+            raise TransactionAborted(f"producer rebuilt after a fatal error: {exc}") from exc
+        self._incr("txn_commits", 1)
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Serve what is left of delivery reports, bounded; never raises."""
+        if self._producer is not None:
+            try:
+                self._producer.flush(timeout_s)
+            except KafkaException:
+                log.debug("%s: flush on close failed", self._name, exc_info=True)
+
+    # ------------------------------------------------------------ internals
+
+    @property
+    def _name(self) -> str:
+        return self._outage.stage
+
+    def _giving_up(self) -> bool:
+        if not self._stop.is_set():
+            return False
+        now = time.monotonic()
+        if self._stop_seen is None:
+            self._stop_seen = now
+        return now - self._stop_seen >= self._stop_grace_s
+
+    def _retry(self, call: Callable[[], Any], what: str) -> None:
+        while True:
+            try:
+                call()
+                self._outage.ok()
+                return
+            except KafkaException as exc:
+                err: KafkaError = exc.args[0]
+                if err.fatal():
+                    raise _Rebuild(f"{what}: {err.str()}") from exc
+                if err.txn_requires_abort():
+                    raise _Abort(f"{what}: {err.str()}") from exc
+                if not err.retriable() and err.code() != KafkaError._TIMED_OUT:
+                    if err.code() in (
+                        KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+                        KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+                        KafkaError.GROUP_AUTHORIZATION_FAILED,
+                        KafkaError.TOPIC_AUTHORIZATION_FAILED,
+                    ):
+                        raise FatalStageError(
+                            f"{self._name}: {what} refused: {err.str()}; grant the principal "
+                            "the transactional and group ACLs (docs/operations.md)"
+                        ) from exc
+                    # Neither retriable nor abortable (e.g. an invalid state after an
+                    # earlier failure): a fresh producer is the only safe way on.
+                    raise _Rebuild(f"{what}: {err.str()}") from exc
+                wait = self._outage.failed(exc)
+                if self._giving_up():
+                    raise _Abort(f"{what}: still failing at stop ({err.str()})") from exc
+                time.sleep(wait)
+
+    def _produce(self, o: Out) -> None:
+        p = self.producer
+        while True:
+            try:
+                p.produce(o.topic, value=o.value, key=o.key, headers=cast(Any, o.headers))
+                return
+            except BufferError:
+                if self._giving_up():
+                    raise _Abort("the local produce queue stayed full at stop") from None
+                p.poll(0.05)
+            except KafkaException as exc:
+                err: KafkaError = exc.args[0]
+                if err.fatal():
+                    raise _Rebuild(f"produce: {err.str()}") from exc
+                raise _Abort(f"produce: {err.str()}") from exc
+
+    def _abort(self) -> None:
+        try:
+            self._retry(lambda: self.producer.abort_transaction(self._timeout_s), "abort")
+        except _Rebuild as exc:
+            self._rebuild(exc)
+        except _Abort:
+            # Still failing at stop: the broker aborts it when the next incarnation (same
+            # transactional.id) calls init_transactions, or at transaction.timeout.ms.
+            log.warning("%s: could not abort the transaction before stopping", self._name)
+
+    def _rebuild(self, why: BaseException) -> None:
+        log.warning("%s: transactional producer unusable (%s); building a new one", self._name, why)
+        old, self._producer = self._producer, None
+        if old is not None:
+            try:
+                old.purge()
+            except KafkaException:
+                log.debug("%s: purge of the old producer failed", self._name, exc_info=True)
+        self.init()

@@ -9,6 +9,8 @@ Steps (every wait is bounded in time, every loop in count; traffic only to 127.0
 3. run each scenario in its own process(es) and measure, after warm-up, sustained events/s,
    CPU seconds per 1,000 events (psutil, user+system of the measured processes) and peak RSS
    (VmHWM): raw, faust, route, pipeline (one process), pipeline (one process per stage);
+   the pipelines also report deliver's crash window (p50/p99: provider accepted → first
+   durable record, and → Postgres commit), from the deliver process's last line;
 4. latency of the one-process pipeline under open-loop load at 25/50/75% of its measured
    maximum: event produce timestamp → timestamp of its `sent` status record;
 5. write bench/results/<timestamp>.json, bench/results/<timestamp>.png and docs/benchmarks.md;
@@ -212,26 +214,32 @@ def produce(w: World, pool: EventPool, dataset: str, n: int, prefix: str, parts:
 
 
 class Proc:
-    """A runner process: its JSON counter lines, CPU and memory."""
+    """A runner process: its JSON counter lines, its latest quantiles, CPU and memory."""
 
     def __init__(self, name: str, argv: list[str], log: Path) -> None:
         self.name = name
         self.lines: list[tuple[float, dict[str, int]]] = []
+        self.quantiles: dict[str, float] = {}  # the "q" of its latest line that had one
         self._lock = threading.Lock()
         self._log = open(log, "wb")  # noqa: SIM115
         self.popen = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=self._log)
         self.ps = psutil.Process(self.popen.pid)
         self.hwm_kb = 0
-        threading.Thread(target=self._read, daemon=True).start()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
 
     def _read(self) -> None:
         assert self.popen.stdout is not None
         for raw in self.popen.stdout:
             try:
                 d = json.loads(raw)
+                line = (float(d["t"]), {k: int(v) for k, v in d["c"].items()})
+                q = {k: float(v) for k, v in (d.get("q") or {}).items()}
                 with self._lock:
-                    self.lines.append((float(d["t"]), {k: int(v) for k, v in d["c"].items()}))
-            except (ValueError, KeyError, TypeError):
+                    self.lines.append(line)
+                    if q:
+                        self.quantiles = q
+            except (ValueError, KeyError, TypeError, AttributeError):
                 continue
 
     def latest(self) -> tuple[float, dict[str, int]]:
@@ -277,6 +285,7 @@ class Proc:
         except subprocess.TimeoutExpired:
             self.popen.kill()
             rc = self.popen.wait(10)
+        self._reader.join(5)  # the line printed on exit carries the final quantiles
         self._log.close()
         return rc
 
@@ -441,6 +450,29 @@ def _pipeline_result(r: dict[str, Any]) -> dict[str, Any]:
     return _finish(r, min(route_eps, sent_eps, audit_eps))
 
 
+_CRASH_KEYS = (
+    "crash_window_p50_ms",
+    "crash_window_p99_ms",
+    "crash_window_pg_p50_ms",
+    "crash_window_pg_p99_ms",
+)
+
+
+def _crash_window(procs: list[Proc]) -> dict[str, Any]:
+    """The deliver stage's crash window from the last line of every process that reports one.
+
+    Each process reports quantiles over all its sends (warm-up and drain included). With
+    several deliver processes, each figure is the max over them (quantiles don't add up).
+    """
+    reporting = [p for p in procs if p.quantiles]
+    out: dict[str, Any] = {
+        k: max((p.quantiles[k] for p in reporting if k in p.quantiles), default=None)
+        for k in _CRASH_KEYS
+    }
+    out["crash_window_processes"] = len(reporting)
+    return out
+
+
 def run_pipeline(w: World, plan: Plan, per_stage: bool, prof: Path | None) -> dict[str, Any]:
     name = "pipeline-per-stage" if per_stage else "pipeline"
     cfg = w.config(name, name, plan)
@@ -454,7 +486,7 @@ def run_pipeline(w: World, plan: Plan, per_stage: bool, prof: Path | None) -> di
         procs = [runner(w, name, "stages", cfg, "--stages", "route,deliver,audit")]
     with running(procs):
         r = measure(name, procs, "sent", plan, prof)
-    return _pipeline_result(r)
+    return _pipeline_result(r) | _crash_window(procs)  # after `running`: the exit line is read
 
 
 # ---------------------------------------------------------------- latency
@@ -777,6 +809,14 @@ def main(argv: list[str] | None = None) -> int:
                     f"{r['peak_rss_mb']:.0f} MB{'  (ran dry)' if r['ran_dry'] else ''}",
                     flush=True,
                 )
+                if r.get("crash_window_processes"):
+                    cw = {k: f"{r[k]:.3f}" if r.get(k) is not None else "-" for k in _CRASH_KEYS}
+                    print(
+                        f"  {'':<19} crash window p50 {cw['crash_window_p50_ms']} "
+                        f"p99 {cw['crash_window_p99_ms']} ms; until the Postgres commit "
+                        f"p50 {cw['crash_window_pg_p50_ms']} p99 {cw['crash_window_pg_p99_ms']} ms",
+                        flush=True,
+                    )
             except Exception as exc:
                 sc[name] = {"error": str(exc)}
                 print(f"  {name}: FAILED: {exc}", flush=True)

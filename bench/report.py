@@ -83,6 +83,7 @@ def markdown(res: dict[str, Any], png: str, js: str) -> str:
                 f"{_LABEL[name]}: per stage, route {_f(s['route'])}, deliver {_f(s['deliver'])}, "
                 f"audit {_f(s['audit'])} events/s; the pipeline's figure is the slowest stage."
             )
+    lines += _crash_window(sc)
     ra = res.get("ratios", {})
     lines += [
         "",
@@ -114,6 +115,47 @@ def markdown(res: dict[str, Any], png: str, js: str) -> str:
             )
     lines += ["", f"![throughput and latency](../{png})", ""]
     return "\n".join(lines)
+
+
+def _crash_window(sc: dict[str, Any]) -> list[str]:
+    """The crash-window section: the pipeline runs that measured it (older results didn't)."""
+    rows = [
+        n
+        for n in ("pipeline", "pipeline-per-stage")
+        if n in sc and sc[n].get("crash_window_processes") is not None
+    ]
+    if not rows:
+        return []
+    lines = [
+        "",
+        "## Crash window of a send (deliver)",
+        "",
+        "The crash window is the time from the provider accepting a send to the first durable "
+        "record of that send: the only interval in which a crash of deliver can cause a "
+        "duplicate send (after it, a redelivery finds the record and emits `sent` without "
+        "sending again; [decisions/0003](decisions/0003-delivery-guarantees.md)). "
+        "The deliver stage measures every send (`streams/deliver_worker.py`) from the moment it "
+        "has the provider's acceptance (the provider's own share, between its commit and its "
+        "reply, is not in these figures): *first durable "
+        "record* ends at the earlier of the Redis claim's `sent|…` write and the Postgres "
+        "`deliveries` commit, which start together; *until Postgres* ends at the commit alone "
+        "(the record a redelivery still finds when Redis lost its memory). Quantiles are over "
+        "every send of the run, warm-up and drain included (a reservoir of 10,000 samples), from "
+        "the deliver process's last report; with several deliver processes each figure would "
+        "be the max over them. These runs are at full load, so the Postgres figure includes "
+        "waiting for a group commit behind other sends.",
+        "",
+        "| run | first durable record p50 ms | p99 ms | until Postgres commit p50 ms | p99 ms |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name in rows:
+        r = sc[name]
+        lines.append(
+            f"| {_LABEL[name]} | {_f(r.get('crash_window_p50_ms'), 3)} | "
+            f"{_f(r.get('crash_window_p99_ms'), 3)} | {_f(r.get('crash_window_pg_p50_ms'), 3)} | "
+            f"{_f(r.get('crash_window_pg_p99_ms'), 3)} |"
+        )
+    return lines
 
 
 def plot(res: dict[str, Any], png: Path) -> None:

@@ -1,8 +1,11 @@
 """The processes the harness measures, one per run: `python -m bench.runners KIND --config FILE`.
 
 Every runner prints one JSON line per `--tick-s` to stdout: `{"t": unix time, "c": {counters}}`
-(counters only grow). The harness reads those lines for throughput and samples the process
-with psutil for CPU and memory. Every runner stops on SIGTERM/SIGINT or after `--max-s`.
+(counters only grow), and once more when it stops. The harness reads those lines for throughput
+and samples the process with psutil for CPU and memory. Every runner stops on SIGTERM/SIGINT or
+after `--max-s`. A `stages` runner that delivers adds `"q": {quantiles}` (floats, milliseconds,
+over every send since it started): `crash_window_p50_ms`/`_p99_ms` (provider accepted → first
+durable record) and `crash_window_pg_p50_ms`/`_p99_ms` (→ Postgres `deliveries` commit).
 
 - `raw`: confluent-kafka consume → json.loads → produce passthrough, the limit for Python.
   It seeks back to the start of its input when it has read everything, so it can run as
@@ -31,8 +34,11 @@ __all__ = ["main"]
 _OUT = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1)
 
 
-def _emit(counts: dict[str, int]) -> None:
-    _OUT.write(json.dumps({"t": time.time(), "c": counts}) + "\n")
+def _emit(counts: dict[str, int], quantiles: dict[str, float] | None = None) -> None:
+    line: dict[str, Any] = {"t": time.time(), "c": counts}
+    if quantiles:
+        line["q"] = quantiles
+    _OUT.write(json.dumps(line) + "\n")
     _OUT.flush()
 
 
@@ -44,10 +50,15 @@ def _stop_on_signals(stop: threading.Event) -> None:
     signal.signal(signal.SIGINT, on_signal)
 
 
-def _ticker(stop: threading.Event, tick_s: float, read: Callable[[], dict[str, int]]) -> None:
+def _ticker(
+    stop: threading.Event,
+    tick_s: float,
+    read: Callable[[], dict[str, int]],
+    quantiles: Callable[[], dict[str, float]] | None = None,
+) -> None:
     def loop() -> None:
         while not stop.wait(tick_s):
-            _emit(read())
+            _emit(read(), quantiles() if quantiles else None)
 
     threading.Thread(target=loop, name="ticker", daemon=True).start()
 
@@ -122,15 +133,28 @@ def run_raw(settings: Any, out_topic: str, stop: threading.Event, tick_s: float)
     return 0
 
 
+# (Metrics sample name, prefix of the emitted quantile keys)
+_CRASH_WINDOW = (("crash_window_s", "crash_window"), ("crash_window_postgres_s", "crash_window_pg"))
+
+
 def run_stages(settings: Any, stages: tuple[str, ...], stop: threading.Event, tick_s: float) -> int:
     """Run tidings stages in this process (threads) via `streams.app.run_stages`."""
     from streams.app import run_stages as run
     from streams.metrics import Metrics
 
     metrics = Metrics()
-    _ticker(stop, tick_s, metrics.snapshot)
+
+    def quantiles() -> dict[str, float]:
+        # Samples observed by the deliver stage (streams/deliver_worker.py), seconds → ms.
+        out: dict[str, float] = {}
+        for sample, key in _CRASH_WINDOW:
+            for q, v in metrics.quantiles(sample, (0.5, 0.99)).items():
+                out[f"{key}_p{round(q * 100)}_ms"] = round(v * 1000, 3)
+        return out
+
+    _ticker(stop, tick_s, metrics.snapshot, quantiles)
     rc = run(settings, stages, stop=stop, metrics=metrics)
-    _emit(metrics.snapshot())
+    _emit(metrics.snapshot(), quantiles())
     return rc
 
 

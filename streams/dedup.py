@@ -366,19 +366,18 @@ class ClaimStore:
         Redis is the fast path for redeliveries: its failure is tolerated (the claim then
         lapses, and a redelivery finds the Postgres row).
 
-        Returns the seconds the Redis write took, or None if it failed.
+        Returns the event-loop time at which the Redis write completed, or None if it failed.
         `notification` (the raw dispatch record) is stored with the Postgres row, for receipts.
         """
         val = f"sent|{rec.provider}|{rec.attempt}|{rec.provider_message_id or ''}"
         loop = asyncio.get_running_loop()
-        t0 = loop.time()
 
         async def mark() -> float | None:
             try:
                 await self._redis.set(self._key(nid), val, ex=self._ttl_s)
             except RedisError:
                 return None
-            return loop.time() - t0
+            return loop.time()
 
         redis_write = asyncio.ensure_future(mark())
         try:

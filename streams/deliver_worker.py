@@ -347,7 +347,7 @@ class DeliverWorker:
         rec = SentRecord(carrier, msgid, attempt)
         self._recording += 1
         try:
-            redis_s = await self._until_ok(
+            redis_at = await self._until_ok(
                 lambda: self._claims.record_sent(n.id, n.channel, rec, notification=it.value),
                 record=True,
             )
@@ -360,8 +360,9 @@ class DeliverWorker:
         finally:
             self._recording -= 1
         pg_s = loop.time() - accepted
+        redis_s = redis_at - accepted if redis_at is not None else pg_s
         self._metrics.observe("crash_window_postgres_s", pg_s)
-        self._metrics.observe("crash_window_s", min(pg_s, redis_s if redis_s is not None else pg_s))
+        self._metrics.observe("crash_window_s", min(pg_s, redis_s))
         self._sends += 1
         if took_over:
             self._finish(

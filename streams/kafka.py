@@ -42,6 +42,10 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+# The DLQ keeps any record byte for byte plus origin and error headers: it must take more
+# than the broker's default 1 MiB (message.max.bytes 1048588) that an input can have.
+DLQ_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+
 
 def make_consumer(
     settings: TidingsSettings, group: str, member: MemberIdentity | None = None, **extra: Any
@@ -81,6 +85,9 @@ def make_producer(
         "linger.ms": 5,
         "compression.type": "lz4",
         "queue.buffering.max.messages": 500000,
+        # Room for a dead letter of the largest record a broker accepts plus our headers;
+        # the DLQ topic is created to take it (DLQ_MAX_MESSAGE_BYTES).
+        "message.max.bytes": DLQ_MAX_MESSAGE_BYTES,
     }
     if transactional_id:
         conf["transactional.id"] = transactional_id
@@ -117,11 +124,15 @@ def ensure_topics(
     """Create missing topics; returns the names created. Raises FatalStageError on other errors."""
     admin = AdminClient(settings.kafka.client_config())
     existing = set(admin.list_topics(timeout=timeout_s).topics)
+    dlq_config = {"max.message.bytes": str(DLQ_MAX_MESSAGE_BYTES)}
     new = [
-        NewTopic(name, parts, settings.kafka.replication_factor)
+        NewTopic(
+            name, parts, settings.kafka.replication_factor,
+            config=dlq_config if name == settings.topics.dlq else {},
+        )
         for name, parts in topics.items()
         if name not in existing
-    ]
+    ]  # fmt: skip
     if not new:
         return []
     created = []

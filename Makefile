@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTHON ?= python3
 
-.PHONY: help venv up down status run test lint typecheck unit integration bench clean
+.PHONY: help venv up down status run test lint typecheck unit integration bench chaos clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -42,6 +42,10 @@ typecheck: venv
 
 test: up lint typecheck  ## lint, type-check, and run every test against the real stack
 	$(PY) -m pytest
+
+chaos: up  ## faults against a private stack, ≤ 20 min; table → docs/reliability.md (SEED=, ONLY=)
+	@bash tests/chaos/deps.sh
+	$(PY) -m tests.chaos.runner $(if $(SEED),--seed $(SEED)) $(if $(ONLY),--only $(ONLY))
 
 clean: down  ## stop the stack and delete .local (all local data)
 	@if [ -L .local/postgres ]; then rm -rf "$$(readlink -f .local/postgres)"; fi

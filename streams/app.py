@@ -112,8 +112,9 @@ def run_stages(
     for t in threads:
         t.start()
     next_tick = time.monotonic() + tick_s
-    # Draining, the final commit (retried for up to another drain bound) and closing.
-    bound_s = 2 * settings.runtime.drain_timeout_s + 15
+    # Draining, the final commit (retried for up to another drain bound), the deliver
+    # worker finishing its provider calls (a third), and closing.
+    bound_s = 3 * settings.runtime.drain_timeout_s + 20
     stopped_at: float | None = None
     try:
         while any(t.is_alive() for t in threads):

@@ -23,8 +23,8 @@ from schemas.settings import TidingsSettings
 from schemas.status import StatusEvent
 from streams.db import audit_partition_ddl, month_start, wait_for_migrations
 from streams.dlq import dead_letter, reason_for
-from streams.exceptions import DependencyDown, StageStopping
-from streams.kafka import make_consumer, make_producer, records
+from streams.exceptions import ConsumerFenced, DependencyDown, StageStopping
+from streams.kafka import consumer_fatal, make_consumer, make_producer, records
 from streams.member import claim_identity
 from streams.metrics import Metrics
 from streams.outage import Outage
@@ -112,9 +112,17 @@ class AuditStage:
         consumer.subscribe([s.topics.status])
         try:
             while not self._stop.is_set():
-                msgs = consumer.consume(s.runtime.audit_batch_size, s.runtime.poll_timeout_s)
-                if msgs:
-                    self._batch(consumer, dlq, msgs)
+                try:
+                    msgs = consumer.consume(s.runtime.audit_batch_size, s.runtime.poll_timeout_s)
+                    if msgs:
+                        self._batch(consumer, dlq, msgs)
+                except ConsumerFenced as exc:
+                    # The batch is redone by the new consumer: writing it again adds nothing.
+                    log.warning("audit: %s; building a new consumer", exc)
+                    with contextlib.suppress(KafkaException):
+                        consumer.close()
+                    consumer = make_consumer(s, s.groups.audit, member)
+                    consumer.subscribe([s.topics.status])
         except StageStopping:
             log.info("audit: stopping with a batch unfinished; it is redone (idempotently)")
         finally:
@@ -246,6 +254,8 @@ class AuditStage:
                 return
             except KafkaException as exc:
                 err: KafkaError = exc.args[0]
+                if consumer_fatal(err):
+                    raise ConsumerFenced(f"audit: commit failed: {err.str()}") from exc
                 if err.code() not in _TRANSIENT and not err.retriable():
                     # Not ours any more (a rebalance) or refused: the rows are written, and
                     # whoever reads these records next writes them again, adding nothing.

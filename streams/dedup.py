@@ -284,6 +284,11 @@ class ClaimStore:
             redis_url, max_connections=64, timeout=5, socket_timeout=5, socket_connect_timeout=2
         )
         self._redis = aioredis.Redis(connection_pool=pool)
+        # The heartbeat has a connection of its own: it must not queue behind a burst of
+        # claims for a pooled one while the member's liveness key runs out.
+        self._beats = aioredis.Redis.from_url(
+            redis_url, socket_timeout=1, socket_connect_timeout=1, max_connections=2
+        )
         self._log = log
         self._lease_ms = int(lease_s * 1000)
         self._ttl_s = ttl_s
@@ -309,7 +314,7 @@ class ClaimStore:
         """Renew this process's liveness key; raises DependencyDown."""
         await self._call(
             "heartbeat",
-            self._redis.set(self._member_prefix + self.member, b"1", px=self._member_ttl_ms),
+            self._beats.set(self._member_prefix + self.member, b"1", px=self._member_ttl_ms),
         )
 
     async def succeed(self, slot: str) -> str:
@@ -434,3 +439,4 @@ class ClaimStore:
             await self._redis.delete(self._member_prefix + self.member)
         await self._redis.aclose()
         await self._redis.connection_pool.disconnect()
+        await self._beats.aclose()

@@ -13,6 +13,7 @@ revoked partitions (bounded by `drain_timeout_s`) and commits before letting go.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -29,15 +30,21 @@ from streams.catalog_ref import CatalogRef
 from streams.db import wait_for_migrations
 from streams.dedup import ClaimStore, DeliveryLog
 from streams.deliver_worker import DUE_HEADER, Completion, DeliverWorker, Item
-from streams.exceptions import FatalStageError, StageStopping, TransactionAborted
+from streams.exceptions import (
+    ConsumerFenced,
+    FatalStageError,
+    StageStopping,
+    TransactionAborted,
+)
 from streams.kafka import (
     TransactionalOutput,
+    consumer_fatal,
     make_consumer,
     make_producer,
     records,
     retry_topic,
 )
-from streams.member import claim_identity
+from streams.member import MemberIdentity, claim_identity
 from streams.metrics import Metrics
 from streams.offsets import OffsetTracker
 from streams.outage import Outage
@@ -82,6 +89,9 @@ class DeliverStage:
         self._txn: TransactionalOutput | None = None
         self._worker: DeliverWorker | None = None
         self._kafka: Outage | None = None
+        # Per partition: the first offset consumed since its last commit (where a rewind
+        # goes back to when the group has no committed offset for it yet).
+        self._floor: dict[TP, int] = {}
 
     def run(self) -> None:
         """Deliver until `stop` is set; blocks. Raises FatalStageError on unrecoverable errors.
@@ -125,48 +135,90 @@ class DeliverStage:
             member.release()
             return
         log.info("deliver: joining group %s as %s", s.groups.deliver, member.instance)
+        self._subscribe(consumer)
+        last_commit = time.monotonic()
+        try:
+            while not self._stop.is_set():
+                try:
+                    self._step()
+                    if time.monotonic() - last_commit >= s.runtime.commit_interval_s:
+                        self._commit()
+                        last_commit = time.monotonic()
+                except ConsumerFenced as exc:
+                    self._rebuild_consumer(member, exc)
+            self._drain(self._tracker.partitions(), s.runtime.drain_timeout_s)
+            self._commit()
+        finally:
+            self._closing = True
+            self._worker.stop(s.runtime.drain_timeout_s)
+            with contextlib.suppress(KafkaException):
+                self._consumer.close()  # revoke callback finds nothing left to drain
+            self._txn.close()
+            member.release()
+
+    def _subscribe(self, consumer: Consumer) -> None:
+        s = self._s
         consumer.subscribe(
             [s.topics.dispatch(c) for c in self._channels] + sorted(self._retry_topics),
             on_assign=self._on_assign,
             on_revoke=self._on_revoke,
             on_lost=self._on_lost,
         )
-        last_commit = time.monotonic()
+
+    def _step(self) -> None:
+        """One round: collect completions, then fetch more or (when full) pause."""
+        s = self._s
+        consumer = self._consumer
+        assert consumer is not None
+        self._check_worker()
+        self._release_due(consumer)
+        self._collect(block_s=0.0)
+        room = s.runtime.max_in_flight - self._tracker.in_flight
+        if room <= 0:
+            self._pause(consumer)
+            self._collect(block_s=0.02)
+            # Serves rebalances and keeps the group alive; paused, so only errors come back.
+            for m in consumer.consume(1, 0):
+                err = m.error()
+                if err is not None and consumer_fatal(err):
+                    raise ConsumerFenced(f"deliver: consumer unusable: {err.str()}")
+                if err is None:  # not expected while paused; put it back, never drop it
+                    consumer.seek(TopicPartition(m.topic() or "", m.partition() or 0,
+                                                 m.offset() or 0))  # fmt: skip
+            return
+        self._resume(consumer)
+        self._throttle(consumer)
+        n = min(room, s.runtime.batch_size)
+        if self._tracker.in_flight:
+            msgs = consumer.consume(n, 0.002)
+        else:
+            # Idle: wait for one record, then take what is already fetched.
+            first = consumer.poll(s.runtime.poll_timeout_s)
+            msgs = [] if first is None else [first]
+            if first is not None and n > 1:
+                msgs += consumer.consume(n - 1, 0)
+        if msgs:
+            self._submit(msgs)
+
+    def _rebuild_consumer(self, member: MemberIdentity, exc: BaseException) -> None:
+        """Replace an unusable consumer; everything in flight is let go and redone."""
+        log.warning("deliver: %s; building a new consumer (resuming from committed)", exc)
+        old = self._consumer
+        assert old is not None and self._txn is not None
+        self._forget(self._tracker.partitions() + list(self._held))
+        self._closing = True  # the old consumer's revoke callback must not drain or commit
         try:
-            while not self._stop.is_set():
-                self._check_worker()
-                self._release_due(consumer)
-                self._collect(block_s=0.0)
-                room = s.runtime.max_in_flight - self._tracker.in_flight
-                if room <= 0:
-                    self._pause(consumer)
-                    self._collect(block_s=0.02)
-                    consumer.consume(1, 0)  # serve rebalances and keep the group alive
-                else:
-                    self._resume(consumer)
-                    self._throttle(consumer)
-                    n = min(room, s.runtime.batch_size)
-                    if self._tracker.in_flight:
-                        msgs = consumer.consume(n, 0.002)
-                    else:
-                        # Idle: wait for one record, then take what is already fetched.
-                        first = consumer.poll(s.runtime.poll_timeout_s)
-                        msgs = [] if first is None else [first]
-                        if first is not None and n > 1:
-                            msgs += consumer.consume(n - 1, 0)
-                    if msgs:
-                        self._submit(msgs)
-                if time.monotonic() - last_commit >= s.runtime.commit_interval_s:
-                    self._commit()
-                    last_commit = time.monotonic()
-            self._drain(self._tracker.partitions(), s.runtime.drain_timeout_s)
-            self._commit()
+            with contextlib.suppress(KafkaException):
+                old.close()
         finally:
-            self._closing = True
-            self._worker.stop(10.0)
-            consumer.close()  # revoke callback finds nothing left to drain
-            self._txn.close()
-            member.release()
+            self._closing = False
+        self._paused, self._full = False, set()
+        if self._busy is not None:
+            self._busy.clear()
+        consumer = self._consumer = make_consumer(self._s, self._s.groups.deliver, member)
+        self._txn.rebind(consumer)
+        self._subscribe(consumer)
+        log.info("deliver: new consumer subscribed as %s", member.instance)
 
     # ------------------------------------------------------------ records in
 
@@ -180,6 +232,7 @@ class DeliverStage:
             if topic in self._retry_topics and self._hold(m, tp, off, now_ms):
                 continue
             self._tracker.add(tp, off)
+            self._floor.setdefault(tp, off)
             items.append(
                 Item(tp, off, self._gen.get(tp, 0), m.key(), m.value(),
                      norm_headers(m.headers()), m.timestamp()[1])
@@ -246,6 +299,8 @@ class DeliverStage:
             # the redo safe (finished sends are found `sent`, in-flight ones `busy`).
             log.warning("deliver: %s; rewinding to the committed offsets", exc)
             self._rewind(list(offsets))
+            return
+        self._floor.update(offsets)
 
     def _rewind(self, committing: list[TP]) -> None:
         consumer = self._consumer
@@ -253,6 +308,7 @@ class DeliverStage:
         # Every partition of the aborted commit, including those whose tracked work was all
         # in it (nothing tracked is left of them, but their position is past the lost outputs).
         tps = sorted(set(self._tracker.partitions()) | set(committing))
+        floor = {tp: self._floor[tp] for tp in tps if tp in self._floor}
         unheld = self._forget(tps)
         if self._closing or not tps:
             return
@@ -261,12 +317,21 @@ class DeliverStage:
         while tps:
             try:
                 committed = consumer.committed([TopicPartition(t, p) for t, p in tps], timeout=10)
-                for tp in committed:
-                    if tp.offset >= 0:
-                        consumer.seek(tp)
+                for c in committed:
+                    # Never committed yet: back to the first offset this member consumed
+                    # since (skipping the seek would commit past the aborted batch later).
+                    off = c.offset if c.offset >= 0 else floor.get((c.topic, c.partition))
+                    if c.error is not None or off is None:
+                        raise FatalStageError(
+                            f"deliver: cannot rewind {c.topic}/{c.partition} after an abort "
+                            f"({c.error}); restarting resumes from the committed offset"
+                        )
+                    consumer.seek(TopicPartition(c.topic, c.partition, off))
                 break
             except KafkaException as exc:
                 err = exc.args[0]
+                if consumer_fatal(err):
+                    raise ConsumerFenced(f"deliver: rewind failed: {err.str()}") from exc
                 if not (err.retriable() or err.code() == KafkaError._TIMED_OUT):
                     raise FatalStageError(
                         f"deliver: could not rewind after an abort: {exc}"
@@ -328,6 +393,8 @@ class DeliverStage:
     def _forget(self, tps: list[TP]) -> list[TP]:
         """Drop what we track of `tps`; returns those that were parked (still paused)."""
         unheld = [tp for tp in tps if self._held.pop(tp, None) is not None]
+        for tp in tps:
+            self._floor.pop(tp, None)
         dropped = self._tracker.revoke(tps)
         for tp in tps:
             self._gen[tp] = self._gen.get(tp, 0) + 1

@@ -148,9 +148,10 @@ class DeliverWorker:
         self._stop_at = time.monotonic()
 
         async def shutdown() -> None:
-            # Sends the provider accepted are recorded before anything closes (bounded).
+            # Provider calls in progress finish and what they sent is recorded before anything
+            # closes (bounded): closed under a call, a send could be accepted and never known.
             for _ in range(int(timeout_s * 100)):
-                if not self._recording:
+                if not self._recording and not self._active:
                     break
                 await asyncio.sleep(0.01)
             if self._heartbeat is not None:
@@ -165,7 +166,7 @@ class DeliverWorker:
 
         fut = asyncio.run_coroutine_threadsafe(shutdown(), self._loop)
         try:
-            fut.result(timeout_s)
+            fut.result(timeout_s + 10)
         except Exception:
             log.exception("deliver worker shutdown")
         self._loop.call_soon_threadsafe(self._loop.stop)
@@ -200,7 +201,13 @@ class DeliverWorker:
         except BaseException as exc:
             self._fail(exc)
 
-    async def _until_ok(self, call: Callable[[], Awaitable[T]], *, record: bool = False) -> T:
+    async def _until_ok(
+        self,
+        call: Callable[[], Awaitable[T]],
+        dep_name: str | None = "postgres",
+        *,
+        record: bool = False,
+    ) -> T:
         """Await `call()` until Postgres and Redis let it through, with backoff.
 
         Raises StageStopping once stopping (for a `record`, only after the drain bound:
@@ -219,9 +226,8 @@ class DeliverWorker:
                     raise StageStopping(str(exc)) from exc
                 await asyncio.sleep(wait)
                 continue
-            for dep in self._outages.values():
-                if dep.down:
-                    dep.ok()
+            if dep_name is not None:
+                self._outages[dep_name].ok()
             return result
 
     def _untail(self, key: tuple[TP, bytes | None], task: asyncio.Future[None]) -> None:
@@ -260,7 +266,7 @@ class DeliverWorker:
                 if self._stopping:
                     return  # shutdown began while this waited for a slot
                 try:
-                    claim = await self._until_ok(lambda: self._claims.claim(n.id))
+                    claim = await self._until_ok(lambda: self._claims.claim(n.id), "redis")
                     if claim.state == "taken":
                         # Its sender died mid-send; Postgres may know it finished after all.
                         known = await self._until_ok(lambda: self._claims.known_sent([n.id]))
@@ -325,9 +331,11 @@ class DeliverWorker:
             finally:
                 self._active -= 1
         except Exception as exc:
-            await self._claims.release(n.id, token)
             if self._stopping:
+                # Maybe cut off mid-call by the stop: keep the claim, so that a redelivery
+                # sees a takeover (flagged, by policy) instead of a clean first send.
                 return  # abandoned: not committed, redone after restart
+            await self._claims.release(n.id, token)
             err: PermanentSendError | RetryableSendError
             if isinstance(exc, PermanentSendError | RetryableSendError):
                 err = exc
@@ -419,6 +427,7 @@ class DeliverWorker:
         next_extend = loop.time() + every
         redis = self._outages["redis"]
         handed_over = self._slot is None
+        last_beat = loop.time()
         assert self._alive is not None
         while not self._stopping:
             try:
@@ -431,6 +440,7 @@ class DeliverWorker:
                             "incarnation %s are taken over at once", self._slot, old,
                         )  # fmt: skip
                 await self._claims.beat()
+                last_beat = loop.time()
                 self._alive.set()
                 if loop.time() >= next_extend:
                     next_extend = loop.time() + every
@@ -444,6 +454,10 @@ class DeliverWorker:
                 redis.ok()
                 await asyncio.sleep(min(1.0, every))
             except DependencyDown as exc:
+                if loop.time() - last_beat > self._s.runtime.member_ttl_s / 2:
+                    # Our liveness key may lapse: take no new claims that others would see
+                    # as a dead member's, until a beat gets through again.
+                    self._alive.clear()
                 try:
                     wait = redis.failed(exc)
                 except FatalStageError as fatal:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 __all__ = [
     "Backpressure",
+    "ConsumerFenced",
     "DependencyDown",
     "FatalStageError",
     "StageStopping",
@@ -46,3 +47,9 @@ class DependencyDown(StreamsError):
 
 class StageStopping(StreamsError):
     """The stage was asked to stop while it waited for a dependency: leave, commit nothing more."""
+
+
+class ConsumerFenced(StreamsError):
+    """The stage's consumer hit a fatal error (e.g. a static member fenced after a broker
+    restart): the stage drops what it tracks, builds a new consumer and goes on from the
+    committed offsets."""

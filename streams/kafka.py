@@ -24,13 +24,14 @@ from confluent_kafka.cimpl import NewTopic
 
 from catalog import KNOWN_CHANNELS
 from schemas.settings import TidingsSettings
-from streams.exceptions import FatalStageError
+from streams.exceptions import ConsumerFenced, FatalStageError
 from streams.member import MemberIdentity
 from streams.records import Out
 from streams.transactions import TransactionalOutput
 
 __all__ = [
     "TransactionalOutput",
+    "consumer_fatal",
     "ensure_topics",
     "make_consumer",
     "make_producer",
@@ -63,7 +64,9 @@ def make_consumer(
         "auto.offset.reset": "earliest",
         "isolation.level": "read_committed",
         "partition.assignment.strategy": "cooperative-sticky",
-        "session.timeout.ms": 10000,
+        # The broker's minimum (group.min.session.timeout.ms): a killed member's partitions
+        # move to the others (or its restarted self) 6 s after its last heartbeat.
+        "session.timeout.ms": 6000,
         "heartbeat.interval.ms": 1000,
         "max.poll.interval.ms": 300000,
         "fetch.wait.max.ms": 50,
@@ -174,15 +177,23 @@ def _log_consume_error(stage: str, text: str) -> None:
     log.warning("%s: consume error %s (librdkafka retries by itself)", stage, text)
 
 
+def consumer_fatal(err: KafkaError) -> bool:
+    """Whether a consumer-side error leaves the consumer unusable (it must be rebuilt)."""
+    return bool(err.fatal()) or err.code() in (KafkaError._FATAL, KafkaError.FENCED_INSTANCE_ID)
+
+
 def records(msgs: list[Message], stage: str) -> Iterator[tuple[Message, str, int, int]]:
     """The usable records of a consumed batch as (message, topic, partition, offset).
 
     Error events are logged (once per change) and skipped (partition EOF silently):
-    librdkafka reports transient broker errors this way and recovers on its own.
+    librdkafka reports transient broker errors this way and recovers on its own. A fatal
+    consumer error raises ConsumerFenced: the stage rebuilds its consumer.
     """
     for m in msgs:
         err = m.error()
         if err is not None:
+            if consumer_fatal(err):
+                raise ConsumerFenced(f"{stage}: consumer unusable: {err.str()}")
             if err.code() != KafkaError._PARTITION_EOF:
                 _log_consume_error(stage, err.str())
             continue

@@ -25,7 +25,8 @@ log = logging.getLogger(__name__)
 
 def backoff_s(failures: int, *, base_s: float, cap_s: float, rng: random.Random) -> float:
     """Full-jitter exponential backoff: uniform in [0, min(cap, base·2^(failures-1))]; pure."""
-    return rng.uniform(0, min(cap_s, base_s * (2 ** max(0, failures - 1))))
+    # The exponent is capped: 2**n of a long outage's failure count overflows a float.
+    return rng.uniform(0, min(cap_s, base_s * (2 ** min(40, max(0, failures - 1)))))
 
 
 class Outage:

@@ -7,12 +7,13 @@ batch's offsets in one Kafka transaction (read-process-write exactly once).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
-from confluent_kafka import Consumer, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
 from catalog import Catalog, CatalogError
 from schemas.envelope import Origin, decode_event
@@ -22,14 +23,14 @@ from schemas.settings import TidingsSettings
 from schemas.status import build_status
 from streams.catalog_ref import CatalogRef
 from streams.dlq import INTERNAL_ERROR, dead_letter
-from streams.exceptions import TransactionAborted
+from streams.exceptions import ConsumerFenced, TransactionAborted
 from streams.kafka import (
     TransactionalOutput,
     make_consumer,
     make_producer,
     records,
 )
-from streams.member import claim_identity
+from streams.member import MemberIdentity, claim_identity
 from streams.metrics import Metrics
 from streams.outage import Outage
 from streams.records import TP, Out, norm_headers
@@ -165,6 +166,7 @@ class RouteStage:
         # Set by an in-process deliver stage while it is full: routing further ahead would
         # only take the CPU (and the GIL) from the stage that is behind.
         self._throttle = throttle
+        self._epoch = 0  # counts rebalance callbacks: a batch fetched across one is redone
 
     def run(self) -> None:
         """Route until `stop` is set; blocks. Raises FatalStageError on a non-retriable error.
@@ -187,40 +189,88 @@ class RouteStage:
             member.release()
             return
         log.info("route: joining group %s as %s", s.groups.route, member.instance)
-        consumer.subscribe(list(s.topics.events))
+        self._subscribe(consumer)
         paused = False
         try:
             while not self._stop.is_set():
-                if self._throttle is not None:
-                    if self._throttle.is_set():
-                        consumer.pause(consumer.assignment())
-                        paused = True
-                        consumer.poll(0.05)  # serves rebalances; paused, so returns nothing new
-                        continue
-                    if paused:
-                        consumer.resume(consumer.assignment())
-                        paused = False
-                # Wait for the first record only, then take what is already fetched: a
-                # batch never waits to fill up, so a quiet topic adds no latency.
-                first = consumer.poll(s.runtime.poll_timeout_s)
-                if first is None:
-                    continue
-                msgs = [first]
-                if s.runtime.batch_size > 1:
-                    msgs += consumer.consume(s.runtime.batch_size - 1, 0)
-                outs, offsets, counts = self._route_batch(msgs)
                 try:
-                    txn.commit(outs, offsets)
-                except TransactionAborted as exc:
-                    log.warning("route: %s; rewinding %d partition(s)", exc, len(offsets))
-                    self._rewind(consumer, msgs)
-                    continue
-                for k, v in counts.items():
-                    self._metrics.incr(k, v)
+                    paused = self._step(consumer, txn, paused)
+                except ConsumerFenced as exc:
+                    consumer = self._rebuild(consumer, member, txn, exc)
+                    paused = False
         finally:
             consumer.close()
             txn.close()
             member.release()
+
+    def _rebuild(
+        self, old: Consumer, member: MemberIdentity, txn: TransactionalOutput, exc: BaseException
+    ) -> Consumer:
+        # The uncommitted batch is simply redone: the new consumer starts from committed.
+        log.warning("route: %s; building a new consumer (resuming from committed offsets)", exc)
+        with contextlib.suppress(KafkaException):
+            old.close()
+        consumer = make_consumer(self._s, self._s.groups.route, member)
+        txn.rebind(consumer)
+        self._subscribe(consumer)
+        return consumer
+
+    def _subscribe(self, consumer: Consumer) -> None:
+        def on_assign(c: Consumer, parts: list[TopicPartition]) -> None:
+            self._epoch += 1
+            if self._throttle is not None and self._throttle.is_set():
+                c.pause(parts)  # joins the paused state the loop is in
+
+        def on_revoke(c: Consumer, parts: list[TopicPartition]) -> None:
+            self._epoch += 1
+
+        consumer.subscribe(
+            list(self._s.topics.events), on_assign=on_assign, on_revoke=on_revoke,
+            on_lost=on_revoke,
+        )  # fmt: skip
+
+    def _step(self, consumer: Consumer, txn: TransactionalOutput, paused: bool) -> bool:
+        """One poll → route → commit round; returns whether the consumer is paused."""
+        s = self._s
+        if self._throttle is not None:
+            if self._throttle.is_set():
+                consumer.pause(consumer.assignment())
+                # Serves rebalances. Paused (new partitions are paused on assignment), so no
+                # record should come back; one that does is put back, never dropped.
+                m = consumer.poll(0.05)
+                if m is not None and m.error() is None:
+                    consumer.seek(
+                        TopicPartition(m.topic() or "", m.partition() or 0, m.offset() or 0)
+                    )
+                return True
+            if paused:
+                consumer.resume(consumer.assignment())
+                paused = False
+        epoch = self._epoch
+        # Wait for the first record only, then take what is already fetched: a batch never
+        # waits to fill up, so a quiet topic adds no latency.
+        first = consumer.poll(s.runtime.poll_timeout_s)
+        if first is None:
+            return paused
+        msgs = [first]
+        if s.runtime.batch_size > 1:
+            msgs += consumer.consume(s.runtime.batch_size - 1, 0)
+        if self._epoch != epoch:
+            # A rebalance ran inside this fetch: records of a partition revoked meanwhile
+            # may be in hand, and their new owner may be routing them already. Put the batch
+            # back (owned partitions) instead of committing offsets that are no longer ours.
+            self._rewind(consumer, msgs)
+            return paused
+        outs, offsets, counts = self._route_batch(msgs)
+        try:
+            txn.commit(outs, offsets)
+        except TransactionAborted as exc:
+            log.warning("route: %s; rewinding %d partition(s)", exc, len(offsets))
+            self._rewind(consumer, msgs)
+            return paused
+        for k, v in counts.items():
+            self._metrics.incr(k, v)
+        return paused
 
     def _route_batch(self, msgs: list[Message]) -> tuple[list[Out], dict[TP, int], dict[str, int]]:
         catalog = self._catalog.current  # one version for the whole batch
@@ -250,7 +300,19 @@ class RouteStage:
             if m.error() is None:
                 tp = (m.topic() or "", m.partition() or 0)
                 first.setdefault(tp, m.offset() or 0)
-        owned = {(p.topic, p.partition) for p in consumer.assignment()}
-        for (t, p), off in first.items():
-            if (t, p) in owned:  # one revoked meanwhile restarts from its committed offset
-                consumer.seek(TopicPartition(t, p, off))
+        try:
+            owned = {(p.topic, p.partition) for p in consumer.assignment()}
+            tps = [TopicPartition(t, p) for (t, p) in first if (t, p) in owned]
+            # A commit whose outcome was unknown may have gone through after all (a rebuilt
+            # producer completes it): never rewind below what is committed.
+            committed = {
+                (c.topic, c.partition): c.offset
+                for c in (consumer.committed(tps, timeout=10) if tps else [])
+            }
+            for part in tps:
+                key = (part.topic, part.partition)
+                off = max(first[key], committed.get(key, -1))
+                consumer.seek(TopicPartition(part.topic, part.partition, off))
+        except KafkaException as exc:
+            # A consumer that can't seek can't be trusted with its position: start afresh.
+            raise ConsumerFenced(f"route: rewind failed: {exc.args[0].str()}") from exc

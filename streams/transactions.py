@@ -37,6 +37,22 @@ __all__ = ["TransactionalOutput"]
 log = logging.getLogger(__name__)
 
 
+# Configuration errors: retrying or rebuilding can't help, the operator must act.
+_REFUSED = {
+    KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+    KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+    KafkaError.GROUP_AUTHORIZATION_FAILED,
+    KafkaError.TOPIC_AUTHORIZATION_FAILED,
+    KafkaError.INVALID_TRANSACTION_TIMEOUT,
+    KafkaError._UNSUPPORTED_FEATURE,
+}
+
+# How long one transactional call may keep failing retriably before the producer is rebuilt.
+_STUCK_S = 15.0
+# How much longer than its own timeout a client call may take before it counts as hung.
+_GRACE_S = 5.0
+
+
 class _Abort(Exception):
     """Internal: the transaction must be aborted."""
 
@@ -68,6 +84,9 @@ class TransactionalOutput:
         self._stop_seen: float | None = None
         self._incr = metrics_incr or (lambda _name, _n: None)
         self._producer: Producer | None = None
+        self._last_error = ""
+        self._gave_up = False
+        self._hung = False
 
     @property
     def producer(self) -> Producer:
@@ -91,15 +110,24 @@ class TransactionalOutput:
                 if self._giving_up():
                     raise TransactionAborted("stopping before the producer was ready") from exc
                 log.warning("%s: producer init failed (%s); building it again", self._name, exc)
+                # Bounded pace: a producer fenced by a live twin (same id) must not spin.
+                time.sleep(self._outage.failed(exc))
 
-    def commit(self, outs: list[Out], offsets: dict[TP, int]) -> None:
+    def commit(
+        self, outs: list[Out], offsets: dict[TP, int], group_metadata: Any | None = None
+    ) -> None:
         """Produce `outs` and commit `offsets` atomically; blocks until the broker confirms.
 
+        `group_metadata`: the consumer's group metadata from *before* the records were
+        fetched; a rebalance since then makes the commit fail (and the batch be redone)
+        instead of committing offsets of partitions another member may own by now.
         Raises TransactionAborted: nothing of the batch is visible, rewind and redo it (the
-        producer may have been rebuilt meanwhile).
+        producer may have been rebuilt meanwhile). Once a stop gave up, every commit does.
         """
         if not outs and not offsets:
             return
+        if self._gave_up:
+            raise TransactionAborted("stopping: the broker stayed unreachable; not committing")
         p = self.producer
         try:
             self._retry(p.begin_transaction, "begin")
@@ -109,7 +137,9 @@ class TransactionalOutput:
                 tps = [TopicPartition(t, part, off) for (t, part), off in offsets.items()]
                 self._retry(
                     lambda: p.send_offsets_to_transaction(
-                        tps, self._consumer.consumer_group_metadata(), self._timeout_s
+                        tps,
+                        group_metadata or self._consumer.consumer_group_metadata(),
+                        self._timeout_s,
                     ),
                     "send offsets",
                 )
@@ -123,6 +153,10 @@ class TransactionalOutput:
             self._rebuild(exc)
             raise TransactionAborted(f"producer rebuilt after a fatal error: {exc}") from exc
         self._incr("txn_commits", 1)
+
+    def rebind(self, consumer: Consumer) -> None:
+        """Commit the offsets of `consumer` from now on (after the stage rebuilt its consumer)."""
+        self._consumer = consumer
 
     def close(self, timeout_s: float = 5.0) -> None:
         """Serve what is left of delivery reports, bounded; never raises."""
@@ -144,34 +178,46 @@ class TransactionalOutput:
         now = time.monotonic()
         if self._stop_seen is None:
             self._stop_seen = now
-        return now - self._stop_seen >= self._stop_grace_s
+        if now - self._stop_seen >= self._stop_grace_s:
+            self._gave_up = True
+        return self._gave_up
 
     def _retry(self, call: Callable[[], Any], what: str) -> None:
+        first_failure: float | None = None
         while True:
             try:
-                call()
+                self._bounded(call, what)
                 self._outage.ok()
+                self._last_error = ""
                 return
             except KafkaException as exc:
                 err: KafkaError = exc.args[0]
+                if err.code() in _REFUSED:
+                    raise FatalStageError(
+                        f"{self._name}: {what} refused: {err.str()}; grant the principal the "
+                        "transactional and group ACLs, or fix the setting (docs/operations.md)"
+                    ) from exc
                 if err.fatal():
                     raise _Rebuild(f"{what}: {err.str()}") from exc
                 if err.txn_requires_abort():
                     raise _Abort(f"{what}: {err.str()}") from exc
                 if not err.retriable() and err.code() != KafkaError._TIMED_OUT:
-                    if err.code() in (
-                        KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
-                        KafkaError.CLUSTER_AUTHORIZATION_FAILED,
-                        KafkaError.GROUP_AUTHORIZATION_FAILED,
-                        KafkaError.TOPIC_AUTHORIZATION_FAILED,
-                    ):
-                        raise FatalStageError(
-                            f"{self._name}: {what} refused: {err.str()}; grant the principal "
-                            "the transactional and group ACLs (docs/operations.md)"
-                        ) from exc
                     # Neither retriable nor abortable (e.g. an invalid state after an
                     # earlier failure): a fresh producer is the only safe way on.
                     raise _Rebuild(f"{what}: {err.str()}") from exc
+                now = time.monotonic()
+                first_failure = first_failure or now
+                if what != "init" and now - first_failure > _STUCK_S:
+                    # librdkafka can stay wedged on a call after its broker came back; a new
+                    # producer with the same id resolves the open transaction (completes or
+                    # aborts it) at init, and the caller rewinds to the committed offsets.
+                    raise _Rebuild(
+                        f"{what}: still failing after {_STUCK_S:.0f} s: {err.str()}"
+                    ) from exc
+                text = f"{what}: {err.str()}"
+                if text != self._last_error:
+                    self._last_error = text
+                    log.info("%s: transaction %s failed, retrying the same call", self._name, text)
                 wait = self._outage.failed(exc)
                 if self._giving_up():
                     raise _Abort(f"{what}: still failing at stop ({err.str()})") from exc
@@ -203,9 +249,42 @@ class TransactionalOutput:
             # transactional.id) calls init_transactions, or at transaction.timeout.ms.
             log.warning("%s: could not abort the transaction before stopping", self._name)
 
+    def _bounded(self, call: Callable[[], Any], what: str) -> None:
+        """Run a blocking client call on the caller thread's helper, for at most its timeout.
+
+        librdkafka has been seen to block in `send_offsets_to_transaction` far past its
+        timeout after a broker restart (a thread dump of issue 10's hang). A call that
+        doesn't return in time is left to its thread; the producer is rebuilt (the new
+        incarnation, same id, fences the stuck one, whose call then fails and returns).
+        """
+        done = threading.Event()
+        box: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                call()
+            except BaseException as exc:
+                box.append(exc)
+            finally:
+                done.set()
+
+        # A daemon thread: one stuck for good must not hold the process at exit.
+        threading.Thread(target=run, name=f"{self._name}-txn", daemon=True).start()
+        if not done.wait(self._timeout_s + _GRACE_S):
+            self._hung = True
+            raise _Rebuild(
+                f"{what}: no answer from librdkafka within {self._timeout_s + _GRACE_S:.0f} s"
+            )
+        if box:
+            raise box[0]
+
     def _rebuild(self, why: BaseException) -> None:
         log.warning("%s: transactional producer unusable (%s); building a new one", self._name, why)
         old, self._producer = self._producer, None
+        if self._hung:
+            # Its call is still blocked inside the client: touching it could block us too.
+            self._hung = False
+            old = None
         if old is not None:
             try:
                 old.purge()

@@ -153,23 +153,31 @@ class DeliveryLog:
                 ) from exc
         return self._conn
 
-    async def sent(self, ids: list[str]) -> dict[str, SentRecord]:
-        """Which of `ids` were sent already; raises DependencyDown if Postgres is gone."""
-        if not ids:
-            return {}
+    async def _rows(self, sql: str, params: tuple[Any, ...], what: str) -> list[tuple[Any, ...]]:
+        """Run one lookup, bounded (a hung connection must not stall every caller behind the
+        lock); raises DependencyDown naming `what` when Postgres is gone or the query fails."""
         async with self._lock:
             try:
                 async with asyncio.timeout(LOOKUP_TIMEOUT_S):
                     conn = await self._connection()
-                    cur = await conn.execute(
-                        "select notification_id::text, provider, provider_message_id, attempt "
-                        "from deliveries where notification_id = any(%s::uuid[])",
-                        (ids,),
-                    )
-                    rows = await cur.fetchall()
-            except (psycopg.Error, TimeoutError) as exc:
+                    cur = await conn.execute(sql, params)
+                    return list(await cur.fetchall())
+            except (psycopg.Error, TimeoutError, DependencyDown) as exc:
                 await self._drop()
-                raise DependencyDown("postgres", f"deliveries lookup failed: {exc!r}") from exc
+                raise DependencyDown(
+                    "postgres", f"{what} failed ({exc!r}); is Postgres up? (`tidings doctor`)"
+                ) from exc
+
+    async def sent(self, ids: list[str]) -> dict[str, SentRecord]:
+        """Which of `ids` were sent already; raises DependencyDown if Postgres is gone."""
+        if not ids:
+            return {}
+        rows = await self._rows(
+            "select notification_id::text, provider, provider_message_id, attempt "
+            "from deliveries where notification_id = any(%s::uuid[])",
+            (ids,),
+            "deliveries lookup",
+        )
         return {r[0]: SentRecord(r[1], r[2], r[3]) for r in rows}
 
     async def delivery(self, nid: str) -> Delivery | None:
@@ -177,26 +185,15 @@ class DeliveryLog:
 
         Raises DependencyDown when Postgres is unreachable or the query fails.
         """
-        async with self._lock:
-            try:
-                # Bounded: a hung connection must not stall every caller behind the lock.
-                async with asyncio.timeout(LOOKUP_TIMEOUT_S):
-                    conn = await self._connection()
-                    cur = await conn.execute(
-                        "select channel, provider, provider_message_id, attempt, notification "
-                        "from deliveries where notification_id = %s::uuid",
-                        (nid,),
-                    )
-                    row = await cur.fetchone()
-            except (psycopg.Error, TimeoutError, DependencyDown) as exc:
-                await self._drop()
-                raise DependencyDown(
-                    "postgres",
-                    f"deliveries lookup of {nid} failed ({exc!r}); is Postgres up? "
-                    "(`tidings doctor`)",
-                ) from exc
-        if row is None:
+        rows = await self._rows(
+            "select channel, provider, provider_message_id, attempt, notification "
+            "from deliveries where notification_id = %s::uuid",
+            (nid,),
+            f"deliveries lookup of {nid}",
+        )
+        if not rows:
             return None
+        row = rows[0]
         return Delivery(row[0], SentRecord(row[1], row[2], row[3]), row[4])
 
     async def record(

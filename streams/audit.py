@@ -11,9 +11,8 @@ import contextlib
 import functools
 import logging
 import threading
-from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, TypeVar, cast
+from typing import Any, cast
 
 import psycopg
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
@@ -34,7 +33,6 @@ __all__ = ["AUDIT_COLUMNS", "AuditStage", "audit_record", "audit_row"]
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
 
 # Commit errors that mean "the coordinator is away or moving": try again.
 _TRANSIENT = {
@@ -153,7 +151,7 @@ class AuditStage:
                 dead.append(o)
                 self._metrics.incr("dlq")
         if rows:
-            refused = self._until_ok(self._pg, lambda: self._write_rows(rows))
+            refused = self._pg.retry(lambda: self._write_rows(rows), self._stop)
             dead += [self._refused(m, exc) for m, exc in refused]
         if dead:
             self._deliver(dlq, dead)  # dead letters are durable before their offsets commit
@@ -162,17 +160,6 @@ class AuditStage:
         self._metrics.incr("audited", len(rows))
 
     # ------------------------------------------------------------ riding out outages
-
-    def _until_ok(self, outage: Outage, call: Callable[[], T]) -> T:
-        while True:
-            try:
-                result = call()
-                outage.ok()
-                return result
-            except DependencyDown as exc:
-                wait = outage.failed(exc)
-                if self._stop.wait(wait):
-                    raise StageStopping(str(exc)) from exc
 
     def _connection(self) -> psycopg.Connection[Any]:
         if self._conn is None or self._conn.closed:

@@ -15,7 +15,7 @@ from importlib import resources
 
 import psycopg
 
-from streams.exceptions import DependencyDown, FatalStageError, StageStopping
+from streams.exceptions import DependencyDown, FatalStageError
 from streams.outage import Outage
 
 __all__ = [
@@ -118,15 +118,7 @@ def wait_for_migrations(conninfo: str, stage: str, stop: threading.Event, outage
     Raises FatalStageError as `require_migrations` does (or past the outage bound), and
     StageStopping if asked to stop first.
     """
-    while True:
-        try:
-            require_migrations(conninfo, stage)
-            outage.ok()
-            return
-        except DependencyDown as exc:
-            wait = outage.failed(exc)
-            if stop.wait(wait):
-                raise StageStopping(str(exc)) from exc
+    outage.retry(lambda: require_migrations(conninfo, stage), stop)
 
 
 def month_start(t: datetime) -> date:

@@ -14,13 +14,16 @@ import random
 import threading
 import time
 from collections.abc import Callable
+from typing import TypeVar
 
-from streams.exceptions import FatalStageError
+from streams.exceptions import DependencyDown, FatalStageError, StageStopping
 from streams.metrics import Metrics
 
 __all__ = ["Outage", "backoff_s"]
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 def backoff_s(failures: int, *, base_s: float, cap_s: float, rng: random.Random) -> float:
@@ -86,6 +89,21 @@ class Outage:
                     "back, or raise the bound (docs/configuration.md, runtime.outage_limit_s)"
                 ) from exc
             return backoff_s(self._failures, base_s=self._base_s, cap_s=self._cap_s, rng=self._rng)
+
+    def retry(self, call: Callable[[], T], stop: threading.Event) -> T:
+        """`call()` until it stops raising DependencyDown; blocks, waiting with backoff.
+
+        Raises StageStopping if `stop` is set while waiting, FatalStageError past the bound.
+        """
+        while True:
+            try:
+                result = call()
+            except DependencyDown as exc:
+                if stop.wait(self.failed(exc)):
+                    raise StageStopping(str(exc)) from exc
+                continue
+            self.ok()
+            return result
 
     def ok(self) -> None:
         """Record a successful try; logs the recovery once."""

@@ -63,3 +63,28 @@ def test_no_bound_rides_out_anything() -> None:
     for _ in range(10):
         clock.t += 3600
         assert o.failed(OSError("down")) <= 5.0
+
+
+def test_retry_waits_out_the_dependency_and_stops_on_request() -> None:
+    import threading
+
+    from streams.exceptions import DependencyDown, StageStopping
+
+    o = Outage("audit", "postgres", limit_s=None, base_s=0.001, cap_s=0.002)
+    tries = iter([DependencyDown("postgres", "down"), DependencyDown("postgres", "down"), None])
+
+    def call() -> str:
+        exc = next(tries)
+        if exc is not None:
+            raise exc
+        return "written"
+
+    assert o.retry(call, threading.Event()) == "written" and not o.down
+    stop = threading.Event()
+    stop.set()
+
+    def always_down() -> None:
+        raise DependencyDown("postgres", "down")
+
+    with pytest.raises(StageStopping):
+        o.retry(always_down, stop)

@@ -203,11 +203,11 @@ class RuntimeSettings(Frozen):
     # Stable member identity (transactional.id, group.instance.id): None takes host name +
     # the lowest free slot under local_dir/members; set it to e.g. a StatefulSet pod name.
     instance_id: str | None = None
-    # KIP-345: a restarted member gets its partitions back without a rebalance. Off by
-    # default: librdkafka fences a static member by its own earlier session after a broker
-    # restart (the stage then rebuilds its consumer); a dead dynamic member is replaced
-    # after the session timeout (6 s) instead.
-    static_membership: bool = False
+    # KIP-345: a restarted member gets its partitions back at once, without waiting out the
+    # dead session (6 s) and a rebalance. librdkafka may fence a static member by its own
+    # earlier session after a broker restart; the stage then rebuilds its consumer
+    # (StageConsumer makes that error impossible to miss). Off: a dynamic member.
+    static_membership: bool = True
     # How long Postgres or Redis may stay unreachable before a stage gives up and exits 1;
     # None (the default) rides out any outage. Kafka outages are always ridden out.
     outage_limit_s: float | None = Field(default=None, gt=0)

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from schemas.settings import TidingsSettings
 from schemas.status import StatusEvent
-from streams.db import audit_partition_ddl, month_start, wait_for_migrations
+from streams.db import audit_partition_ddl, check_login, month_start, wait_for_migrations
 from streams.dlq import dead_letter, reason_for
 from streams.exceptions import ConsumerFenced, DependencyDown, StageStopping
 from streams.kafka import consumer_fatal, make_consumer, make_producer, records
@@ -93,7 +93,8 @@ class AuditStage:
 
         Kafka and Postgres outages are ridden out: the batch in hand is kept and written,
         dead-lettered and committed once they are back. Raises FatalStageError only past
-        `runtime.outage_limit_s` of Postgres, or on a schema without the shipped migrations.
+        `runtime.outage_limit_s` of Postgres, on a schema without the shipped migrations, or
+        when Postgres refuses the login (a setting to fix, never retried).
         """
         s = self._s
         self._kafka = Outage("audit", "kafka", limit_s=None, metrics=self._metrics)
@@ -166,6 +167,7 @@ class AuditStage:
             try:
                 self._conn = psycopg.connect(self._s.postgres.conninfo())
             except psycopg.OperationalError as exc:
+                check_login(exc, "audit")  # wrong credentials: FatalStageError, not an outage
                 raise DependencyDown("postgres", f"audit: Postgres unreachable: {exc}") from exc
         return self._conn
 

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from schemas.settings import TidingsSettings
+from schemas.settings import DecodeLimits, TidingsSettings
 from streams.catalog_ref import DEFAULT_CATALOG_KEY, DEFAULT_CATALOG_TOPIC
 
 __all__ = ["register"]
@@ -46,7 +46,12 @@ def _now(text: str | None) -> dt.datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
 
 
-def _events(path: str, event_type: str | None) -> list[dict[str, Any]]:
+def _events(path: str, event_type: str | None, limits: DecodeLimits) -> list[dict[str, Any]]:
+    """The sample events in `path` (`-`: stdin) as CEL activations, decoded under `limits`.
+
+    `limits` are the route stage's (`route.limits`), so a sample the pipeline would refuse is
+    refused here too. Raises OSError, ValueError (bad JSON) or InvalidEventError.
+    """
     from schemas.envelope import Origin, decode_event
 
     raw = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
@@ -55,7 +60,7 @@ def _events(path: str, event_type: str | None) -> list[dict[str, Any]]:
     out = []
     for i, item in enumerate(docs):
         origin = Origin(topic=event_type or Path(path).stem, partition=0, offset=i)
-        out.append(decode_event(json.dumps(item).encode(), [], origin).as_cel())
+        out.append(decode_event(json.dumps(item).encode(), [], origin, limits).as_cel())
     return out
 
 
@@ -68,7 +73,7 @@ def _test(args: argparse.Namespace, s: TidingsSettings) -> int:
     if cat is None:
         return 1
     try:
-        events = _events(args.event, args.type)
+        events = _events(args.event, args.type, s.route.limits)
     except (OSError, ValueError, InvalidEventError) as exc:
         print(
             f"error: cannot read an event from {args.event}: {exc}. Fix: pass a JSON file "

@@ -13,7 +13,8 @@ is gone was held by a dead process and is taken over at once; a live member's cl
 is waited out (its lease is renewed while it sends).
 
 Postgres or Redis unreachable raises `DependencyDown`: the caller keeps the work and
-tries again (`streams.outage`), it never exits for it.
+tries again (`streams.outage`), it never exits for it. A login Postgres refuses (wrong
+credentials, no such database) is a setting to fix, not an outage: `FatalStageError`.
 
 The `deliveries` row also keeps the dispatch record itself (`Notification` JSON), so a
 provider receipt (e.g. a Twilio status callback) can be turned into a complete status event
@@ -33,7 +34,8 @@ import psycopg
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from streams.exceptions import DependencyDown
+from streams.db import check_login
+from streams.exceptions import DependencyDown, FatalStageError
 
 __all__ = ["LOOKUP_TIMEOUT_S", "Claim", "ClaimStore", "Delivery", "DeliveryLog", "SentRecord"]
 
@@ -45,8 +47,12 @@ LOOKUP_TIMEOUT_S = 5.0
 # The claim value keeps its lease deadline, and the key outlives the lease, so a
 # worker that finds an expired lease knows a sender died mid-send ("taken").
 # Time comes from the Redis server, so workers' clocks don't matter.
-# A claim whose member's liveness key is gone belongs to a dead process: taken at once.
-# ARGV: token, lease ms, ttl s, our member id, the member key prefix.
+# A claim whose member's liveness key is gone belongs to a dead process: taken at once. The
+# script touches its one key only (Redis Cluster: every key a script touches is in KEYS, and
+# in one slot; a member key is in another): a claim leased to a named member comes back as
+# `held` with that member, and the client, having found the member's key gone, calls it again
+# with the claim value it saw (ARGV[5]), which it takes over only while still unchanged.
+# ARGV: token, lease ms, ttl s, our member id, the value of a claim whose member is gone ('').
 _CLAIM = """
 local t = redis.call('time')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -59,20 +65,24 @@ end
 if string.sub(v, 1, 5) == 'sent|' then return {'sent', v} end
 local _, _, deadline, member = string.find(v, '^sending|[^|]*|(%d+)|?(.*)$')
 deadline = tonumber(deadline or '0')
-local gone = member ~= nil and member ~= '' and redis.call('exists', ARGV[5] .. member) == 0
-if deadline <= now or gone then
+if deadline <= now or (ARGV[5] ~= '' and v == ARGV[5]) then
   redis.call('set', KEYS[1], mine, 'EX', ARGV[3])
   return {'taken', member or ''}
 end
+if member ~= nil and member ~= '' then return {'held', tostring(deadline - now), member, v} end
 return {'busy', tostring(deadline - now)}
 """
 
+# How often a claim is looked at again when its value changes between the member check and
+# the takeover (another worker took it, or its holder renewed it meanwhile).
+_TAKEOVER_TRIES = 3
+
 # A new incarnation of a member slot retires the previous one's liveness key at once: that
 # process is dead (it held the slot's lock), so its claims need not wait for the key's TTL.
+# The script touches the slot key only; the client deletes the old member key it returns.
 _SUCCEED = """
 local old = redis.call('getset', KEYS[1], ARGV[1])
-redis.call('expire', KEYS[1], ARGV[3])
-if old and old ~= ARGV[1] then redis.call('del', ARGV[2] .. old) end
+redis.call('expire', KEYS[1], ARGV[2])
 return old or ''
 """
 
@@ -86,6 +96,18 @@ if v and string.sub(v, 1, 5) == 'sent|' then return 1 end
 local prefix = 'sending|' .. ARGV[1] .. '|'
 if v and string.sub(v, 1, string.len(prefix)) == prefix then
   redis.call('set', KEYS[1], prefix .. (now + tonumber(ARGV[2])) .. '|' .. ARGV[4], 'EX', ARGV[3])
+  return 1
+end
+return 0
+"""
+
+# Leave a claim in its ambiguous state for good (lease deadline 0, no member): a redo of a
+# send the `skip` policy refused to repeat is seen as a takeover again, at once.
+_ABANDON = """
+local v = redis.call('get', KEYS[1])
+local prefix = 'sending|' .. ARGV[1] .. '|'
+if v and string.sub(v, 1, string.len(prefix)) == prefix then
+  redis.call('set', KEYS[1], prefix .. '0|', 'KEEPTTL')
   return 1
 end
 return 0
@@ -132,6 +154,18 @@ class Claim:
     previous_member: str = ""  # with `taken`: the dead holder's member id, if it named one
 
 
+def _claim_outcome(state: str, detail: list[str], token: str) -> Claim:
+    """The Claim of a final answer of the claim script (anything but `held`); pure."""
+    if state == "ours":
+        return Claim("ours", token=token)
+    if state == "taken":
+        return Claim("taken", token=token, previous_member=detail[0])
+    if state == "sent":
+        _, provider, attempt, msgid = detail[0].split("|", 3)
+        return Claim("sent", sent=SentRecord(provider, msgid or None, int(attempt)))
+    return Claim("busy", retry_after_s=max(int(detail[0]), 50) / 1000)
+
+
 class DeliveryLog:
     """Postgres `deliveries`: the durable backstop. Writes are group-committed."""
 
@@ -148,6 +182,7 @@ class DeliveryLog:
             try:
                 self._conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
             except psycopg.OperationalError as exc:
+                check_login(exc, "deliveries")  # wrong credentials: FatalStageError, no retry
                 raise DependencyDown(
                     "postgres", f"deliveries: Postgres unreachable: {exc}"
                 ) from exc
@@ -155,7 +190,8 @@ class DeliveryLog:
 
     async def _rows(self, sql: str, params: tuple[Any, ...], what: str) -> list[tuple[Any, ...]]:
         """Run one lookup, bounded (a hung connection must not stall every caller behind the
-        lock); raises DependencyDown naming `what` when Postgres is gone or the query fails."""
+        lock); raises DependencyDown naming `what` when Postgres is gone or the query fails,
+        FatalStageError when it refuses the login (`streams.db.check_login`)."""
         async with self._lock:
             try:
                 async with asyncio.timeout(LOOKUP_TIMEOUT_S):
@@ -169,7 +205,10 @@ class DeliveryLog:
                 ) from exc
 
     async def sent(self, ids: list[str]) -> dict[str, SentRecord]:
-        """Which of `ids` were sent already; raises DependencyDown if Postgres is gone."""
+        """Which of `ids` were sent already; raises DependencyDown if Postgres is gone.
+
+        Raises FatalStageError when Postgres refuses the login (a setting to fix).
+        """
         if not ids:
             return {}
         rows = await self._rows(
@@ -183,7 +222,8 @@ class DeliveryLog:
     async def delivery(self, nid: str) -> Delivery | None:
         """The recorded send of notification `nid` (a UUID), or None if none is recorded.
 
-        Raises DependencyDown when Postgres is unreachable or the query fails.
+        Raises DependencyDown when Postgres is unreachable or the query fails, FatalStageError
+        when it refuses the login.
         """
         rows = await self._rows(
             "select channel, provider, provider_message_id, attempt, notification "
@@ -199,7 +239,8 @@ class DeliveryLog:
     async def record(
         self, nid: str, channel: str, rec: SentRecord, *, notification: bytes | None = None
     ) -> None:
-        """Durably record an accepted send; returns once committed. Raises DependencyDown.
+        """Durably record an accepted send; returns once committed. Raises DependencyDown
+        (FatalStageError when Postgres refuses the login).
 
         `notification` is the raw dispatch record (`Notification.encode()`), kept so provider
         receipts can be enriched later; None stores NULL. Idempotent: call it again after a
@@ -232,11 +273,11 @@ class DeliveryLog:
                         "%s::int[], %s::bytea[]) on conflict (notification_id) do nothing",
                         [list(c) for c in cols],
                     )
-            except (psycopg.Error, DependencyDown, TimeoutError) as exc:
+            except (psycopg.Error, DependencyDown, FatalStageError, TimeoutError) as exc:
                 await self._drop()
                 err = (
                     exc
-                    if isinstance(exc, DependencyDown)
+                    if isinstance(exc, DependencyDown | FatalStageError)
                     else DependencyDown("postgres", f"recording sends in Postgres failed: {exc!r}")
                 )
                 for _, fut in batch:
@@ -295,6 +336,7 @@ class ClaimStore:
         self._member_ttl_ms = int(member_ttl_s * 1000)
         self._claim = self._redis.register_script(_CLAIM)
         self._release = self._redis.register_script(_RELEASE)
+        self._abandon = self._redis.register_script(_ABANDON)
         self._extend = self._redis.register_script(_EXTEND)
         self._succeed = self._redis.register_script(_SUCCEED)
 
@@ -319,38 +361,51 @@ class ClaimStore:
 
         Returns the previous incarnation's member id ('' if none). Raises DependencyDown.
         """
-        old = await self._call(
+        raw = await self._call(
             "member handover",
             self._succeed(
-                keys=[f"{self._member_prefix}slot:{slot}"],
-                args=[self.member, self._member_prefix, self._ttl_s],
+                keys=[f"{self._member_prefix}slot:{slot}"], args=[self.member, self._ttl_s]
             ),
         )
-        return old.decode() if isinstance(old, bytes) else str(old or "")
+        old = raw.decode() if isinstance(raw, bytes) else str(raw or "")
+        if old and old != self.member:
+            # Crashing right here leaves the old key to lapse by its TTL: a slower takeover.
+            await self._call("member retirement", self._redis.delete(self._member_prefix + old))
+        return old
 
     async def known_sent(self, ids: list[str]) -> dict[str, SentRecord]:
         """The Postgres backstop for a batch: which of `ids` were already sent."""
         return await self._log.sent(ids)
 
     async def claim(self, nid: str) -> Claim:
-        """Try to become the one sender of `nid`; raises DependencyDown if Redis is gone."""
+        """Try to become the one sender of `nid`; raises DependencyDown if Redis is gone.
+
+        One round trip, unless the claim is leased to a member: then that member's liveness
+        key is looked up, and if it is gone the claim is taken over at once by a second call
+        that takes it only while it is unchanged (compare and set; a claim that changed
+        meanwhile is looked at afresh). A live member's claim is `busy` until its lease ends.
+        """
         token = uuid.uuid4().hex
+        gone = ""  # the claim value whose member was found gone
+        for _ in range(_TAKEOVER_TRIES):
+            state, *detail = await self._claim_once(nid, token, gone)
+            if state != "held":
+                return _claim_outcome(state, detail, token)
+            left_ms, member, value = detail
+            if await self._call("member check", self._redis.exists(self._member_prefix + member)):
+                break
+            gone = value
+        return Claim("busy", retry_after_s=max(int(left_ms), 50) / 1000)
+
+    async def _claim_once(self, nid: str, token: str, gone: str) -> list[str]:
+        """One run of the claim script on the claim key alone; its answer as text."""
         raw = await self._call(
             "claim",
             self._claim(
-                keys=[self._key(nid)],
-                args=[token, self._lease_ms, self._ttl_s, self.member, self._member_prefix],
+                keys=[self._key(nid)], args=[token, self._lease_ms, self._ttl_s, self.member, gone]
             ),
         )
-        state, detail = (x.decode() if isinstance(x, bytes) else str(x) for x in raw)
-        if state == "ours":
-            return Claim("ours", token=token)
-        if state == "taken":
-            return Claim("taken", token=token, previous_member=detail)
-        if state == "sent":
-            _, provider, attempt, msgid = detail.split("|", 3)
-            return Claim("sent", sent=SentRecord(provider, msgid or None, int(attempt)))
-        return Claim("busy", retry_after_s=max(int(detail), 50) / 1000)
+        return [x.decode() if isinstance(x, bytes) else str(x) for x in raw]
 
     async def record_sent(
         self,
@@ -428,6 +483,18 @@ class ClaimStore:
             await self._release(keys=[self._key(nid)], args=[f"sending|{token}|"])
         except RedisError:
             log.debug("claim release of %s failed; it lapses by itself", nid, exc_info=True)
+
+    async def abandon(self, nid: str, token: str) -> None:
+        """Keep a taken-over claim ambiguous instead of holding it: its lease is over at once.
+
+        For a send the `skip` policy marked `unknown`: a redo (the batch aborted before its
+        commit) takes it over again and skips again, without waiting out a lease. Best
+        effort: if Redis is gone the claim lapses by itself.
+        """
+        try:
+            await self._abandon(keys=[self._key(nid)], args=[token])
+        except RedisError:
+            log.debug("claim abandon of %s failed; it lapses by itself", nid, exc_info=True)
 
     async def close(self) -> None:
         """Close the Redis pool and the delivery log's connection; never raises for Redis."""

@@ -124,6 +124,7 @@ class DeliverStage:
         self._txn = TransactionalOutput(
             lambda: make_producer(s, member.transactional_id), consumer, self._kafka, self._stop,
             stop_grace_s=s.runtime.drain_timeout_s, metrics_incr=self._metrics.incr,
+            dlq_topic=s.topics.dlq,
         )  # fmt: skip
         try:
             log.info("deliver: registering producer %s", member.transactional_id)

@@ -308,6 +308,7 @@ class DeliverWorker:
             self._finish(it, self._out.failed(it, n, n.attempt, "no-provider", exc2), failed=1)
             return
         if took_over and self._takeover_skips(it, n):
+            await self._claims.abandon(n.id, token)
             return
         try:
             content = self._catalog.current.render_content(

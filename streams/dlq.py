@@ -10,7 +10,16 @@ from collections.abc import Sequence
 
 from streams.records import Out
 
-__all__ = ["DLQ_HEADERS", "INTERNAL_ERROR", "dead_letter", "header_map", "reason_for"]
+__all__ = [
+    "DLQ_HEADERS",
+    "DLQ_MAX_MESSAGE_BYTES",
+    "INTERNAL_ERROR",
+    "OUTPUT_REFUSED",
+    "dead_letter",
+    "header_map",
+    "reason_for",
+    "refused_output",
+]
 
 DLQ_HEADERS = (
     "kafka_dlt-original-topic",
@@ -24,6 +33,16 @@ DLQ_HEADERS = (
 )
 
 _MAX_MESSAGE = 4000
+
+# The DLQ keeps any record byte for byte plus origin and error headers: it must take more
+# than the broker's default 1 MiB (message.max.bytes 1048588) that an input can have.
+DLQ_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+# Room left in a DLQ record for the headers that name the origin and the error.
+_HEADROOM = 64 * 1024
+
+# The reason of an output the broker refused for good (too large for its topic, invalid
+# for a compacted topic): it is parked here instead of failing its batch for ever.
+OUTPUT_REFUSED = "output-refused"
 
 # The reason of a record whose handling raised something unforeseen (a tidings bug, or a
 # shape nothing refused earlier); kafka_dlt-exception-fqcn says what it was.
@@ -75,3 +94,27 @@ def dead_letter(
 def header_map(headers: Sequence[tuple[str, bytes | None]] | None) -> dict[str, str]:
     """Headers as a str→str dict (last value wins), for reading DLQ records."""
     return {k: (v or b"").decode("utf-8", "replace") for k, v in headers or ()}
+
+
+def refused_output(dlq_topic: str, out: Out, error: str, stage: str) -> Out:
+    """The DLQ record standing in for an output the broker refused for good; pure.
+
+    Its origin is the topic the output was meant for (partition -1: replay lets the
+    partitioner choose), so `tidings dlq replay --reason output-refused` delivers it once
+    the topic takes it. An output too large even for the DLQ keeps its key and headers,
+    and its value is dropped (the error message says so and how large it was).
+    """
+    value = out.value
+    size = len(value or b"") + sum(len(k) + len(v or b"") for k, v in out.headers)
+    if size > DLQ_MAX_MESSAGE_BYTES - _HEADROOM:
+        error = f"{error}; the value ({size} bytes) was too large for the DLQ and is not kept"
+        value = None
+    return dead_letter(
+        dlq_topic, topic=out.topic, partition=-1, offset=-1, timestamp_ms=None, key=out.key,
+        value=value, headers=out.headers, error=RecordRefused(error), stage=stage,
+        reason=OUTPUT_REFUSED,
+    )  # fmt: skip
+
+
+class RecordRefused(Exception):
+    """The broker refused one output record for good (kafka_dlt-exception-fqcn names this)."""

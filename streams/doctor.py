@@ -5,8 +5,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from schemas.settings import TidingsSettings
+
+if TYPE_CHECKING:
+    from confluent_kafka.admin import AdminClient
 
 __all__ = ["Check", "run_checks"]
 
@@ -38,10 +42,36 @@ def _kafka(settings: TidingsSettings) -> Check:
             False,
             f"{where}: metadata request failed: {exc.args[0]}; is `make up` running?",
         )
-    return Check(
-        "kafka",
-        True,
-        f"{where}: cluster {md.cluster_id}, {len(md.brokers)} broker(s), {len(md.topics)} topic(s)",
+    found = f"{where}: cluster {md.cluster_id}, {len(md.brokers)} broker(s)"
+    found += f", {len(md.topics)} topic(s)"
+    dlq = _dlq_note(admin, settings) if settings.topics.dlq in md.topics else ""
+    return Check("kafka", True, found + dlq)
+
+
+def _dlq_note(admin: AdminClient, settings: TidingsSettings) -> str:
+    """What to append when the DLQ topic takes less than dead letters need ('' if it is fine).
+
+    Only a note (the check stays ok): `tidings topics ensure` and `tidings dev` raise it.
+    """
+    from concurrent.futures import TimeoutError as FutureTimeout
+
+    from confluent_kafka import KafkaException
+
+    from streams.dlq import DLQ_MAX_MESSAGE_BYTES
+    from streams.kafka import dlq_max_message_bytes
+
+    topic = settings.topics.dlq
+    try:
+        have = dlq_max_message_bytes(admin, topic, 5)
+    except (KafkaException, FutureTimeout, ValueError) as exc:
+        return f"; DLQ {topic}: max.message.bytes unreadable ({exc})"
+    if have >= DLQ_MAX_MESSAGE_BYTES:
+        return ""
+    return (
+        f"; WARNING: DLQ {topic} has max.message.bytes {have}, below the "
+        f"{DLQ_MAX_MESSAGE_BYTES} dead letters need (large ones are refused); raise it with "
+        "`tidings topics ensure` (or kafka-configs.sh --alter --entity-type topics "
+        f"--entity-name {topic} --add-config max.message.bytes={DLQ_MAX_MESSAGE_BYTES})"
     )
 
 
@@ -54,8 +84,11 @@ def _postgres(settings: TidingsSettings) -> Check:
         with psycopg.connect(pg.conninfo()) as conn:
             row = conn.execute("show server_version").fetchone()
     except psycopg.Error as exc:
+        from streams.db import login_fix
+
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return Check("postgres", False, f"{where}: {reason}; is `make up` running?")
+        fix = login_fix(exc) or "is `make up` running?"
+        return Check("postgres", False, f"{where}: {reason}; {fix}")
     return Check("postgres", True, f"{where}: PostgreSQL {row[0] if row else '?'}")
 
 

@@ -10,6 +10,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterable, Iterator
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, cast
 
 from confluent_kafka import (
@@ -20,32 +21,36 @@ from confluent_kafka import (
     Producer,
 )
 from confluent_kafka.admin import AdminClient
+
+# Public as confluent_kafka.admin.*, but re-exported implicitly there (mypy --strict refuses
+# that), so imported from where they are defined, like NewTopic from cimpl.
+from confluent_kafka.admin._config import AlterConfigOpType, ConfigEntry, ConfigResource
 from confluent_kafka.cimpl import NewTopic
 
 from catalog import KNOWN_CHANNELS
 from schemas.settings import TidingsSettings
+from streams.dlq import DLQ_MAX_MESSAGE_BYTES
 from streams.exceptions import ConsumerFenced, FatalStageError
 from streams.member import MemberIdentity
 from streams.records import Out
 from streams.transactions import TransactionalOutput
 
 __all__ = [
+    "StageConsumer",
     "TransactionalOutput",
     "consumer_fatal",
+    "dlq_max_message_bytes",
     "ensure_topics",
     "make_consumer",
     "make_producer",
     "pipeline_topics",
     "produce",
+    "raise_dlq_max_message_bytes",
     "records",
     "retry_topic",
 ]
 
 log = logging.getLogger(__name__)
-
-# The DLQ keeps any record byte for byte plus origin and error headers: it must take more
-# than the broker's default 1 MiB (message.max.bytes 1048588) that an input can have.
-DLQ_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 
 
 def make_consumer(
@@ -74,7 +79,42 @@ def make_consumer(
     if member is not None and settings.runtime.static_membership:
         conf["group.instance.id"] = member.instance
     conf.update(extra)
-    return Consumer(conf)
+    return StageConsumer(conf)
+
+
+class StageConsumer(Consumer):
+    """A Consumer whose `poll` and `consume` raise ConsumerFenced once it is fatally broken.
+
+    librdkafka reports a fatal consumer error (a static member fenced by its own earlier
+    session after a broker restart, say) once, as an error event among the messages; a
+    stage that happened to be paused, or putting a batch back, would skip it and sit with
+    a consumer that never fetches again. Here it can't be missed: that call and every
+    later one raise, and the stage rebuilds its consumer from the committed offsets.
+    """
+
+    _fatal: str | None = None
+
+    def _check(self, msgs: list[Message]) -> None:
+        for m in msgs:
+            err = m.error()
+            if err is not None and consumer_fatal(err):
+                self._fatal = err.str()
+        if self._fatal is not None:
+            raise ConsumerFenced(f"consumer unusable: {self._fatal}")
+
+    def poll(self, timeout: float = -1) -> Message | None:
+        """Consumer.poll; raises ConsumerFenced once the consumer is fatally broken."""
+        self._check([])
+        m = super().poll(timeout)
+        self._check([] if m is None else [m])
+        return m
+
+    def consume(self, num_messages: int = 1, timeout: float = -1) -> list[Message]:
+        """Consumer.consume; raises ConsumerFenced once the consumer is fatally broken."""
+        self._check([])
+        msgs = super().consume(num_messages, timeout)
+        self._check(msgs)
+        return msgs
 
 
 def make_producer(
@@ -124,22 +164,27 @@ def retry_topic(settings: TidingsSettings, tier_s: float) -> str:
 def ensure_topics(
     settings: TidingsSettings, topics: dict[str, int], timeout_s: float = 30.0
 ) -> list[str]:
-    """Create missing topics; returns the names created. Raises FatalStageError on other errors."""
+    """Create missing topics; returns the names created. Raises FatalStageError on other errors.
+
+    The DLQ topic (when in `topics`) is created with max.message.bytes DLQ_MAX_MESSAGE_BYTES;
+    one that exists already with less is raised to it (`raise_dlq_max_message_bytes`, which
+    only warns when the broker refuses).
+    """
     admin = AdminClient(settings.kafka.client_config())
     existing = set(admin.list_topics(timeout=timeout_s).topics)
+    dlq = settings.topics.dlq
     dlq_config = {"max.message.bytes": str(DLQ_MAX_MESSAGE_BYTES)}
     new = [
         NewTopic(
             name, parts, settings.kafka.replication_factor,
-            config=dlq_config if name == settings.topics.dlq else {},
+            config=dlq_config if name == dlq else {},
         )
         for name, parts in topics.items()
         if name not in existing
     ]  # fmt: skip
-    if not new:
-        return []
     created = []
-    for name, fut in admin.create_topics(new, operation_timeout=timeout_s).items():
+    futures = admin.create_topics(new, operation_timeout=timeout_s) if new else {}
+    for name, fut in futures.items():
         try:
             fut.result(timeout=timeout_s)
             created.append(name)
@@ -147,7 +192,60 @@ def ensure_topics(
             if exc.args[0].code() == KafkaError.TOPIC_ALREADY_EXISTS:
                 continue
             raise FatalStageError(f"could not create topic {name}: {exc.args[0].str()}") from exc
+    if dlq in topics and dlq not in created:  # made before (or by someone else): check it
+        raise_dlq_max_message_bytes(admin, settings, timeout_s)
     return created
+
+
+def dlq_max_message_bytes(admin: AdminClient, topic: str, timeout_s: float) -> int:
+    """The max.message.bytes the broker reports for `topic`; blocks up to `timeout_s`.
+
+    Raises KafkaException (e.g. no DescribeConfigs permission, no such topic) or
+    concurrent.futures.TimeoutError.
+    """
+    res = ConfigResource(ConfigResource.Type.TOPIC, topic)
+    configs = admin.describe_configs([res], request_timeout=timeout_s)[res].result(timeout_s)
+    return int(configs["max.message.bytes"].value)
+
+
+def raise_dlq_max_message_bytes(
+    admin: AdminClient, settings: TidingsSettings, timeout_s: float
+) -> bool:
+    """Raise the existing DLQ topic's max.message.bytes to DLQ_MAX_MESSAGE_BYTES if lower.
+
+    A topic made before tidings set it (or by hand) keeps the broker's 1 MiB, and dead
+    letters of the largest records would be refused. Returns whether it now takes
+    DLQ_MAX_MESSAGE_BYTES. Logs one INFO line when it raised it, a WARNING with the command
+    to run when the broker refuses (e.g. ACLs) or doesn't answer; never raises.
+    """
+    topic = settings.topics.dlq
+    fix = (
+        f"kafka-configs.sh --bootstrap-server {settings.kafka.bootstrap_servers} --alter "
+        f"--entity-type topics --entity-name {topic} "
+        f"--add-config max.message.bytes={DLQ_MAX_MESSAGE_BYTES}"
+    )
+    try:
+        have = dlq_max_message_bytes(admin, topic, timeout_s)
+        if have >= DLQ_MAX_MESSAGE_BYTES:
+            return True
+        entry = ConfigEntry(
+            "max.message.bytes", str(DLQ_MAX_MESSAGE_BYTES),
+            incremental_operation=AlterConfigOpType.SET,
+        )  # fmt: skip
+        res = ConfigResource(ConfigResource.Type.TOPIC, topic, incremental_configs=[entry])
+        admin.incremental_alter_configs([res], request_timeout=timeout_s)[res].result(timeout_s)
+    except (KafkaException, FutureTimeout, ValueError) as exc:
+        err = exc.args[0] if exc.args else exc
+        why = err.str() if isinstance(err, KafkaError) else repr(exc)
+        log.warning(
+            "DLQ topic %s: could not check or raise max.message.bytes to %d (%s); dead letters "
+            "of records over its limit will be refused. Fix: %s",
+            topic, DLQ_MAX_MESSAGE_BYTES, why, fix,
+        )  # fmt: skip
+        return False
+    log.info("DLQ topic %s: raised max.message.bytes from %d to %d", topic, have,
+             DLQ_MAX_MESSAGE_BYTES)  # fmt: skip
+    return True
 
 
 def produce(producer: Producer, o: Out) -> None:

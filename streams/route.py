@@ -180,6 +180,7 @@ class RouteStage:
         txn = TransactionalOutput(
             lambda: make_producer(s, member.transactional_id), consumer, outage, self._stop,
             stop_grace_s=s.runtime.drain_timeout_s, metrics_incr=self._metrics.incr,
+            dlq_topic=s.topics.dlq,
         )  # fmt: skip
         try:
             log.info("route: registering producer %s", member.transactional_id)

@@ -16,6 +16,10 @@ While the broker is unreachable the calls are retried with bounded backoff for a
 long as it takes (one log line when it goes, one when it is back). Once the stage is
 asked to stop, they are retried for at most `stop_grace_s` more; then the batch is
 given up (nothing of it is visible) and redone by whoever runs next.
+
+An output the broker refuses for good (too large for its topic, invalid there) would
+fail its batch on every redo; with a `dlq_topic`, the batch is committed once more with
+each refused output replaced by its dead letter (reason `output-refused`).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from typing import Any, cast
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
+from streams.dlq import refused_output
 from streams.exceptions import FatalStageError, TransactionAborted
 from streams.outage import Outage
 from streams.records import TP, Out
@@ -45,6 +50,16 @@ _REFUSED = {
     KafkaError.TOPIC_AUTHORIZATION_FAILED,
     KafkaError.INVALID_TRANSACTION_TIMEOUT,
     KafkaError._UNSUPPORTED_FEATURE,
+}
+
+# One record refused for good, whatever the retry: the broker's topic can't take it.
+_RECORD_REFUSED = {
+    KafkaError.MSG_SIZE_TOO_LARGE,
+    KafkaError.RECORD_LIST_TOO_LARGE,
+    KafkaError.INVALID_RECORD,
+    KafkaError.INVALID_MSG_SIZE,
+    KafkaError.INVALID_MSG,
+    KafkaError.POLICY_VIOLATION,
 }
 
 # How long one transactional call may keep failing retriably before the producer is rebuilt.
@@ -74,8 +89,11 @@ class TransactionalOutput:
         timeout_s: float = 10.0,
         stop_grace_s: float = 10.0,
         metrics_incr: Callable[[str, int], None] | None = None,
+        dlq_topic: str | None = None,
     ) -> None:
         self._make = make_producer
+        self._dlq = dlq_topic
+        self._refused: dict[int, str] = {}  # output index → why the broker refused it
         self._consumer = consumer
         self._outage = outage
         self._stop = stop
@@ -128,31 +146,55 @@ class TransactionalOutput:
             return
         if self._gave_up:
             raise TransactionAborted("stopping: the broker stayed unreachable; not committing")
+        for attempt in (1, 2):
+            self._refused = {}
+            try:
+                self._attempt(outs, offsets, group_metadata)
+            except _Abort as exc:
+                self._incr("txn_aborts", 1)
+                self._abort()
+                if attempt == 1 and self._refused and self._dlq and not self._gave_up:
+                    outs = self._divert(outs)
+                    continue
+                raise TransactionAborted(f"transaction aborted: {exc}") from exc
+            except _Rebuild as exc:
+                self._incr("txn_aborts", 1)
+                self._rebuild(exc)
+                raise TransactionAborted(f"producer rebuilt after a fatal error: {exc}") from exc
+            self._incr("txn_commits", 1)
+            return
+
+    def _attempt(self, outs: list[Out], offsets: dict[TP, int], group_metadata: Any) -> None:
         p = self.producer
-        try:
-            self._retry(p.begin_transaction, "begin")
-            for o in outs:
-                self._produce(o)
-            if offsets:
-                tps = [TopicPartition(t, part, off) for (t, part), off in offsets.items()]
-                self._retry(
-                    lambda: p.send_offsets_to_transaction(
-                        tps,
-                        group_metadata or self._consumer.consumer_group_metadata(),
-                        self._timeout_s,
-                    ),
-                    "send offsets",
-                )
-            self._retry(lambda: p.commit_transaction(self._timeout_s), "commit")
-        except _Abort as exc:
-            self._incr("txn_aborts", 1)
-            self._abort()
-            raise TransactionAborted(f"transaction aborted: {exc}") from exc
-        except _Rebuild as exc:
-            self._incr("txn_aborts", 1)
-            self._rebuild(exc)
-            raise TransactionAborted(f"producer rebuilt after a fatal error: {exc}") from exc
-        self._incr("txn_commits", 1)
+        self._retry(p.begin_transaction, "begin")
+        for i, o in enumerate(outs):
+            self._produce(i, o)
+        if offsets:
+            tps = [TopicPartition(t, part, off) for (t, part), off in offsets.items()]
+            self._retry(
+                lambda: p.send_offsets_to_transaction(
+                    tps, group_metadata or self._consumer.consumer_group_metadata(),
+                    self._timeout_s,
+                ),
+                "send offsets",
+            )  # fmt: skip
+        self._retry(lambda: p.commit_transaction(self._timeout_s), "commit")
+
+    def _divert(self, outs: list[Out]) -> list[Out]:
+        """`outs` with each refused output replaced by its dead letter."""
+        for i, why in sorted(self._refused.items()):
+            log.warning(
+                "%s: the broker refused an output for %s for good (%s); dead-lettering it "
+                "(reason output-refused; raise the topic's max.message.bytes, then "
+                "`tidings dlq replay --reason output-refused`)", self._name, outs[i].topic, why,
+            )  # fmt: skip
+            self._incr("dlq", 1)
+        assert self._dlq is not None
+        return [
+            refused_output(self._dlq, o, self._refused[i], self._name) if i in self._refused
+            else o
+            for i, o in enumerate(outs)
+        ]  # fmt: skip
 
     def rebind(self, consumer: Consumer) -> None:
         """Commit the offsets of `consumer` from now on (after the stage rebuilt its consumer)."""
@@ -223,11 +265,19 @@ class TransactionalOutput:
                     raise _Abort(f"{what}: still failing at stop ({err.str()})") from exc
                 time.sleep(wait)
 
-    def _produce(self, o: Out) -> None:
+    def _produce(self, i: int, o: Out) -> None:
         p = self.producer
+
+        def report(err: KafkaError | None, _msg: Any) -> None:
+            if err is not None and err.code() in _RECORD_REFUSED:
+                self._refused[i] = err.str()
+
         while True:
             try:
-                p.produce(o.topic, value=o.value, key=o.key, headers=cast(Any, o.headers))
+                p.produce(
+                    o.topic, value=o.value, key=o.key, headers=cast(Any, o.headers),
+                    on_delivery=report,
+                )  # fmt: skip
                 return
             except BufferError:
                 if self._giving_up():
@@ -237,6 +287,8 @@ class TransactionalOutput:
                 err: KafkaError = exc.args[0]
                 if err.fatal():
                     raise _Rebuild(f"produce: {err.str()}") from exc
+                if err.code() in _RECORD_REFUSED:
+                    self._refused[i] = err.str()
                 raise _Abort(f"produce: {err.str()}") from exc
 
     def _abort(self) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import random
 import shutil
 from pathlib import Path
@@ -106,6 +107,8 @@ class ChaosWorld:
         runtime: dict[str, Any] = {"drain_timeout_s": 15.0}
         if "ambiguity" in RuntimeSettings.model_fields:
             runtime["ambiguity"] = AMBIGUITY
+        # CHAOS_RUNTIME='{"static_membership": true}': try a runtime setting under the faults.
+        runtime.update(json.loads(os.environ.get("CHAOS_RUNTIME") or "{}"))
         cfg: dict[str, Any] = {
             "kafka": {"bootstrap_servers": stack.bootstrap},
             "postgres": {"host": "127.0.0.1", "port": stack.pg_port},

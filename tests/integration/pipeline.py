@@ -130,10 +130,10 @@ class World:
         """Every committed record of `topic`, read until `idle_s` passes with nothing new."""
         return read_committed(self.settings, topic, idle_s=idle_s, timeout_s=timeout_s)
 
-    def statuses(self) -> Counter[tuple[str, str]]:
+    def statuses(self, idle_s: float = 3.0) -> Counter[tuple[str, str]]:
         """(notification id, status) → how many committed status events."""
         got: Counter[tuple[str, str]] = Counter()
-        for m in self.read(self.settings.topics.status):
+        for m in self.read(self.settings.topics.status, idle_s=idle_s):
             d = json.loads(m.value())["data"]
             got[(d["notification_id"], d["status"])] += 1
         return got

@@ -119,3 +119,89 @@ def test_a_dead_members_claim_is_taken_at_once_a_live_ones_is_not(
     assert while_alive == "busy"
     assert after_death == "taken" and previous
     assert after_handover == "taken"
+
+
+class _HolderReturns(ClaimStore):
+    """A claimant during whose takeover the holder comes back: between the member check
+    (its key gone) and the compare-and-set, it beats again and renews its lease."""
+
+    holder: ClaimStore
+    holder_token: str
+
+    async def _claim_once(self, nid: str, token: str, gone: str) -> list[str]:
+        if gone:
+            await self.holder.beat()
+            assert await self.holder.extend({nid: self.holder_token}) == []
+        return await super()._claim_once(nid, token, gone)
+
+
+def test_a_dead_members_claim_is_taken_in_two_steps_only_while_unchanged(
+    settings: TidingsSettings, redis_client: redis.Redis
+) -> None:
+    """The claim script touches the claim key alone: the holder's liveness key is checked by
+    the client, and the takeover is a compare-and-set of the claim value it saw."""
+    url = settings.redis.url.get_secret_value()
+
+    def store(cls: type[ClaimStore] = ClaimStore) -> ClaimStore:
+        log = DeliveryLog(settings.postgres.conninfo())
+        return cls(url, log, lease_s=30, ttl_s=60, member_ttl_s=30)
+
+    async def scenario() -> None:
+        holder, claimant, racer = store(), store(), store(_HolderReturns)
+        assert isinstance(racer, _HolderReturns)
+        nid, nid2 = str(uuid.uuid4()), str(uuid.uuid4())
+        try:
+            await holder.beat()
+            mine = await holder.claim(nid)
+            assert mine.state == "ours"
+            assert (await claimant.claim(nid)).state == "busy", "a live member's is waited out"
+
+            # The holder dies: its liveness key is gone long before its 30 s lease ends.
+            redis_client.delete(f"tidings:member:{holder.member}")
+            took = await claimant.claim(nid)
+            assert (took.state, took.previous_member) == ("taken", holder.member)
+            value = (redis_client.get(f"tidings:claim:{nid}") or b"").decode()
+            assert value.startswith(f"sending|{took.token}|") and value.endswith(claimant.member)
+            assert await holder.extend({nid: mine.token}) == [nid], "the dead holder lost it"
+
+            # A holder back between the member check and the takeover keeps its claim: the
+            # value the check saw has changed, and the live member is waited out again.
+            held = await holder.claim(nid2)
+            redis_client.delete(f"tidings:member:{holder.member}")
+            racer.holder, racer.holder_token = holder, held.token
+            assert (await racer.claim(nid2)).state == "busy"
+            value = (redis_client.get(f"tidings:claim:{nid2}") or b"").decode()
+            assert value.startswith(f"sending|{held.token}|") and value.endswith(holder.member)
+            assert await holder.extend({nid2: held.token}) == []
+        finally:
+            for s in (holder, claimant, racer):
+                await s.close()
+            redis_client.delete(f"tidings:claim:{nid}", f"tidings:claim:{nid2}")
+
+    asyncio.run(scenario())
+
+
+def test_an_abandoned_claim_is_taken_over_again_at_once_by_a_live_member(
+    settings: TidingsSettings,
+) -> None:
+    # The `skip` policy marks a taken-over send `unknown` and abandons the claim: a redo
+    # of that batch must see the same ambiguity at once, not wait out a 30 s lease.
+    async def scenario() -> tuple[str, str, str, str]:
+        log = DeliveryLog(settings.postgres.conninfo())
+        claims = ClaimStore(settings.redis.url.get_secret_value(), log, lease_s=30, ttl_s=60)
+        nid = str(uuid.uuid4())
+        try:
+            await claims.beat()
+            first = await claims.claim(nid)
+            held = (await claims.claim(nid)).state  # our own live lease: busy
+            await claims.abandon(nid, "someone-elses-token")  # not ours: no effect
+            still = (await claims.claim(nid)).state
+            await claims.abandon(nid, first.token)
+            again = await claims.claim(nid)
+            return first.state, held, still, again.state
+        finally:
+            await claims.close()
+
+    first, held, still, again = asyncio.run(scenario())
+    assert (first, held, still) == ("ours", "busy", "busy")
+    assert again == "taken", "a redo sees the ambiguous claim as a takeover, at once"

@@ -17,11 +17,12 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
 from schemas.settings import TidingsSettings
+from streams.dlq import header_map
 from streams.exceptions import TransactionAborted
 from streams.kafka import make_consumer, make_producer
 from streams.metrics import Metrics
 from streams.outage import Outage
-from streams.records import Out
+from streams.records import Out, norm_headers
 from streams.transactions import TransactionalOutput
 from tests.integration.pipeline import read_committed
 
@@ -29,7 +30,7 @@ pytestmark = pytest.mark.integration
 
 
 def _setup(
-    settings: TidingsSettings, make_topic: Callable[..., str]
+    settings: TidingsSettings, make_topic: Callable[..., str], dlq: str | None = None
 ) -> tuple[str, str, Consumer, TransactionalOutput, str, Metrics]:
     src, out = make_topic("txn-in", 1), make_topic("txn-out", 1)
     group = f"txn-{uuid.uuid4().hex[:8]}"
@@ -40,7 +41,7 @@ def _setup(
     txn = TransactionalOutput(
         lambda: make_producer(settings, tid), consumer,
         Outage("test", "kafka", limit_s=None, metrics=metrics), threading.Event(),
-        timeout_s=10, metrics_incr=metrics.incr,
+        timeout_s=10, metrics_incr=metrics.incr, dlq_topic=dlq,
     )  # fmt: skip
     txn.init()
     return src, out, consumer, txn, tid, metrics
@@ -82,6 +83,38 @@ def test_an_abortable_error_aborts_everything_and_the_next_commit_works(
         assert [m.value() for m in read_committed(settings, out, idle_s=1.5)] == [b"after"]
         assert _committed(consumer, src) == 7
         assert metrics.snapshot()["txn_aborts"] == 1
+    finally:
+        txn.close()
+        consumer.close()
+        kafka_admin.delete_topics([tiny], operation_timeout=30)[tiny].result(timeout=30)
+
+
+def test_an_output_refused_for_good_is_dead_lettered_and_the_batch_commits(
+    settings: TidingsSettings, make_topic: Callable[..., str], kafka_admin: AdminClient
+) -> None:
+    dlq = make_topic("txn-dlq", 1)
+    src, out, consumer, txn, _, metrics = _setup(settings, make_topic, dlq)
+    tiny = f"test.txn-tiny.{uuid.uuid4().hex[:8]}"
+    fut = kafka_admin.create_topics(
+        [NewTopic(tiny, 1, 1, config={"max.message.bytes": "200"})], operation_timeout=30
+    )
+    fut[tiny].result(timeout=30)
+    big = os.urandom(5000)
+    try:
+        # Without the DLQ this batch would abort on every redo (the test above).
+        txn.commit([Out(out, b"kept", b"k"), Out(tiny, big, b"big", [("h", b"v")])], {(src, 0): 3})
+        assert [m.value() for m in read_committed(settings, out, idle_s=1.5)] == [b"kept"]
+        assert _committed(consumer, src) == 3
+        [dead] = read_committed(settings, dlq, idle_s=1.5)
+        assert dead.value() == big and dead.key() == b"big"
+        meta = header_map(norm_headers(dead.headers()))
+        assert meta["tidings-dlq-reason"] == "output-refused"
+        assert meta["kafka_dlt-original-topic"] == tiny
+        assert meta["kafka_dlt-original-partition"] == "-1"
+        assert "size" in meta["kafka_dlt-exception-message"].lower()
+        assert ("h", b"v") in norm_headers(dead.headers())
+        assert metrics.snapshot()["txn_aborts"] == 1
+        assert metrics.snapshot()["txn_commits"] == 1
     finally:
         txn.close()
         consumer.close()

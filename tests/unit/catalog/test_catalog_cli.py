@@ -82,3 +82,20 @@ def test_progress_bar_only_on_a_terminal() -> None:
     quiet = io.StringIO()
     Progress(4, quiet).step()
     assert quiet.getvalue() == ""
+
+
+def test_dry_run_decodes_under_the_configured_route_limits(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A sample the route stage would refuse (route.limits) must not pass `catalog test`.
+    event = json.loads((EXAMPLE / "events" / "user.password-reset.json").read_text())
+    event["data"]["extra"] = {"a": {"b": {"c": {"d": 1}}}}  # body depth 5
+    sample = tmp_path / "deep.json"
+    sample.write_text(json.dumps(event))
+    argv = ["catalog", "test", str(EXAMPLE), "--event", str(sample)]
+    assert main(argv) == 0, "within the default limits"
+    capsys.readouterr()
+    monkeypatch.setenv("TIDINGS_ROUTE__LIMITS__MAX_DEPTH", "4")
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "route.limits.max_depth = 4" in err and "TIDINGS_ROUTE__LIMITS__MAX_DEPTH" in err

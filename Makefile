@@ -36,12 +36,19 @@ run: up  ## bring the stack up and run the pipeline with demo traffic until Ctrl
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 
 typecheck: venv
 	$(VENV)/bin/mypy
 
 test: up lint typecheck  ## lint, type-check, and run every test against the real stack
 	$(PY) -m pytest
+
+unit: venv  ## the unit tests only: no stack needed, about a minute
+	$(PY) -m pytest tests/unit
+
+integration: up  ## the tests against the real stack (integration + the quick chaos subset)
+	$(PY) -m pytest tests/integration tests/chaos
 
 chaos: up  ## faults against a private stack, ≤ 20 min; table → docs/reliability.md (SEED=, ONLY=)
 	@bash tests/chaos/deps.sh

@@ -7,7 +7,7 @@ wildcard rule among them), then times, in one process on one thread:
 
 - `evaluate`: Catalog.evaluate on ready envelopes (rule index, CEL `when`, recipients,
   variables, Match objects);
-- `route_record`: streams.route.route_record on encoded CloudEvents (JSON decode, evaluate,
+- `route_record`: streams.stages.route.route_record on encoded CloudEvents (JSON decode, evaluate,
   Notification + status encoding), i.e. the route stage's work per event without Kafka I/O.
 """
 
@@ -22,7 +22,7 @@ from pathlib import Path
 
 from catalog import load_catalog
 from schemas.settings import load_settings
-from streams.route import route_record
+from streams.stages.route import route_record
 
 TYPES = [f"shop.t{i}" for i in range(10)]
 

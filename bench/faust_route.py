@@ -1,6 +1,6 @@
 """The faust-streaming baseline: an agent doing the route stage's job.
 
-The agent calls tidings' own pure `streams.route.route_record` (decode the CloudEvent,
+The agent calls tidings' own pure `streams.stages.route.route_record` (decode the CloudEvent,
 match the same 50-rule catalog loaded with `catalog.load_catalog`, build Notifications and
 `queued` statuses, dead-letter invalid events) and sends every output with faust's
 `Topic.send`. So the work per event is identical to tidings' route stage and the ratio
@@ -36,7 +36,7 @@ def run_faust(
     from faust.types import EventT
 
     from catalog import load_catalog
-    from streams.route import route_record
+    from streams.stages.route import route_record
 
     del out_topic  # outputs go where route_record sends them (dispatch, status, dlq)
     catalog = load_catalog(settings.catalog.path)

@@ -4,7 +4,7 @@
 
 Steps (every wait is bounded in time, every loop in count; traffic only to 127.0.0.1):
 1. a per-run world: uuid-named topics and groups, a generated 50-rule catalog, an SMTP sink
-   process that accepts at once (`processors.smtp_sink`, no delay);
+   process that accepts at once (`streams.dev.smtp_sink`, no delay);
 2. pre-produce the workload (bench/workload.py) to the run's input topics;
 3. run each scenario in its own process(es) and measure, after warm-up, sustained events/s,
    CPU seconds per 1,000 events (psutil, user+system of the measured processes) and peak RSS
@@ -125,7 +125,7 @@ def make_world(seed: int) -> World:
     port = _free_port()
     (tmp / "mail").mkdir()
     sink = subprocess.Popen(
-        [PY, "-m", "processors.smtp_sink", "--port", str(port), "--dir", str(tmp / "mail")],
+        [PY, "-m", "streams.dev.smtp_sink", "--port", str(port), "--dir", str(tmp / "mail")],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=open(tmp / "sink.log", "wb"),  # noqa: SIM115
@@ -143,7 +143,7 @@ def make_world(seed: int) -> World:
         if host not in ("127.0.0.1", "localhost"):
             raise SystemExit(f"bench: refusing to send traffic to {host}; 127.0.0.1 only")
     # A fresh database has no tables yet: the stages need deliveries and audit_log.
-    from streams.db import apply_migrations
+    from streams.state.db import apply_migrations
 
     apply_migrations(s.postgres.conninfo())
     w = World(run, tmp, catalog, s.kafka.bootstrap_servers, base, sink)
@@ -170,7 +170,7 @@ def ensure_topics(w: World, topics: dict[str, int]) -> None:
 
 def scenario_topics(w: World, config: Path) -> None:
     from schemas.settings import load_settings
-    from streams.kafka import pipeline_topics
+    from streams.runtime.kafka import pipeline_topics
 
     s = load_settings(str(config))
     ensure_topics(w, pipeline_topics(s))

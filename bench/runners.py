@@ -140,12 +140,12 @@ _CRASH_WINDOW = (("crash_window_s", "crash_window"), ("crash_window_postgres_s",
 def run_stages(settings: Any, stages: tuple[str, ...], stop: threading.Event, tick_s: float) -> int:
     """Run tidings stages in this process (threads) via `streams.app.run_stages`."""
     from streams.app import run_stages as run
-    from streams.metrics import Metrics
+    from streams.runtime.metrics import Metrics
 
     metrics = Metrics()
 
     def quantiles() -> dict[str, float]:
-        # Samples observed by the deliver stage (streams/deliver_worker.py), seconds → ms.
+        # Samples observed by the deliver stage (streams/stages/deliver_worker.py), seconds → ms.
         out: dict[str, float] = {}
         for sample, key in _CRASH_WINDOW:
             for q, v in metrics.quantiles(sample, (0.5, 0.99)).items():

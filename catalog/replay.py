@@ -5,17 +5,17 @@ from __future__ import annotations
 import datetime as dt
 import sys
 import time
-import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TextIO
 
 from catalog.diff import DiffSummary
 from schemas.envelope import Origin, decode_event
 from schemas.exceptions import InvalidEventError
-from schemas.settings import TidingsSettings
 
-__all__ = ["Progress", "Start", "parse_from", "replay"]
+__all__ = ["Headers", "Progress", "Start", "parse_from", "replay"]
+
+Headers = Sequence[tuple[str, bytes | None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,92 +71,32 @@ class Progress:
             self.out.flush()
 
 
-def _consumer(settings: TidingsSettings) -> Any:
-    from confluent_kafka import Consumer
-
-    return Consumer(
-        {
-            **settings.kafka.client_config(),
-            "group.id": f"tidings-diff-{uuid.uuid4().hex}",  # assign() only: never joins
-            "enable.auto.commit": False,
-            "enable.auto.offset.store": False,
-            "isolation.level": "read_committed",
-            "enable.partition.eof": True,
-        }
-    )
-
-
 def replay(
-    settings: TidingsSettings,
-    start: Start,
-    limit: int,
+    records: Iterable[tuple[Origin, bytes | None, Headers]],
     summary: DiffSummary,
+    total: int,
     progress: bool = True,
 ) -> Iterator[tuple[dict[str, Any], dt.datetime]]:
-    """Yield (event, record time) from `start` until `limit` events or the end as of now.
+    """Yield (event, record time) for each decodable record of `records`; pure of I/O.
 
-    Raises ValueError if the topic does not exist. Undecodable records are counted in
+    `records` are (origin, value, headers) as a topic reader hands them over, `total`
+    how many to expect (for the progress bar). Undecodable records are counted in
     `summary.undecodable` and skipped.
     """
-    from confluent_kafka import KafkaError, TopicPartition
-
-    consumer = _consumer(settings)
+    bar = Progress(total, enabled=progress)
     try:
-        meta = consumer.list_topics(start.topic, timeout=10).topics.get(start.topic)
-        if meta is None or meta.error is not None or not meta.partitions:
-            raise ValueError(f"topic {start.topic!r} does not exist; check the name")
-        parts = sorted(meta.partitions)
-        ends = {
-            p: consumer.get_watermark_offsets(TopicPartition(start.topic, p), 10) for p in parts
-        }
-        if start.timestamp_ms is not None:
-            asked = [TopicPartition(start.topic, p, start.timestamp_ms) for p in parts]
-            found = consumer.offsets_for_times(asked, timeout=10)
-            begin = {
-                tp.partition: (tp.offset if tp.offset >= 0 else ends[tp.partition][1])
-                for tp in found
-            }
-        else:
-            begin = {p: max(start.offset or 0, ends[p][0]) for p in parts}
-        todo = {p for p in parts if begin[p] < ends[p][1]}
-        total = min(limit, sum(ends[p][1] - begin[p] for p in todo))
-        bar = Progress(total, enabled=progress)
-        consumer.assign([TopicPartition(start.topic, p, begin[p]) for p in todo])
-        read = 0
-        while todo and read < limit:
-            for msg in consumer.consume(min(500, limit - read), 1.0):
-                err = msg.error()
-                if err is not None:
-                    if err.code() == KafkaError._PARTITION_EOF:
-                        todo.discard(msg.partition())
-                    continue
-                part, off = msg.partition(), msg.offset()
-                if off + 1 >= ends[part][1]:
-                    todo.discard(part)
-                if off >= ends[part][1] or read >= limit:
-                    continue
-                read += 1
-                bar.step()
-                ts = msg.timestamp()[1]
-                origin = Origin(topic=start.topic, partition=part, offset=off, timestamp_ms=ts)
-                try:
-                    env = decode_event(msg.value(), _headers(msg.headers()), origin)
-                except InvalidEventError:
-                    summary.undecodable += 1
-                    continue
-                moment = (
-                    dt.datetime.fromtimestamp(ts / 1000, dt.UTC)
-                    if ts and ts > 0
-                    else dt.datetime.now(dt.UTC)
-                )
-                yield env.as_cel(), moment
-        bar.close()
+        for origin, value, headers in records:
+            bar.step()
+            try:
+                env = decode_event(value, headers, origin)
+            except InvalidEventError:
+                summary.undecodable += 1
+                continue
+            ts = origin.timestamp_ms
+            moment = (
+                dt.datetime.fromtimestamp(ts / 1000, dt.UTC) if ts and ts > 0
+                else dt.datetime.now(dt.UTC)
+            )  # fmt: skip
+            yield env.as_cel(), moment
     finally:
-        consumer.close()
-
-
-def _headers(raw: Any) -> list[tuple[str, bytes | None]]:
-    if not raw:
-        return []
-    items = raw.items() if isinstance(raw, dict) else raw
-    return [(k, v.encode() if isinstance(v, str) else v) for k, v in items]
+        bar.close()

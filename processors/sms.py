@@ -8,7 +8,7 @@ landline number, opted out with STOP) → PermanentSendError; 429 / 20429 / 5xx 
 
 Correlation: when a status callback URL is configured, each message's `StatusCallback` is that
 URL with the notification id appended as query parameter `nid` (`with_notification_id`), so the
-callback endpoint (`streams.callbacks_app`) knows which notification a receipt is about. Twilio
+callback endpoint (`streams.http.callbacks_app`) knows which notification a receipt is about. Twilio
 signs the full URL, query included, so the id is covered by the signature.
 
 Status callbacks: `X-Twilio-Signature` = base64(HMAC-SHA1(auth token, full URL + every POST

@@ -22,7 +22,7 @@ from typing import Any
 
 from confluent_kafka import Producer
 
-from streams.demo import cloudevent
+from streams.dev.demo import cloudevent
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from measure_pipeline import deliver_only, free_port, prepare, wait_port

@@ -30,13 +30,13 @@ from typing import Any
 import yaml
 from confluent_kafka import Producer
 
-from processors.smtp_sink import SmtpSink
 from schemas.settings import TidingsSettings, load_settings
 from streams.app import run_stages
-from streams.db import apply_migrations
-from streams.demo import encode, sample_event
-from streams.kafka import ensure_topics, pipeline_topics
-from streams.metrics import Metrics
+from streams.dev.demo import encode, sample_event
+from streams.dev.smtp_sink import SmtpSink
+from streams.runtime.kafka import ensure_topics, pipeline_topics
+from streams.runtime.metrics import Metrics
+from streams.state.db import apply_migrations
 
 
 def free_port() -> int:
@@ -81,7 +81,7 @@ def main() -> int:
         sink.start()
     else:
         sink_proc = subprocess.Popen(
-            [sys.executable, "-m", "processors.smtp_sink", "--port", str(port),
+            [sys.executable, "-m", "streams.dev.smtp_sink", "--port", str(port),
              "--dir", str(tmp / "mail"), "--delay-s", str(args.sink_delay_s)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip

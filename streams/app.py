@@ -14,11 +14,11 @@ import threading
 import time
 from collections.abc import Callable
 from types import FrameType
-from typing import Protocol
 
 from schemas.settings import TidingsSettings
-from streams.catalog_ref import CatalogRef
-from streams.metrics import Metrics
+from streams.runtime.metrics import Metrics
+from streams.runtime.stage import Stage, StageContext
+from streams.state.catalog import CatalogRef
 
 __all__ = ["STAGES", "default_stages", "run_stages"]
 
@@ -33,32 +33,23 @@ def default_stages(settings: TidingsSettings) -> tuple[str, ...]:
     return tuple(n for n in STAGES if n != "callbacks" or settings.callbacks.enabled)
 
 
-class _Stage(Protocol):
-    name: str
-
-    def run(self) -> None: ...
-
-
-def _build(name: str, settings: TidingsSettings, ref: CatalogRef | None, stop: threading.Event,
-           metrics: Metrics, busy: threading.Event | None) -> _Stage:  # fmt: skip
+def _build(name: str, ctx: StageContext) -> Stage:
     if name == "route":
-        from streams.route import RouteStage
+        from streams.stages.route import RouteStage
 
-        assert ref is not None
-        return RouteStage(settings, ref, stop, metrics, throttle=busy)
+        return RouteStage(ctx)
     if name == "deliver":
-        from streams.deliver import DeliverStage
+        from streams.stages.deliver import DeliverStage
 
-        assert ref is not None
-        return DeliverStage(settings, ref, stop, metrics, busy=busy)
+        return DeliverStage(ctx)
     if name == "audit":
-        from streams.audit import AuditStage
+        from streams.stages.audit import AuditStage
 
-        return AuditStage(settings, stop, metrics)
+        return AuditStage(ctx)
     if name == "callbacks":
-        from streams.callbacks_stage import CallbacksStage
+        from streams.stages.callbacks import CallbacksStage
 
-        return CallbacksStage(settings, stop, metrics)
+        return CallbacksStage(ctx)
     raise ValueError(f"unknown stage {name!r}; use one of {', '.join(STAGES)}")
 
 
@@ -90,7 +81,7 @@ def run_stages(
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
 
-    def guard(stage: _Stage) -> None:
+    def guard(stage: Stage) -> None:
         try:
             stage.run()
         except BaseException as exc:
@@ -99,12 +90,13 @@ def run_stages(
             stop.set()
 
     # Route and deliver in one process: route waits while deliver is full (back-pressure).
-    busy = threading.Event() if {"route", "deliver"} <= set(stages) else None
+    full = threading.Event() if {"route", "deliver"} <= set(stages) else None
+    ctx = StageContext(settings, stop, metrics, catalog=ref, deliver_full=full)
     # Daemon threads: a stage wedged in a client call (the broker gone for good) must not
     # keep the process alive past the stop bound below.
     threads = [
         threading.Thread(
-            target=guard, args=(_build(n, settings, ref, stop, metrics, busy),), name=n,
+            target=guard, args=(_build(n, ctx),), name=n,
             daemon=True,
         )
         for n in stages

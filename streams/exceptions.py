@@ -7,8 +7,10 @@ __all__ = [
     "ConsumerFenced",
     "DependencyDown",
     "FatalStageError",
+    "ReadStalled",
     "StageStopping",
     "StreamsError",
+    "TopicMissing",
     "TransactionAborted",
 ]
 
@@ -37,7 +39,7 @@ class DependencyDown(StreamsError):
     """Postgres or Redis can't be reached or answered with an error: retry later, don't exit.
 
     `dependency` names it (`postgres`, `redis`); the work that needed it is kept and
-    tried again with backoff (`streams.outage.Outage`).
+    tried again with backoff (`streams.runtime.outage.Outage`).
     """
 
     def __init__(self, dependency: str, message: str) -> None:
@@ -53,3 +55,12 @@ class ConsumerFenced(StreamsError):
     """The stage's consumer hit a fatal error (e.g. a static member fenced after a broker
     restart): the stage drops what it tracks, builds a new consumer and goes on from the
     committed offsets."""
+
+
+class TopicMissing(StreamsError):
+    """A topic to read (`streams.runtime.reader`) doesn't exist; the message names it."""
+
+
+class ReadStalled(StreamsError):
+    """Reading a topic to its end made no progress for its bound (is Kafka up?), or hit a
+    consumer error; the message names the topic/partitions left."""

@@ -15,14 +15,23 @@ PYTHON="${TIDINGS_PYTHON:-$ROOT/.venv/bin/python}"
 KAFKA_VERSION="${TIDINGS_KAFKA_VERSION:-$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$HERE/kafka/pom.xml")}"
 JAVA="${TIDINGS_JAVA:-java}"
 MVN="${TIDINGS_MVN:-mvn}"
-KAFKA_PORT="${TIDINGS_KAFKA_PORT:-19092}"
+# One variable per port serves both `make up` and tidings: the stack listens where tidings'
+# own settings point (TIDINGS_KAFKA__BOOTSTRAP_SERVERS, TIDINGS_POSTGRES__PORT,
+# TIDINGS_REDIS__URL). The older TIDINGS_KAFKA_PORT / TIDINGS_PG_PORT / TIDINGS_REDIS_PORT
+# still work, for the stack only.
+port_of() {  # the port of the first host:port in a bootstrap list or a redis:// URL
+  printf '%s' "$1" | sed -E -n 's#^([a-z]+://)?([^@/]*@)?\[?[^],/]*\]?:([0-9]+).*#\3#p'
+}
+KAFKA_PORT="$(port_of "${TIDINGS_KAFKA__BOOTSTRAP_SERVERS:-}")"
+KAFKA_PORT="${KAFKA_PORT:-${TIDINGS_KAFKA_PORT:-19092}}"
 KAFKA_CONTROLLER_PORT="${TIDINGS_KAFKA_CONTROLLER_PORT:-19093}"
 KAFKA_HEAP="${TIDINGS_KAFKA_HEAP:-1g}"
-PG_PORT="${TIDINGS_PG_PORT:-15432}"
+PG_PORT="${TIDINGS_POSTGRES__PORT:-${TIDINGS_PG_PORT:-15432}}"
 PG_USER=tidings
 PG_PASSWORD=tidings
 PG_DB=tidings
-REDIS_PORT="${TIDINGS_REDIS_PORT:-16379}"
+REDIS_PORT="$(port_of "${TIDINGS_REDIS__URL:-}")"
+REDIS_PORT="${REDIS_PORT:-${TIDINGS_REDIS_PORT:-16379}}"
 
 K_DIR="$LOCAL/kafka"
 PG_DIR="$LOCAL/postgres"
@@ -84,7 +93,7 @@ require_port_free() {
     if port_open "$port"; then
         owner="$(port_owner "$port" || true)"
         die "port $port (for $name) is already taken${owner:+ by $owner}" \
-            "stop that process, or pick another port: $var=<port> make up (and the matching TIDINGS_* setting)"
+            "stop that process, or pick another port: $var make up (the same variable tells tidings)"
     fi
 }
 
@@ -225,8 +234,8 @@ kafka_up() {
     check_java
     kafka_check_data
     kafka_fetch
-    require_port_free "$KAFKA_PORT" kafka TIDINGS_KAFKA_PORT
-    require_port_free "$KAFKA_CONTROLLER_PORT" "kafka controller" TIDINGS_KAFKA_CONTROLLER_PORT
+    require_port_free "$KAFKA_PORT" kafka "TIDINGS_KAFKA__BOOTSTRAP_SERVERS=127.0.0.1:<port>"
+    require_port_free "$KAFKA_CONTROLLER_PORT" "kafka controller" "TIDINGS_KAFKA_CONTROLLER_PORT=<port>"
     kafka_config
     kafka_format
     nohup bash -c 'exec "$@"' _ "$JAVA" -Xms256m "-Xmx$KAFKA_HEAP" -XX:+UseG1GC -Djava.awt.headless=true \
@@ -280,7 +289,7 @@ pg_up() {
         say "postgres: already running (pid $(pid_of "$PG_DIR/data/postmaster.pid"), 127.0.0.1:$PG_PORT)"
         return 0
     fi
-    require_port_free "$PG_PORT" postgres TIDINGS_PG_PORT
+    require_port_free "$PG_PORT" postgres "TIDINGS_POSTGRES__PORT=<port>"
     pg_reachable_dir
     mkdir -p "$PG_DIR/run"
     [ "$(id -u)" -eq 0 ] && chown -R postgres:postgres "$PG_DIR"
@@ -354,7 +363,7 @@ redis_up() {
         return 0
     fi
     command -v redis-server >/dev/null 2>&1 || die "redis-server is missing" "apt-get install -y redis-server"
-    require_port_free "$REDIS_PORT" redis TIDINGS_REDIS_PORT
+    require_port_free "$REDIS_PORT" redis "TIDINGS_REDIS__URL=redis://127.0.0.1:<port>/0"
     mkdir -p "$R_DIR"
     # Redis holds only losable state (Postgres is the backstop), so no persistence.
     cat >"$R_DIR/redis.conf" <<EOF

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from standardwebhooks import Webhook
 
-from processors.smtp_sink import SmtpSink
+from streams.dev.smtp_sink import SmtpSink
 from tests.chaos.history import Delivery
 from tests.peers.fcm import FcmPeer
 from tests.peers.http_server import HttpPeer, Recorded, Reply

@@ -22,9 +22,9 @@ import yaml
 
 from schemas.notification import notification_id
 from schemas.settings import RuntimeSettings, TidingsSettings, load_settings
-from streams.db import apply_migrations
-from streams.demo import cloudevent, encode
-from streams.kafka import ensure_topics, pipeline_topics
+from streams.dev.demo import cloudevent, encode
+from streams.runtime.kafka import ensure_topics, pipeline_topics
+from streams.state.db import apply_migrations
 from tests.chaos.history import Expected, History, Status, takeovers_in
 from tests.chaos.peers import FcmChaosPeer, SmtpPeer, WebhookPeer
 from tests.chaos.stack import ROOT, Stack

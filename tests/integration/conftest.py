@@ -13,7 +13,7 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
 from schemas.settings import TidingsSettings
-from streams.doctor import run_checks
+from streams.cli.doctor import run_checks
 from tests.integration.pipeline import World, make_world
 
 

@@ -26,14 +26,14 @@ from typing import Any
 import yaml
 from confluent_kafka import Consumer, Producer
 
-from processors.smtp_sink import SmtpSink
 from schemas.notification import notification_id
 from schemas.settings import TidingsSettings, load_settings
 from streams.app import run_stages
-from streams.db import apply_migrations
-from streams.demo import Mode, cloudevent, encode
-from streams.kafka import ensure_topics, pipeline_topics
-from streams.metrics import Metrics
+from streams.dev.demo import Mode, cloudevent, encode
+from streams.dev.smtp_sink import SmtpSink
+from streams.runtime.kafka import ensure_topics, pipeline_topics
+from streams.runtime.metrics import Metrics
+from streams.state.db import apply_migrations
 
 ROOT = Path(__file__).resolve().parents[2]
 

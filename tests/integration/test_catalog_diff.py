@@ -11,7 +11,7 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from schemas.settings import TidingsSettings
-from streams.cli import main
+from streams.cli.main import main
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "catalog"
 

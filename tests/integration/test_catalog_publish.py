@@ -14,8 +14,8 @@ from confluent_kafka.admin import AdminClient, ConfigResource
 
 from catalog import CatalogError
 from schemas.settings import TidingsSettings
-from streams.catalog_ref import CatalogRef
-from streams.cli import main
+from streams.cli.main import main
+from streams.state.catalog import CatalogRef
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "catalog"
 

@@ -10,9 +10,10 @@ from collections import Counter
 
 from confluent_kafka import Consumer
 
-from streams.catalog_ref import CatalogRef
-from streams.metrics import Metrics
-from streams.route import RouteStage
+from streams.runtime.metrics import Metrics
+from streams.runtime.stage import StageContext
+from streams.stages.route import RouteStage
+from streams.state.catalog import CatalogRef
 from tests.integration.pipeline import World, encode
 
 EVENTS = 1200
@@ -25,7 +26,7 @@ def test_route_stage_switches_catalog_under_load(world: World) -> None:
     ref = CatalogRef.load(w.settings.catalog.path)
     stop = threading.Event()
     metrics = Metrics()
-    stage = RouteStage(w.settings, ref, stop, metrics)
+    stage = RouteStage(StageContext(w.settings, stop, metrics, catalog=ref))
     thread = threading.Thread(target=stage.run, name="route")
     thread.start()
     generations = {ref.current.version: "EUR"}

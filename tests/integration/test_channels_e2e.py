@@ -50,7 +50,7 @@ import redis
 from standardwebhooks import Webhook
 
 from schemas.notification import Notification, notification_id
-from streams.demo import cloudevent
+from streams.dev.demo import cloudevent
 from tests.integration.pipeline import World, wait_until
 from tests.peers.fcm import FcmPeer, make_key
 from tests.peers.http_server import HttpPeer, Recorded, Reply

@@ -13,7 +13,7 @@ import pytest
 import redis
 
 from schemas.settings import TidingsSettings
-from streams.dedup import ClaimStore, DeliveryLog
+from streams.state import ClaimStore, DeliveryLog
 from tests.integration.pipeline import World, wait_until
 
 pytestmark = pytest.mark.integration

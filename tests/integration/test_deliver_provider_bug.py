@@ -13,8 +13,9 @@ from processors.provider import EmailProvider
 from schemas.content import Content
 from schemas.notification import Notification
 from streams.app import _catalog
-from streams.deliver import DeliverStage
-from streams.metrics import Metrics
+from streams.runtime.metrics import Metrics
+from streams.runtime.stage import StageContext
+from streams.stages.deliver import DeliverStage
 from tests.integration.pipeline import World, wait_until
 
 pytestmark = pytest.mark.integration
@@ -51,7 +52,8 @@ def test_a_provider_bug_dead_letters_one_notification_and_the_stage_goes_on(
     stop, metrics = threading.Event(), Metrics()
     ref = _catalog(s)
     stage = DeliverStage(
-        s, ref, stop, metrics, providers={"email": _Buggy(EmailProvider(s.smtp), poison)}
+        StageContext(s, stop, metrics, catalog=ref),
+        providers={"email": _Buggy(EmailProvider(s.smtp), poison)},
     )
     t = threading.Thread(target=stage.run, name="deliver")
     with w.pipeline(("route",)):

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 from standardwebhooks import Webhook
 
-from processors.smtp_sink import SmtpSink
-from streams.demo import cloudevent
+from streams.dev.demo import cloudevent
+from streams.dev.smtp_sink import SmtpSink
 from tests.integration.pipeline import World, wait_until
 from tests.peers.npm import free_port
 

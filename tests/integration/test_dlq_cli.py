@@ -14,9 +14,9 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, To
 from confluent_kafka.admin import AdminClient
 
 from schemas.settings import TidingsSettings
-from streams.cli import main
-from streams.dlq import dead_letter
-from streams.dlq_commands import replayed_topic
+from streams.cli.main import main
+from streams.dlq.replay import replayed_topic
+from streams.runtime.dead_letter import dead_letter
 
 pytestmark = pytest.mark.integration
 

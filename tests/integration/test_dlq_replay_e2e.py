@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 from standardwebhooks import Webhook
 
-from streams.cli import main
-from streams.demo import cloudevent
-from streams.dlq_select import REPLAY_HEADER, replay_headers
+from streams.cli.main import main
+from streams.dev.demo import cloudevent
+from streams.dlq.select import REPLAY_HEADER, replay_headers
 from tests.integration.pipeline import World, wait_until
 from tests.peers.http_server import HttpPeer, Recorded, Reply
 

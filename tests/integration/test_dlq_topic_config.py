@@ -11,9 +11,9 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
 from schemas.settings import TidingsSettings
-from streams.dlq import DLQ_MAX_MESSAGE_BYTES
-from streams.doctor import run_checks
-from streams.kafka import dlq_max_message_bytes, ensure_topics, raise_dlq_max_message_bytes
+from streams.cli.doctor import run_checks
+from streams.runtime.dead_letter import DLQ_MAX_MESSAGE_BYTES
+from streams.runtime.kafka import dlq_max_message_bytes, ensure_topics, raise_dlq_max_message_bytes
 
 pytestmark = pytest.mark.integration
 
@@ -48,7 +48,7 @@ def test_ensure_topics_raises_a_small_existing_dlq(
         before.ok and f"WARNING: DLQ {small_dlq} has max.message.bytes {_ONE_MIB}" in before.detail
     )
 
-    with caplog.at_level(logging.INFO, logger="streams.kafka"):
+    with caplog.at_level(logging.INFO, logger="streams.runtime.kafka"):
         assert ensure_topics(s, {small_dlq: 1}) == []  # exists: nothing created
     assert dlq_max_message_bytes(kafka_admin, small_dlq, 10) == DLQ_MAX_MESSAGE_BYTES
     raised = [r for r in caplog.records if "raised max.message.bytes" in r.getMessage()]
@@ -58,7 +58,7 @@ def test_ensure_topics_raises_a_small_existing_dlq(
     (after,) = run_checks(s, ["kafka"])
     assert after.ok and "DLQ" not in after.detail
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="streams.kafka"):
+    with caplog.at_level(logging.INFO, logger="streams.runtime.kafka"):
         ensure_topics(s, {small_dlq: 1})  # already large enough: silent
     assert not caplog.records
 
@@ -70,7 +70,7 @@ def test_a_refused_raise_warns_with_the_command_and_does_not_fail(
     # The local broker has no authorizer to refuse the alter; a DLQ topic it doesn't know
     # makes it refuse the same way (an error for the resource), so the warning path runs.
     missing = f"test.dlq.missing.{unique}"
-    with caplog.at_level(logging.WARNING, logger="streams.kafka"):
+    with caplog.at_level(logging.WARNING, logger="streams.runtime.kafka"):
         assert raise_dlq_max_message_bytes(kafka_admin, _with_dlq(settings, missing), 10) is False
     (warning,) = [r for r in caplog.records if r.levelno == logging.WARNING]
     text = warning.getMessage()

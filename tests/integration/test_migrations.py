@@ -8,8 +8,8 @@ import psycopg
 import pytest
 
 from schemas.settings import TidingsSettings
-from streams.db import apply_migrations, migrations, require_migrations
 from streams.exceptions import FatalStageError
+from streams.state.db import apply_migrations, migrations, require_migrations
 
 pytestmark = pytest.mark.integration
 

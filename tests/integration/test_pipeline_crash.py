@@ -16,7 +16,7 @@ from typing import Any
 import redis
 from confluent_kafka.admin import AdminClient
 
-from streams.demo import Mode
+from streams.dev.demo import Mode
 from tests.integration.pipeline import World, wait_until
 
 MODES: tuple[Mode, ...] = ("structured", "binary")

@@ -10,7 +10,7 @@ from typing import Any
 
 import psycopg
 
-from streams.demo import Mode, cloudevent
+from streams.dev.demo import Mode, cloudevent
 from tests.integration.pipeline import World, wait_until
 
 MODES: tuple[Mode, ...] = ("structured", "binary", "bare")

@@ -14,12 +14,13 @@ import pytest
 from pydantic import SecretStr
 
 from schemas.settings import TidingsSettings
-from streams.audit import AuditStage
-from streams.db import apply_migrations, wait_for_migrations
-from streams.dedup import DeliveryLog
 from streams.exceptions import DependencyDown, FatalStageError, StageStopping
-from streams.metrics import Metrics
-from streams.outage import Outage
+from streams.runtime.metrics import Metrics
+from streams.runtime.outage import Outage
+from streams.runtime.stage import StageContext
+from streams.stages.audit import AuditStage
+from streams.state import DeliveryLog
+from streams.state.db import apply_migrations, wait_for_migrations
 
 pytestmark = pytest.mark.integration
 
@@ -69,7 +70,7 @@ def test_every_connect_site_refuses_wrong_credentials(settings: TidingsSettings)
     with pytest.raises(FatalStageError, match=r"^migrate: .*postgres\.password"):
         apply_migrations(bad.postgres.conninfo())
     with pytest.raises(FatalStageError, match=r"^audit: .*postgres\.password"):
-        AuditStage(bad, threading.Event(), Metrics()).run()
+        AuditStage(StageContext(bad, threading.Event(), Metrics())).run()
 
     async def deliveries() -> None:
         log = DeliveryLog(bad.postgres.conninfo())

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from standardwebhooks import Webhook
 
-from streams.demo import cloudevent
+from streams.dev.demo import cloudevent
 from tests.integration.pipeline import World, wait_until
 from tests.peers.http_server import HttpPeer, Recorded, Reply
 

@@ -27,13 +27,13 @@ from schemas.providers import ChannelsSettings, TwilioProviderSettings
 from schemas.settings import CallbacksSettings, TidingsSettings
 from schemas.status import StatusEvent, build_status
 from streams.app import run_stages
-from streams.callbacks import callback_url
-from streams.callbacks_app import MAX_BODY_BYTES, CallbackHandlers
-from streams.callbacks_producer import AckProducer
-from streams.db import apply_migrations
-from streams.dedup import DeliveryLog, SentRecord
-from streams.kafka import ensure_topics
-from streams.metrics import Metrics
+from streams.http.callbacks import callback_url
+from streams.http.callbacks_app import MAX_BODY_BYTES, CallbackHandlers
+from streams.http.callbacks_producer import AckProducer
+from streams.runtime.kafka import ensure_topics
+from streams.runtime.metrics import Metrics
+from streams.state import DeliveryLog, SentRecord
+from streams.state.db import apply_migrations
 from tests.integration.pipeline import read_committed
 from tests.peers.npm import free_port
 

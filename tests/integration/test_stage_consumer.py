@@ -11,8 +11,8 @@ from confluent_kafka import Consumer
 
 from schemas.settings import TidingsSettings
 from streams.exceptions import ConsumerFenced
-from streams.kafka import make_consumer
-from streams.member import MemberIdentity
+from streams.runtime.kafka import make_consumer
+from streams.runtime.member import MemberIdentity
 
 pytestmark = pytest.mark.integration
 

@@ -17,13 +17,13 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
 from schemas.settings import TidingsSettings
-from streams.dlq import header_map
 from streams.exceptions import TransactionAborted
-from streams.kafka import make_consumer, make_producer
-from streams.metrics import Metrics
-from streams.outage import Outage
-from streams.records import Out, norm_headers
-from streams.transactions import TransactionalOutput
+from streams.runtime.dead_letter import header_map
+from streams.runtime.kafka import make_consumer, make_producer
+from streams.runtime.metrics import Metrics
+from streams.runtime.outage import Outage
+from streams.runtime.records import Out, norm_headers
+from streams.runtime.transactions import TransactionalOutput
 from tests.integration.pipeline import read_committed
 
 pytestmark = pytest.mark.integration

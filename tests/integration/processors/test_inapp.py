@@ -15,7 +15,7 @@ from processors.exceptions import RetryableSendError
 from processors.inapp import InAppProvider
 from schemas.content import InAppContent
 from schemas.settings import TidingsSettings
-from streams.db import apply_migrations
+from streams.state.db import apply_migrations
 from tests.unit.processors.fakes import notification
 
 CONTENT = InAppContent(title="Order shipped", body="On its way", data={"order": 42})

@@ -35,7 +35,7 @@ from processors.registry import build_providers
 from processors.webpush import WebPushProvider
 from schemas.content import PushContent
 from schemas.settings import TidingsSettings, load_settings
-from streams.db import apply_migrations
+from streams.state.db import apply_migrations
 from tests.peers.apns import ApnsPeer
 from tests.peers.fcm import FcmPeer, make_key
 from tests.peers.npm import NPM, ROOT, ensure_installed, process

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from catalog.replay import Progress, Start, parse_from
-from streams.cli import main
+from streams.cli.main import main
 
 EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "catalog"
 

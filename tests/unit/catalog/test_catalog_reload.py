@@ -12,7 +12,7 @@ import pytest
 
 from catalog.bundle import BundleError, decode_bundle, encode_bundle
 from catalog.layout import read_tree
-from streams.catalog_ref import CatalogRef
+from streams.state.catalog import CatalogRef
 
 NOW = dt.datetime(2026, 1, 5, tzinfo=dt.UTC)
 RULES = """\

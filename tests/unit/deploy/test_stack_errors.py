@@ -21,8 +21,9 @@ STACK = ROOT / "deploy/local/stack.sh"
 
 
 def _run(local: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    # tidings' own settings name the stack's ports too: only what the test passes counts.
     full = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if not k.startswith("TIDINGS_")},
         "TIDINGS_LOCAL_DIR": str(local),
         "TIDINGS_SKIP_DEPS": "1",
         "TIDINGS_KAFKA_PORT": str(free_port()),
@@ -56,8 +57,25 @@ def taken_port() -> Iterator[int]:
 def test_port_taken_names_the_port_and_the_variable(tmp_path: Path, taken_port: int) -> None:
     res = _run(tmp_path, "up", "redis", TIDINGS_REDIS_PORT=str(taken_port))
     _assert_clear_failure(
-        res, f"port {taken_port} (for redis) is already taken", "TIDINGS_REDIS_PORT"
+        res, f"port {taken_port} (for redis) is already taken", "TIDINGS_REDIS__URL="
     )
+
+
+@pytest.mark.parametrize(
+    ("service", "variable", "value"),
+    [
+        ("redis", "TIDINGS_REDIS__URL", "redis://127.0.0.1:{port}/0"),
+        ("postgres", "TIDINGS_POSTGRES__PORT", "{port}"),
+        ("kafka", "TIDINGS_KAFKA__BOOTSTRAP_SERVERS", "127.0.0.1:{port}"),
+    ],
+)
+def test_tidings_own_setting_moves_the_stacks_port_too(
+    tmp_path: Path, taken_port: int, service: str, variable: str, value: str
+) -> None:
+    # One variable per port: the stack listens where tidings' settings point, and it beats
+    # the older stack-only name (set to a free port by _run).
+    res = _run(tmp_path, "up", service, **{variable: value.format(port=taken_port)})
+    _assert_clear_failure(res, f"port {taken_port} (for {service}) is already taken", variable)
 
 
 def test_java_missing(tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ _ROOT = str(Path(__file__).resolve().parents[3])
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
-from processors.smtp_sink import SmtpSink  # noqa: E402
+from streams.dev.smtp_sink import SmtpSink  # noqa: E402
 
 
 @pytest.fixture

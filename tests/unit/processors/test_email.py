@@ -9,8 +9,8 @@ import aiosmtplib
 import pytest
 
 from processors import PermanentSendError, RetryableSendError, SmtpSender
-from processors.smtp_sink import SmtpSink
 from schemas.settings import SmtpSettings
+from streams.dev.smtp_sink import SmtpSink
 
 from .helpers import make, read_eml, send, smtp_settings
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from processors import RetryableSendError
-from processors.smtp_sink import SmtpSink
+from streams.dev.smtp_sink import SmtpSink
 
 from .helpers import make, send, smtp_settings
 

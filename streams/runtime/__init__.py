@@ -1,0 +1,72 @@
+"""The stage runtime: Kafka clients, records and offsets, transactions, outages,
+member identities, metrics, and the dead-letter record format every stage writes.
+"""
+
+from __future__ import annotations
+
+from streams.runtime.dead_letter import (
+    DLQ_HEADERS,
+    DLQ_MAX_MESSAGE_BYTES,
+    INTERNAL_ERROR,
+    OUTPUT_REFUSED,
+    dead_letter,
+    header_map,
+    reason_for,
+    refused_output,
+)
+from streams.runtime.kafka import (
+    StageConsumer,
+    consumer_fatal,
+    dlq_max_message_bytes,
+    ensure_topics,
+    make_consumer,
+    make_producer,
+    pipeline_topics,
+    produce,
+    raise_dlq_max_message_bytes,
+    records,
+    retry_topic,
+)
+from streams.runtime.member import MemberIdentity, claim_identity
+from streams.runtime.metrics import Metrics
+from streams.runtime.offsets import OffsetTracker
+from streams.runtime.outage import Outage, backoff_s
+from streams.runtime.records import TP, Out, RawHeaders, norm_headers
+from streams.runtime.stage import Stage, StageContext, poll_batch
+from streams.runtime.transactions import TransactionalOutput
+
+__all__ = [
+    "DLQ_HEADERS",
+    "DLQ_MAX_MESSAGE_BYTES",
+    "INTERNAL_ERROR",
+    "OUTPUT_REFUSED",
+    "TP",
+    "MemberIdentity",
+    "Metrics",
+    "OffsetTracker",
+    "Out",
+    "Outage",
+    "RawHeaders",
+    "Stage",
+    "StageConsumer",
+    "StageContext",
+    "TransactionalOutput",
+    "backoff_s",
+    "claim_identity",
+    "consumer_fatal",
+    "dead_letter",
+    "dlq_max_message_bytes",
+    "ensure_topics",
+    "header_map",
+    "make_consumer",
+    "make_producer",
+    "norm_headers",
+    "pipeline_topics",
+    "poll_batch",
+    "produce",
+    "raise_dlq_max_message_bytes",
+    "reason_for",
+    "records",
+    "refused_output",
+    "retry_topic",
+]

@@ -1,0 +1,74 @@
+"""The stage contract: what every stage is given, and how it takes records from Kafka.
+
+A stage is an object with a `name` and a blocking `run()` that returns when `ctx.stop` is
+set (or raises FatalStageError for what the operator must fix). It is built from one
+`StageContext`, the same for every stage of a process; stage-specific parts (deliver's
+providers, its channel list) are keyword arguments beside it. Nothing connects before
+`run()`.
+
+Offsets travel with the records and are committed last, in order, only for finished work
+(`streams.runtime.offsets`); a stage that is full pauses its partitions instead of
+sleeping (deliver: `DeliverStage._pause`), and an in-process route stage reads
+`ctx.deliver_full` to stop routing further ahead than deliver can send.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from confluent_kafka import Consumer, Message
+
+from schemas.settings import TidingsSettings
+from streams.runtime.metrics import Metrics
+
+if TYPE_CHECKING:  # the catalog lives a floor up (streams.state); only its type is needed here
+    from streams.state.catalog import CatalogRef
+
+__all__ = ["Stage", "StageContext", "poll_batch"]
+
+
+@dataclass(frozen=True)
+class StageContext:
+    """What every stage of one process shares; built once by `streams.app`."""
+
+    settings: TidingsSettings
+    stop: threading.Event
+    metrics: Metrics
+    # The live catalog (route and deliver render from it); None for stages that don't use it.
+    catalog: CatalogRef | None = None
+    # Set by an in-process deliver stage while it is full (its partitions paused for
+    # back-pressure), cleared when it has room again; the route stage in the same process
+    # pauses meanwhile. None when route and deliver run in different processes.
+    deliver_full: threading.Event | None = None
+
+    def require_catalog(self, stage: str) -> CatalogRef:
+        """The catalog; raises ValueError (a wiring bug) if this context has none."""
+        if self.catalog is None:
+            raise ValueError(f"the {stage} stage needs a catalog in its StageContext")
+        return self.catalog
+
+
+class Stage(Protocol):
+    """A runnable stage: `run()` blocks until `ctx.stop` is set."""
+
+    name: str
+
+    def run(self) -> None: ...
+
+
+def poll_batch(consumer: Consumer, timeout_s: float, max_records: int) -> list[Message]:
+    """Wait up to `timeout_s` for the first record only, then take what is already fetched.
+
+    A batch never waits to fill up, so a quiet topic adds no latency and a busy one still
+    gives batches of up to `max_records`. Blocks at most `timeout_s`; returns [] on timeout.
+    Error events come back among the records (see `streams.runtime.kafka.records`).
+    """
+    first = consumer.poll(timeout_s)
+    if first is None:
+        return []
+    msgs = [first]
+    if max_records > 1:
+        msgs += consumer.consume(max_records - 1, 0)
+    return msgs

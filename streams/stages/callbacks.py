@@ -1,0 +1,83 @@
+"""The `callbacks` stage: the provider-callback HTTP server as a stage of `tidings run`.
+
+It runs its own asyncio loop on the stage thread: an aiohttp server on `callbacks.host:port`,
+a delivery-log connection for lookups, and an idempotent producer for status events. On the
+stop event it stops accepting, lets in-flight requests finish (bounded), flushes the producer
+and closes the database connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiohttp import web
+
+from streams.exceptions import FatalStageError, StageStopping
+from streams.http.callbacks import callback_url_problems, redact
+from streams.http.callbacks_app import CallbackHandlers
+from streams.http.callbacks_producer import ACK_TIMEOUT_S, AckProducer
+from streams.runtime.outage import Outage
+from streams.runtime.stage import StageContext
+from streams.state import DeliveryLog
+from streams.state.db import wait_for_migrations
+
+__all__ = ["CallbacksStage"]
+
+log = logging.getLogger(__name__)
+
+
+class CallbacksStage:
+    """Serve provider callbacks until `stop` is set."""
+
+    name = "callbacks"
+
+    def __init__(self, ctx: StageContext) -> None:
+        self._s = ctx.settings
+        self._stop = ctx.stop
+        self._metrics = ctx.metrics
+
+    def run(self) -> None:
+        """Serve until `stop` is set; blocks. Raises FatalStageError when the port cannot be
+        bound or the Kafka producer failed fatally."""
+        s = self._s
+        pg = Outage("callbacks", "postgres", limit_s=s.runtime.outage_limit_s,
+                    metrics=self._metrics)  # fmt: skip
+        try:
+            wait_for_migrations(s.postgres.conninfo(), "callbacks", self._stop, pg)
+        except StageStopping:
+            return
+        asyncio.run(self._serve())
+
+    async def _serve(self) -> None:
+        s = self._s
+        host, port = s.callbacks.host, s.callbacks.port
+        deliveries = DeliveryLog(s.postgres.conninfo())
+        producer = AckProducer(s)
+        await producer.start()
+        app = CallbackHandlers(s, deliveries, producer, self._metrics).app()
+        # In-flight requests may wait up to the ack timeout for Kafka: let them finish.
+        runner = web.AppRunner(app, shutdown_timeout=ACK_TIMEOUT_S + 5.0)
+        try:
+            await runner.setup()
+            try:
+                await web.TCPSite(runner, host, port).start()
+            except OSError as exc:
+                raise FatalStageError(
+                    f"callbacks: cannot listen on {host}:{port}: {exc}; "
+                    "stop what uses the port or set callbacks.port"
+                ) from exc
+            log.info("callbacks: listening on %s:%s (public base %s)",
+                     host, port, redact(s.callbacks.base_url()))  # fmt: skip
+            for problem in callback_url_problems(s):
+                log.warning("callbacks: %s", problem)
+            while not self._stop.is_set():
+                if producer.fatal is not None:
+                    raise FatalStageError(
+                        f"callbacks: Kafka producer failed fatally: {producer.fatal.str()}"
+                    )
+                await asyncio.sleep(0.1)
+        finally:
+            await runner.cleanup()
+            await producer.close()
+            await deliveries.close()

@@ -1,0 +1,90 @@
+"""What a finished dispatch record produces: status events, retry records, dead letters.
+
+Pure builders over the settings, the notification and the input record; no I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from schemas.notification import Notification
+from schemas.settings import TidingsSettings
+from schemas.status import ErrorInfo, Status, build_status
+from streams.runtime.dead_letter import dead_letter
+from streams.runtime.kafka import retry_topic
+from streams.runtime.records import TP, Out
+from streams.state import SentRecord
+
+__all__ = ["DUE_HEADER", "Item", "Outputs"]
+
+# When a parked retry is due (epoch ms); the deliver consumer holds its partition until then.
+DUE_HEADER = "tidings-due-ms"
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One dispatch record handed from the consumer thread."""
+
+    tp: TP
+    offset: int
+    gen: int
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes | None]]
+    timestamp_ms: int | None
+
+
+class Outputs:
+    """Builds the deliver stage's output records for one settings tree."""
+
+    def __init__(self, settings: TidingsSettings) -> None:
+        self._s = settings
+
+    def status(
+        self,
+        n: Notification,
+        status: Status,
+        rec: SentRecord | None = None,
+        *,
+        error: ErrorInfo | None = None,
+        possible_duplicate: bool = False,
+    ) -> Out:
+        """A status event for `n` (with the send's provider fields when `rec` is given)."""
+        st = build_status(
+            n, status, stage="deliver", attempt=rec.attempt if rec else n.attempt,
+            provider=rec.provider if rec else None,
+            provider_message_id=rec.provider_message_id if rec else None, error=error,
+            extra={"possible_duplicate": True} if possible_duplicate else None,
+        )  # fmt: skip
+        return Out(self._s.topics.status, st.encode(), st.key(), st.headers())
+
+    def retry(self, n: Notification, tier_s: float, due_at: float) -> Out:
+        """The record that parks `n` on its delay tier's topic until `due_at` (epoch s)."""
+        again = n.model_copy(update={"attempt": n.attempt + 1})
+        return Out(
+            retry_topic(self._s, tier_s),
+            again.encode(),
+            n.recipient.encode(),
+            [(DUE_HEADER, str(int(due_at * 1000)).encode())],
+        )
+
+    def failed(
+        self, it: Item, n: Notification, attempt: int, code: str, exc: BaseException
+    ) -> list[Out]:
+        """A `failed` status and the dead letter of the input record."""
+        st = build_status(
+            n, "failed", stage="deliver", attempt=attempt,
+            error=ErrorInfo(code=code, message=str(exc)[:1000]),
+        )  # fmt: skip
+        return [
+            Out(self._s.topics.status, st.encode(), st.key(), st.headers()),
+            self.dlq(it, exc, code),
+        ]
+
+    def dlq(self, it: Item, exc: BaseException, reason: str) -> Out:
+        """The dead letter of the input record, byte for byte, with the reason."""
+        return dead_letter(
+            self._s.topics.dlq, topic=it.tp[0], partition=it.tp[1], offset=it.offset,
+            timestamp_ms=it.timestamp_ms, key=it.key, value=it.value, headers=it.headers,
+            error=exc, stage="deliver", reason=reason,
+        )  # fmt: skip

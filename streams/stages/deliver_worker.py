@@ -1,0 +1,504 @@
+"""The deliver stage's I/O half: claims, rendering and provider calls on an asyncio loop.
+
+It runs in its own thread. The consumer thread hands it batches of dispatch
+records; for each record it reports one `Completion` (offset, generation and
+the output records) on a thread-safe queue. A record whose work is abandoned
+(shutdown, lost partition) reports nothing, so its offset is never committed.
+
+Postgres or Redis unreachable never stops it: the record that needed them waits and
+tries again with backoff (`streams.runtime.outage`), in-flight work fills up, and the
+consumer pauses its partitions until they are back. An accepted send is recorded in
+Postgres before anything else happens to it, and recording is retried even while
+stopping (bounded), so a stop never forgets a send the provider took.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import os
+import queue
+import random
+import signal
+import threading
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from pydantic import ValidationError
+
+from catalog import CatalogError
+from processors.exceptions import PermanentSendError, RetryableSendError
+from processors.failover import Failover
+from processors.provider import Provider
+from processors.retry import RetryPolicy
+from schemas.notification import Notification
+from schemas.settings import TidingsSettings
+from schemas.status import ErrorInfo
+from streams.exceptions import DependencyDown, FatalStageError, StageStopping
+from streams.runtime.dead_letter import reason_for
+from streams.runtime.metrics import Metrics
+from streams.runtime.outage import Outage
+from streams.runtime.records import TP, Out
+from streams.stages.deliver_outputs import DUE_HEADER, Item, Outputs
+from streams.state import ClaimStore, SentRecord
+from streams.state.catalog import CatalogRef
+
+__all__ = ["DUE_HEADER", "Completion", "DeliverWorker", "Item"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+@dataclass(slots=True)
+class Completion:
+    """A finished record: what to produce when its offset is committed."""
+
+    tp: TP
+    offset: int
+    gen: int
+    outs: list[Out]
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+class DeliverWorker:
+    """Runs sends concurrently, in order per recipient, at most once per notification."""
+
+    def __init__(
+        self,
+        settings: TidingsSettings,
+        catalog: CatalogRef,
+        providers: dict[str, Provider],
+        claims: ClaimStore,
+        done: queue.SimpleQueue[Completion],
+        *,
+        metrics: Metrics | None = None,
+        slot: str | None = None,
+    ) -> None:
+        self._s = settings
+        self._metrics = metrics or Metrics()
+        self._slot = slot  # this member's stable identity: retire a dead predecessor at once
+        self._out = Outputs(settings)
+        limit = settings.runtime.outage_limit_s
+        self._outages = {
+            dep: Outage("deliver", dep, limit_s=limit, metrics=self._metrics)
+            for dep in ("postgres", "redis")
+        }
+        self._catalog = catalog
+        # Every channel behind a Failover, so per-provider limits and the channel slot apply
+        # to providers handed in directly too.
+        self._providers = {
+            ch: p if isinstance(p, Failover) else Failover(ch, [p]) for ch, p in providers.items()
+        }
+        self._claims = claims
+        self._done = done
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run_loop, name="deliver-io", daemon=True)
+        self._sem: asyncio.Semaphore | None = None
+        self._tails: dict[tuple[TP, bytes | None], asyncio.Future[None]] = {}
+        self._stopping = False
+        self._rng = random.Random()
+        rt = settings.runtime
+        self._policy = RetryPolicy(
+            base_s=rt.retry_backoff_s,
+            cap_s=max(600.0, rt.retry_backoff_s),
+            tiers_s=rt.retry_tiers_s,
+            max_attempts=dict(rt.max_attempts),
+        )
+        self._sends = 0
+        self._active = 0  # provider calls in progress
+        self._recording = 0  # accepted sends being recorded
+        self._frozen = False
+        self._killer: asyncio.Future[None] | None = None
+        # Claims in progress (notification id → token): their leases are renewed while the
+        # send runs, so a slow send is never taken over by another member.
+        self._leases: dict[str, str] = {}
+        self._heartbeat: asyncio.Future[None] | None = None
+        self._alive: asyncio.Event | None = None  # set once our liveness key exists
+        self._stop_at: float | None = None
+        self.fatal: BaseException | None = None
+
+    # ------------------------------------------------------------ thread plumbing
+
+    def start(self) -> None:
+        """Start the I/O thread; returns at once."""
+        self._thread.start()
+
+    def _run_loop(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._sem = asyncio.Semaphore(self._s.runtime.send_concurrency)
+        self._alive = asyncio.Event()
+        self._heartbeat = self._loop.create_task(self._beat())
+        self._loop.run_forever()
+
+    def _call(self, coro: Coroutine[Any, Any, Any]) -> None:
+        asyncio.run_coroutine_threadsafe(coro, self._loop)
+
+    def submit(self, items: list[Item]) -> None:
+        """Hand a batch over (non-blocking); each item later yields one Completion or none."""
+        self._call(self._batch(items))
+
+    def stop(self, timeout_s: float) -> None:
+        """Abandon what is still waiting, close connections, stop the thread; blocks ≤ timeout."""
+        self._stopping = True
+        self._stop_at = time.monotonic()
+
+        async def shutdown() -> None:
+            # Provider calls in progress finish and what they sent is recorded before anything
+            # closes (bounded): closed under a call, a send could be accepted and never known.
+            for _ in range(int(timeout_s * 100)):
+                if not self._recording and not self._active:
+                    break
+                await asyncio.sleep(0.01)
+            if self._heartbeat is not None:
+                self._heartbeat.cancel()
+                await asyncio.gather(self._heartbeat, return_exceptions=True)
+            for p in self._providers.values():
+                try:
+                    await p.close()
+                except Exception:  # closing must not mask the reason we stop
+                    log.exception("closing provider %s", p.name)
+            await self._claims.close()
+
+        fut = asyncio.run_coroutine_threadsafe(shutdown(), self._loop)
+        try:
+            fut.result(timeout_s + 10)
+        except Exception:
+            log.exception("deliver worker shutdown")
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout_s)
+        if not self._thread.is_alive():
+            self._loop.close()
+
+    # ------------------------------------------------------------ the work
+
+    async def _batch(self, items: list[Item]) -> None:
+        try:
+            decoded: list[tuple[Item, Notification]] = []
+            for it in items:
+                try:
+                    decoded.append((it, Notification.decode(it.value or b"")))
+                except MemoryError:
+                    raise  # the process is in no state to go on: fatal, like in route
+                except Exception as exc:  # any bad record is dead-lettered, never fatal
+                    reason = reason_for(exc, ValidationError, "invalid-notification")
+                    self._finish(it, [self._out.dlq(it, exc, reason)], dlq=1)
+            ids = [n.id for _, n in decoded]
+            try:
+                backstop = await self._until_ok(lambda: self._claims.known_sent(ids))
+            except StageStopping:
+                return  # abandoned: not committed, redone after restart
+            for it, n in decoded:
+                key = (it.tp, it.key)
+                prev = self._tails.get(key)
+                task = asyncio.ensure_future(self._ordered(prev, it, n, backstop.get(n.id)))
+                self._tails[key] = task
+                task.add_done_callback(functools.partial(self._untail, key))
+        except BaseException as exc:
+            self._fail(exc)
+
+    async def _until_ok(
+        self,
+        call: Callable[[], Awaitable[T]],
+        dep_name: str | None = "postgres",
+        *,
+        record: bool = False,
+    ) -> T:
+        """Await `call()` until Postgres and Redis let it through, with backoff.
+
+        Raises StageStopping once stopping (for a `record`, only after the drain bound:
+        an accepted send must be recorded), FatalStageError past the outage bound.
+        """
+        while True:
+            try:
+                result = await call()
+            except DependencyDown as exc:
+                dep = self._outages.get(exc.dependency) or self._outages["postgres"]
+                wait = dep.failed(exc)
+                if self._stopping and (
+                    not record
+                    or time.monotonic() - (self._stop_at or 0) > self._s.runtime.drain_timeout_s
+                ):
+                    raise StageStopping(str(exc)) from exc
+                await asyncio.sleep(wait)
+                continue
+            if dep_name is not None:
+                self._outages[dep_name].ok()
+            return result
+
+    def _untail(self, key: tuple[TP, bytes | None], task: asyncio.Future[None]) -> None:
+        if self._tails.get(key) is task:
+            del self._tails[key]
+
+    async def _ordered(
+        self, prev: asyncio.Future[None] | None, it: Item, n: Notification, sent: SentRecord | None
+    ) -> None:
+        # Per-recipient order within a partition: wait for the previous one of the same key.
+        if prev is not None:
+            await asyncio.gather(prev, return_exceptions=True)
+        try:
+            await self._one(it, n, sent)
+        except FatalStageError as exc:
+            self._fail(exc)
+        except Exception as exc:
+            log.exception("deliver: unexpected error on %s/%s/%s", it.tp[0], it.tp[1], it.offset)
+            self._fail(exc)
+
+    async def _one(self, it: Item, n: Notification, sent: SentRecord | None) -> None:
+        if sent is not None:  # the Postgres backstop knows it: Redis lost its memory
+            self._finish(it, [self._out.status(n, "sent", sent)], dup=1)
+            return
+        provider = self._providers.get(n.channel)
+        # The channel's slot and the process's gate are taken before the claim: a claimed
+        # notification must not queue behind a slow provider, or behind other channels, while
+        # its lease runs out (a slow provider holds at most its own limit of gate slots).
+        slot = provider.slot if provider is not None else contextlib.nullcontext()
+        assert self._sem is not None and self._alive is not None
+        await self._alive.wait()  # claims name our member: it must be seen alive first
+        while True:  # bounded: by the lease of whoever holds the claim, and by stop
+            if self._stopping:
+                return  # abandoned: not committed, redone after restart
+            async with slot, self._sem:
+                if self._stopping:
+                    return  # shutdown began while this waited for a slot
+                try:
+                    claim = await self._until_ok(lambda: self._claims.claim(n.id), "redis")
+                    if claim.state == "taken":
+                        # Its sender died mid-send; Postgres may know it finished after all.
+                        known = await self._until_ok(lambda: self._claims.known_sent([n.id]))
+                        if n.id in known:
+                            self._finish(it, [self._out.status(n, "sent", known[n.id])], dup=1)
+                            return
+                    if claim.state == "sent" and claim.sent is not None:
+                        # Redis knows the send; Postgres may not, if a crash fell in between.
+                        await self._until_ok(
+                            functools.partial(
+                                self._claims.backfill, n.id, n.channel, claim.sent,
+                                notification=it.value,
+                            )
+                        )  # fmt: skip
+                        self._finish(it, [self._out.status(n, "sent", claim.sent)], dup=1)
+                        return
+                except StageStopping:
+                    return  # abandoned: not committed, redone after restart
+                if claim.state in ("ours", "taken"):
+                    self._leases[n.id] = claim.token
+                    try:
+                        await self._claimed(it, n, provider, claim.token, claim.state == "taken")
+                    finally:
+                        self._leases.pop(n.id, None)
+                    return
+            # Someone else holds the lease (a live member mid-send): wait it out.
+            await asyncio.sleep(min(claim.retry_after_s, 1.0))
+
+    async def _claimed(
+        self, it: Item, n: Notification, provider: Failover | None, token: str, took_over: bool
+    ) -> None:
+        """Send `n` under its claim. The claim is released in one place, and only when no
+        send reached the provider (none configured, a render error, a refused send), so
+        that a retry or replay can take it; otherwise it stays: `sent|…` once recorded,
+        ambiguous after a skipped takeover, or held when the stop cut the call off."""
+        if await self._send_claimed(it, n, provider, token, took_over):
+            await self._claims.release(n.id, token)
+
+    async def _send_claimed(
+        self, it: Item, n: Notification, provider: Failover | None, token: str, took_over: bool
+    ) -> bool:
+        """The send itself; returns whether the claim is to be released."""
+        if provider is None:
+            exc2 = PermanentSendError(
+                f"no provider is configured for channel {n.channel!r} in this deliver process; "
+                "configure one (docs/channels.md), then `tidings dlq replay --reason no-provider`",
+                code="no-provider",
+            )
+            self._finish(it, self._out.failed(it, n, n.attempt, "no-provider", exc2), failed=1)
+            return True
+        if took_over and self._takeover_skips(it, n):
+            await self._claims.abandon(n.id, token)
+            return False
+        try:
+            content = self._catalog.current.render_content(
+                n.template_id, n.channel, {"recipient": n.recipient, **n.variables}, n.locale
+            )
+        except CatalogError as exc:
+            self._finish(it, self._out.failed(it, n, n.attempt, "render-error", exc), failed=1)
+            return True
+        rt = self._s.runtime
+        attempt = n.attempt
+        loop = asyncio.get_running_loop()
+        try:
+            if self._frozen:
+                await asyncio.Event().wait()  # the fault hook is about to kill us
+            self._active += 1
+            try:
+                result = await provider.send_with(n, content)
+                accepted = loop.time()
+                carrier, msgid = result.provider, result.message_id
+            finally:
+                self._active -= 1
+        except Exception as exc:
+            if self._stopping:
+                # Maybe cut off mid-call by the stop: keep the claim, so that a redelivery
+                # sees a takeover (flagged, by policy) instead of a clean first send.
+                return False  # abandoned: not committed, redone after restart
+            err: PermanentSendError | RetryableSendError
+            if isinstance(exc, PermanentSendError | RetryableSendError):
+                err = exc
+            else:
+                # A bug in a provider adapter: the same input fails the same way, so it is
+                # dead-lettered for a replay after the fix instead of stopping every channel.
+                log.exception("deliver: unexpected error sending %s via %s", n.id, n.channel)
+                err = PermanentSendError(
+                    f"unexpected {type(exc).__name__} from the {n.channel} provider: {exc}; "
+                    "a bug in the provider adapter: report it, and replay after the fix",
+                    code="unexpected-error",
+                )
+            self._after_failure(it, n, attempt, err)
+            return True
+        # The crash window: from here until the first durable record of the send. Nothing
+        # is scheduled in between: Postgres and Redis writes start now, together.
+        rec = SentRecord(carrier, msgid, attempt)
+        self._recording += 1
+        try:
+            redis_at = await self._until_ok(
+                lambda: self._claims.record_sent(n.id, n.channel, rec, notification=it.value),
+                record=True,
+            )
+        except StageStopping:
+            log.error(
+                "deliver: the send of %s was accepted by %s but could not be recorded before "
+                "stopping (Postgres down); a redelivery may send it again", n.id, carrier,
+            )  # fmt: skip
+            return False
+        finally:
+            self._recording -= 1
+        pg_s = loop.time() - accepted
+        redis_s = redis_at - accepted if redis_at is not None else pg_s
+        self._metrics.observe("crash_window_postgres_s", pg_s)
+        self._metrics.observe("crash_window_s", min(pg_s, redis_s))
+        self._sends += 1
+        if took_over:
+            self._finish(
+                it, [self._out.status(n, "sent", rec, possible_duplicate=True)],
+                sent=1, claims_taken_over=1,
+            )  # fmt: skip
+        else:
+            self._finish(it, [self._out.status(n, "sent", rec)], sent=1)
+        if rt.fault_kill_after_sends and self._sends >= rt.fault_kill_after_sends:
+            self._freeze_and_kill()
+        return False
+
+    def _takeover_skips(self, it: Item, n: Notification) -> bool:
+        """Log a takeover; with the `skip` policy finish it as `unknown` and return True."""
+        # The previous holder died mid-send: whether the provider got that send is
+        # unknowable (RFC 1047). The chaos checker pairs this line with duplicates.
+        policy = self._s.runtime.ambiguity_for(n.channel)
+        log.warning(
+            "deliver: took over the claim of %s from a sender that died mid-send; policy %s: %s",
+            n.id, policy,
+            "resending with the same Message-ID / webhook-id (a possible duplicate)"
+            if policy == "resend" else "not resending; status `unknown`",
+        )  # fmt: skip
+        if policy == "resend":
+            return False
+        err = ErrorInfo(
+            code="ambiguous_takeover",
+            message="the previous sender died between the provider call and its record; "
+            "whether it was delivered is unknown, and channel policy `skip` forbids a resend",
+        )
+        self._finish(
+            it, [self._out.status(n, "unknown", error=err)], unknown=1, claims_taken_over=1
+        )
+        return True
+
+    def _after_failure(
+        self, it: Item, n: Notification, attempt: int, exc: PermanentSendError | RetryableSendError
+    ) -> None:
+        d = self._policy.decide(
+            exc, attempt=attempt, priority=n.priority, now=time.time(), rng=self._rng
+        )
+        if d.outcome == "retry" and d.tier_s is not None and d.due_at is not None:
+            # Park it on its delay tier's topic: the main topic never waits for it.
+            self._finish(it, [self._out.retry(n, d.tier_s, d.due_at)], retried=1)
+            return
+        code = d.error_code or exc.code or "send-failed"
+        self._finish(it, self._out.failed(it, n, attempt, code, exc), failed=1)
+
+    async def _beat(self) -> None:
+        # Every second: our liveness key (a claim of ours is waited out only while it lives).
+        # Every third of the lease: the leases of sends in progress, so a send that outlasts
+        # its lease (a slow provider) keeps its claim as long as this process lives.
+        loop = asyncio.get_running_loop()
+        every = self._s.runtime.claim_lease_s / 3
+        next_extend = loop.time() + every
+        redis = self._outages["redis"]
+        handed_over = self._slot is None
+        last_beat = loop.time()
+        assert self._alive is not None
+        while not self._stopping:
+            try:
+                if not handed_over and self._slot is not None:
+                    old = await self._claims.succeed(self._slot)
+                    handed_over = True
+                    if old and old != self._claims.member:
+                        log.info(
+                            "deliver: member %s restarted; the claims of its previous "
+                            "incarnation %s are taken over at once", self._slot, old,
+                        )  # fmt: skip
+                await self._claims.beat()
+                last_beat = loop.time()
+                self._alive.set()
+                if loop.time() >= next_extend:
+                    next_extend = loop.time() + every
+                    for nid in await self._claims.extend(dict(self._leases)):
+                        if nid in self._leases:  # not finished meanwhile: someone holds it now
+                            log.warning(
+                                "deliver: the claim of %s was taken over while this process "
+                                "was sending it (the process stalled past its liveness TTL?)",
+                                nid,
+                            )
+                redis.ok()
+                await asyncio.sleep(min(1.0, every))
+            except DependencyDown as exc:
+                if loop.time() - last_beat > self._s.runtime.member_ttl_s / 2:
+                    # Our liveness key may lapse: take no new claims that others would see
+                    # as a dead member's, until a beat gets through again.
+                    self._alive.clear()
+                try:
+                    wait = redis.failed(exc)
+                except FatalStageError as fatal:
+                    self._fail(fatal)
+                    return
+                await asyncio.sleep(min(wait, 1.0))
+
+    def _freeze_and_kill(self) -> None:
+        # Fault injection for crash tests: die at the worst moment, after sends are
+        # recorded and before their offsets can be committed. New sends are held and
+        # those in flight finish first, so the kill never lands inside a provider call.
+        if self._frozen:
+            return
+        self._frozen = True
+
+        async def kill_when_quiet() -> None:
+            for _ in range(10_000):
+                if self._active == 0 and self._recording == 0:
+                    break
+                await asyncio.sleep(0.001)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        self._killer = asyncio.ensure_future(kill_when_quiet())
+
+    # ------------------------------------------------------------ outputs
+
+    def _finish(self, it: Item, outs: list[Out], **counts: int) -> None:
+        if counts.get("dlq") is None and any(o.topic == self._s.topics.dlq for o in outs):
+            counts["dlq"] = 1
+        self._done.put(Completion(it.tp, it.offset, it.gen, outs, counts))
+
+    def _fail(self, exc: BaseException) -> None:
+        if self.fatal is None:
+            self.fatal = exc

@@ -31,6 +31,7 @@ from streams.runtime.member import MemberIdentity, claim_identity
 from streams.runtime.metrics import Metrics
 from streams.runtime.offsets import OffsetTracker
 from streams.runtime.outage import Outage, backoff_s
+from streams.runtime.reader import TopicReader, TopicRecord
 from streams.runtime.records import TP, Out, RawHeaders, norm_headers
 from streams.runtime.stage import Stage, StageContext, poll_batch
 from streams.runtime.transactions import TransactionalOutput
@@ -50,6 +51,8 @@ __all__ = [
     "Stage",
     "StageConsumer",
     "StageContext",
+    "TopicReader",
+    "TopicRecord",
     "TransactionalOutput",
     "backoff_s",
     "claim_identity",

@@ -24,6 +24,8 @@ from typing import Any, Literal
 from cel_expr_python import cel
 from cel_expr_python.ext import ext_math, ext_optional, ext_strings
 
+from catalog.exceptions import CatalogError
+
 __all__ = [
     "FUNCTIONS",
     "Bindings",
@@ -101,7 +103,7 @@ _ERROR: Any = _T.ERROR
 _SCALARS: frozenset[str] = frozenset({"BOOL", "INT", "UINT", "DOUBLE", "STRING", "NULL"})
 
 
-class CelCompileError(Exception):
+class CelCompileError(CatalogError):
     """An expression does not parse or type-check; `line`/`col` are 1-based within it."""
 
     def __init__(self, message: str, line: int = 1, col: int = 1) -> None:
@@ -111,7 +113,7 @@ class CelCompileError(Exception):
         super().__init__(message)
 
 
-class CelEvalError(Exception):
+class CelEvalError(CatalogError):
     """An expression failed at runtime or yielded a value Python can't represent plainly."""
 
 

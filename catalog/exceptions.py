@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from schemas.exceptions import TidingsError
+
 __all__ = [
     "CatalogError",
     "CatalogLoadError",
@@ -33,7 +35,7 @@ class Problem:
         return f"{self.file}:{self.line}:{max(self.col, 1)}: {self.message}"
 
 
-class CatalogError(Exception):
+class CatalogError(TidingsError):
     """Root of every error the catalog raises."""
 
 

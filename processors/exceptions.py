@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from schemas.exceptions import TidingsError
+
 __all__ = ["PermanentSendError", "ProcessorError", "RetryableSendError"]
 
 
-class ProcessorError(Exception):
+class ProcessorError(TidingsError):
     """Root of every error a channel processor raises on purpose."""
 
     def __init__(self, message: str, *, code: str) -> None:

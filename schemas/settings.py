@@ -196,9 +196,6 @@ class RuntimeSettings(Frozen):
     retry_tiers_s: tuple[float, ...] = (1.0, 10.0, 60.0, 600.0)
     # Most sends per notification (the first included), by priority.
     max_attempts: dict[Priority, int] = Field(default_factory=lambda: dict(_ATTEMPTS))
-    # Fault injection for crash tests only: SIGKILL the process after this many
-    # sends are recorded, before their offsets can be committed. Never set in production.
-    fault_kill_after_sends: int | None = Field(default=None, ge=1)
     local_dir: Path = Path(".local")
     # Stable member identity (transactional.id, group.instance.id): None takes host name +
     # the lowest free slot under local_dir/members; set it to e.g. a StatefulSet pod name.

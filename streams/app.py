@@ -17,7 +17,7 @@ from types import FrameType
 
 from schemas.settings import TidingsSettings
 from streams.runtime.metrics import Metrics
-from streams.runtime.stage import Stage, StageContext
+from streams.runtime.stage import SendHook, Stage, StageContext
 from streams.state.catalog import CatalogRef
 
 __all__ = ["STAGES", "default_stages", "run_stages"]
@@ -61,10 +61,11 @@ def run_stages(
     metrics: Metrics | None = None,
     on_tick: Callable[[Metrics], None] | None = None,
     tick_s: float = 1.0,
+    send_hook: SendHook | None = None,
 ) -> int:
     """Run `stages` until stopped; returns the exit code (0 clean, 1 a stage failed). Blocks.
 
-    `stages` None means `default_stages(settings)`.
+    `stages` None means `default_stages(settings)`. `send_hook`: tests only (fault injection).
     """
     if stages is None:
         stages = default_stages(settings)
@@ -91,7 +92,7 @@ def run_stages(
 
     # Route and deliver in one process: route waits while deliver is full (back-pressure).
     full = threading.Event() if {"route", "deliver"} <= set(stages) else None
-    ctx = StageContext(settings, stop, metrics, catalog=ref, deliver_full=full)
+    ctx = StageContext(settings, stop, metrics, catalog=ref, deliver_full=full, send_hook=send_hook)
     # Daemon threads: a stage wedged in a client call (the broker gone for good) must not
     # keep the process alive past the stop bound below.
     threads = [

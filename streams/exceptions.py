@@ -1,9 +1,14 @@
-"""Errors of the runtime: one root; back-pressure, aborted transactions and fatal stops apart."""
+"""Errors of the runtime: one root; aborted transactions, outages and fatal stops apart.
+
+Back-pressure is not an error here: a stage sizes each fetch to the room it has and pauses
+its partitions when it has none (`streams.runtime.flow.FlowController`).
+"""
 
 from __future__ import annotations
 
+from schemas.exceptions import TidingsError
+
 __all__ = [
-    "Backpressure",
     "ConsumerFenced",
     "DependencyDown",
     "FatalStageError",
@@ -15,12 +20,8 @@ __all__ = [
 ]
 
 
-class StreamsError(Exception):
+class StreamsError(TidingsError):
     """Root of every error raised by `streams`."""
-
-
-class Backpressure(StreamsError):
-    """A stage is full: the runner pauses its partitions and offers the message again later."""
 
 
 class TransactionAborted(StreamsError):

@@ -26,7 +26,7 @@ from streams.dlq.select import (
     replay_headers,
     replay_marker,
 )
-from streams.exceptions import ReadStalled, TopicMissing
+from streams.exceptions import ReadStalled, StreamsError, TopicMissing
 from streams.runtime.kafka import make_producer
 from streams.runtime.reader import TopicReader
 
@@ -45,7 +45,7 @@ _BATCH = 200  # dead letters per replay transaction
 _FENCED = (KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH)
 
 
-class DlqError(Exception):
+class DlqError(StreamsError):
     """A problem the operator must fix (missing topic, broker gone); the message says which."""
 
 

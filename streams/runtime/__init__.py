@@ -14,6 +14,7 @@ from streams.runtime.dead_letter import (
     reason_for,
     refused_output,
 )
+from streams.runtime.flow import FlowController
 from streams.runtime.kafka import (
     StageConsumer,
     consumer_fatal,
@@ -33,7 +34,7 @@ from streams.runtime.offsets import OffsetTracker
 from streams.runtime.outage import Outage, backoff_s
 from streams.runtime.reader import TopicReader, TopicRecord
 from streams.runtime.records import TP, Out, RawHeaders, norm_headers
-from streams.runtime.stage import Stage, StageContext, poll_batch
+from streams.runtime.stage import SendControl, SendHook, Stage, StageContext, poll_batch
 from streams.runtime.transactions import TransactionalOutput
 
 __all__ = [
@@ -42,12 +43,15 @@ __all__ = [
     "INTERNAL_ERROR",
     "OUTPUT_REFUSED",
     "TP",
+    "FlowController",
     "MemberIdentity",
     "Metrics",
     "OffsetTracker",
     "Out",
     "Outage",
     "RawHeaders",
+    "SendControl",
+    "SendHook",
     "Stage",
     "StageConsumer",
     "StageContext",

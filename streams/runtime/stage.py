@@ -26,7 +26,25 @@ from streams.runtime.metrics import Metrics
 if TYPE_CHECKING:  # the catalog lives a floor up (streams.state); only its type is needed here
     from streams.state.catalog import CatalogRef
 
-__all__ = ["Stage", "StageContext", "poll_batch"]
+__all__ = ["SendControl", "SendHook", "Stage", "StageContext", "poll_batch"]
+
+
+class SendControl(Protocol):
+    """What a send hook may do to the deliver worker that calls it."""
+
+    def hold_new_sends(self) -> None:
+        """Start no provider call from now on (those in flight finish)."""
+
+    def quiet(self) -> bool:
+        """Whether no provider call and no send record is in progress."""
+
+
+class SendHook(Protocol):
+    """Called on the deliver worker's event loop after each recorded send. Tests only: the
+    crash tests inject one that kills the process at the worst moment (tests/integration/
+    crash_entry.py); production wiring passes none."""
+
+    def after_send(self, sends: int, control: SendControl) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -42,6 +60,8 @@ class StageContext:
     # back-pressure), cleared when it has room again; the route stage in the same process
     # pauses meanwhile. None when route and deliver run in different processes.
     deliver_full: threading.Event | None = None
+    # Tests only (fault injection); None in production.
+    send_hook: SendHook | None = None
 
     def require_catalog(self, stage: str) -> CatalogRef:
         """The catalog; raises ValueError (a wiring bug) if this context has none."""

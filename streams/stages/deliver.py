@@ -30,6 +30,7 @@ from streams.exceptions import (
     StageStopping,
     TransactionAborted,
 )
+from streams.runtime.flow import FlowController
 from streams.runtime.kafka import (
     TransactionalOutput,
     consumer_fatal,
@@ -73,12 +74,10 @@ class DeliverStage:
         self._tracker = OffsetTracker()
         self._gen: dict[TP, int] = {}
         self._done: queue.SimpleQueue[Completion] = queue.SimpleQueue()
-        self._paused = False
-        self._deliver_full = ctx.deliver_full  # set while paused for back-pressure
+        self._flow = FlowController(ctx.deliver_full)
+        self._send_hook = ctx.send_hook
         self._closing = False
         self._retry_topics = {retry_topic(settings, t) for t in settings.runtime.retry_tiers_s}
-        self._held: dict[TP, float] = {}  # retry partition → when its head is due (epoch ms)
-        self._full: set[str] = set()  # topics paused at their in-flight bound
         self._consumer: Consumer | None = None
         self._txn: TransactionalOutput | None = None
         self._worker: DeliverWorker | None = None
@@ -111,6 +110,7 @@ class DeliverStage:
         self._worker = DeliverWorker(
             s, self._catalog, providers, claims, self._done,
             metrics=self._metrics, slot=f"{member.group}:{member.instance}",
+            send_hook=self._send_hook,
         )  # fmt: skip
         self._worker.start()
         consumer = self._consumer = make_consumer(s, s.groups.deliver, member)
@@ -166,11 +166,11 @@ class DeliverStage:
         consumer = self._consumer
         assert consumer is not None
         self._check_worker()
-        self._release_due(consumer)
+        self._flow.release_due(consumer, time.time() * 1000)
         self._collect(block_s=0.0)
         room = s.runtime.max_in_flight - self._tracker.in_flight
         if room <= 0:
-            self._pause(consumer)
+            self._flow.pause_all(consumer)
             self._collect(block_s=0.02)
             # Serves rebalances and keeps the group alive; paused, so only errors come back.
             for m in consumer.consume(1, 0):
@@ -181,8 +181,10 @@ class DeliverStage:
                     consumer.seek(TopicPartition(m.topic() or "", m.partition() or 0,
                                                  m.offset() or 0))  # fmt: skip
             return
-        self._resume(consumer)
-        self._throttle(consumer)
+        self._flow.resume_all(consumer)
+        full = self._tracker.topics_at(s.runtime.max_in_flight_per_topic)
+        if added := self._flow.limit_topics(consumer, full):
+            log.debug("deliver: %s at the in-flight bound; pausing only those", sorted(added))
         n = min(room, s.runtime.batch_size)
         if self._tracker.in_flight:
             msgs = consumer.consume(n, 0.002)
@@ -196,16 +198,14 @@ class DeliverStage:
         log.warning("deliver: %s; building a new consumer (resuming from committed)", exc)
         old = self._consumer
         assert old is not None and self._txn is not None
-        self._forget(self._tracker.partitions() + list(self._held))
+        self._forget(self._tracker.partitions() + self._flow.held)
         self._closing = True  # the old consumer's revoke callback must not drain or commit
         try:
             with contextlib.suppress(KafkaException):
                 old.close()
         finally:
             self._closing = False
-        self._paused, self._full = False, set()
-        if self._deliver_full is not None:
-            self._deliver_full.clear()
+        self._flow.reset()
         consumer = self._consumer = make_consumer(self._s, self._s.groups.deliver, member)
         self._txn.rebind(consumer)
         self._subscribe(consumer)
@@ -218,7 +218,7 @@ class DeliverStage:
         now_ms = time.time() * 1000
         for m, topic, part, off in records(msgs, "deliver"):
             tp = (topic, part)
-            if tp in self._held:
+            if self._flow.is_held(tp):
                 continue  # behind a parked record: fetched again once the partition resumes
             if topic in self._retry_topics and self._hold(m, tp, off, now_ms):
                 continue
@@ -242,20 +242,8 @@ class DeliverStage:
         if due_ms <= now_ms:
             return False
         assert self._consumer is not None
-        part = TopicPartition(tp[0], tp[1], off)
-        self._consumer.seek(part)
-        self._consumer.pause([TopicPartition(tp[0], tp[1])])
-        self._held[tp] = due_ms
+        self._flow.hold(self._consumer, tp, off, due_ms)
         return True
-
-    def _release_due(self, consumer: Consumer) -> None:
-        if not self._held:
-            return
-        now_ms = time.time() * 1000
-        due = [tp for tp, at in self._held.items() if at <= now_ms]
-        for tp in due:
-            del self._held[tp]
-        self._wake(consumer, due)
 
     def _collect(self, block_s: float) -> None:
         try:
@@ -337,7 +325,7 @@ class DeliverStage:
         self._kafka.ok()
         # A parked partition that had records in flight is refetched from the committed
         # offset; it is parked again if its head is still not due. Left paused, it would stall.
-        self._wake(consumer, unheld)
+        self._flow.wake(consumer, unheld)
 
     def _drain(self, tps: list[TP], timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
@@ -360,15 +348,7 @@ class DeliverStage:
         for p in parts:
             tp = (p.topic, p.partition)
             self._gen[tp] = self._gen.get(tp, 0) + 1
-        if self._paused:
-            consumer.pause(parts)
-            return
-        stay = [p for p in parts if p.topic in self._full]
-        if stay:
-            consumer.pause(stay)
-        # librdkafka keeps an application pause across revoke and reassignment: a partition
-        # we paused, lost and got back would otherwise never fetch again.
-        self._wake(consumer, [(p.topic, p.partition) for p in parts])
+        self._flow.on_assign(consumer, parts)
 
     def _on_revoke(self, consumer: Consumer, parts: list[TopicPartition]) -> None:
         tps = [(p.topic, p.partition) for p in parts]
@@ -383,7 +363,7 @@ class DeliverStage:
 
     def _forget(self, tps: list[TP]) -> list[TP]:
         """Drop what we track of `tps`; returns those that were parked (still paused)."""
-        unheld = [tp for tp in tps if self._held.pop(tp, None) is not None]
+        unheld = self._flow.forget(tps)
         for tp in tps:
             self._floor.pop(tp, None)
         dropped = self._tracker.revoke(tps)
@@ -392,41 +372,3 @@ class DeliverStage:
         if dropped:
             log.info("deliver: let go of %d unfinished record(s) on revoke", dropped)
         return unheld
-
-    def _pause(self, consumer: Consumer) -> None:
-        if not self._paused:
-            consumer.pause(consumer.assignment())
-            self._paused = True
-            if self._deliver_full is not None:
-                self._deliver_full.set()
-
-    def _throttle(self, consumer: Consumer) -> None:
-        """Pause the topics at their in-flight bound, resume those below it again."""
-        full = self._tracker.topics_at(self._s.runtime.max_in_flight_per_topic)
-        if full == self._full:
-            return
-        added, freed = full - self._full, self._full - full
-        self._full = full
-        parts = consumer.assignment()
-        if added:
-            log.debug("deliver: %s at the in-flight bound; pausing only those", sorted(added))
-            consumer.pause([p for p in parts if p.topic in added])
-        self._wake(consumer, [(p.topic, p.partition) for p in parts if p.topic in freed])
-
-    def _resume(self, consumer: Consumer) -> None:
-        if self._paused:
-            self._paused = False
-            self._wake(consumer, [(p.topic, p.partition) for p in consumer.assignment()])
-            if self._deliver_full is not None:
-                self._deliver_full.clear()
-
-    def _wake(self, consumer: Consumer, tps: list[TP]) -> None:
-        """Resume those of `tps` nothing holds back: not the whole stage (back-pressure), not
-        a parked retry partition (head not due), not a topic at its in-flight bound."""
-        if self._paused:
-            return
-        run = [
-            TopicPartition(t, p) for t, p in tps if (t, p) not in self._held and t not in self._full
-        ]
-        if run:
-            consumer.resume(run)

@@ -18,10 +18,8 @@ import asyncio
 import contextlib
 import functools
 import logging
-import os
 import queue
 import random
-import signal
 import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine
@@ -43,6 +41,7 @@ from streams.runtime.dead_letter import reason_for
 from streams.runtime.metrics import Metrics
 from streams.runtime.outage import Outage
 from streams.runtime.records import TP, Out
+from streams.runtime.stage import SendHook
 from streams.stages.deliver_outputs import DUE_HEADER, Item, Outputs
 from streams.state import ClaimStore, SentRecord
 from streams.state.catalog import CatalogRef
@@ -78,8 +77,10 @@ class DeliverWorker:
         *,
         metrics: Metrics | None = None,
         slot: str | None = None,
+        send_hook: SendHook | None = None,
     ) -> None:
         self._s = settings
+        self._send_hook = send_hook
         self._metrics = metrics or Metrics()
         self._slot = slot  # this member's stable identity: retire a dead predecessor at once
         self._out = Outputs(settings)
@@ -112,8 +113,7 @@ class DeliverWorker:
         self._sends = 0
         self._active = 0  # provider calls in progress
         self._recording = 0  # accepted sends being recorded
-        self._frozen = False
-        self._killer: asyncio.Future[None] | None = None
+        self._frozen = False  # a send hook holds new sends
         # Claims in progress (notification id → token): their leases are renewed while the
         # send runs, so a slow send is never taken over by another member.
         self._leases: dict[str, str] = {}
@@ -327,12 +327,11 @@ class DeliverWorker:
         except CatalogError as exc:
             self._finish(it, self._out.failed(it, n, n.attempt, "render-error", exc), failed=1)
             return True
-        rt = self._s.runtime
         attempt = n.attempt
         loop = asyncio.get_running_loop()
         try:
             if self._frozen:
-                await asyncio.Event().wait()  # the fault hook is about to kill us
+                await asyncio.Event().wait()  # held by a send hook (the crash tests kill us next)
             self._active += 1
             try:
                 result = await provider.send_with(n, content)
@@ -388,8 +387,8 @@ class DeliverWorker:
             )  # fmt: skip
         else:
             self._finish(it, [self._out.status(n, "sent", rec)], sent=1)
-        if rt.fault_kill_after_sends and self._sends >= rt.fault_kill_after_sends:
-            self._freeze_and_kill()
+        if self._send_hook is not None:
+            self._send_hook.after_send(self._sends, self)
         return False
 
     def _takeover_skips(self, it: Item, n: Notification) -> bool:
@@ -475,22 +474,15 @@ class DeliverWorker:
                     return
                 await asyncio.sleep(min(wait, 1.0))
 
-    def _freeze_and_kill(self) -> None:
-        # Fault injection for crash tests: die at the worst moment, after sends are
-        # recorded and before their offsets can be committed. New sends are held and
-        # those in flight finish first, so the kill never lands inside a provider call.
-        if self._frozen:
-            return
+    # ------------------------------------------------------------ SendControl (for hooks)
+
+    def hold_new_sends(self) -> None:
+        """Start no provider call from now on; those in flight finish and are recorded."""
         self._frozen = True
 
-        async def kill_when_quiet() -> None:
-            for _ in range(10_000):
-                if self._active == 0 and self._recording == 0:
-                    break
-                await asyncio.sleep(0.001)
-            os.kill(os.getpid(), signal.SIGKILL)
-
-        self._killer = asyncio.ensure_future(kill_when_quiet())
+    def quiet(self) -> bool:
+        """Whether no provider call and no send record is in progress."""
+        return self._active == 0 and self._recording == 0
 
     # ------------------------------------------------------------ outputs
 

@@ -20,7 +20,7 @@ from schemas.exceptions import InvalidEventError
 from schemas.notification import Notification, notification_id
 from schemas.settings import TidingsSettings
 from schemas.status import build_status
-from streams.exceptions import ConsumerFenced, TransactionAborted
+from streams.exceptions import ConsumerFenced, StreamsError, TransactionAborted
 from streams.runtime.dead_letter import INTERNAL_ERROR, dead_letter
 from streams.runtime.kafka import (
     TransactionalOutput,
@@ -38,7 +38,7 @@ __all__ = ["RouteStage", "UnknownEventType", "route_record"]
 log = logging.getLogger(__name__)
 
 
-class UnknownEventType(Exception):
+class UnknownEventType(StreamsError):
     """No rule of the catalog listens to this event type."""
 
 

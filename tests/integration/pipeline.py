@@ -161,15 +161,25 @@ class World:
         assert not t.is_alive(), "pipeline did not stop within 60 s"
         assert rc == [0], f"pipeline exited {rc}"
 
-    def spawn(self, stage: str, **env: str) -> subprocess.Popen[bytes]:
-        """Start `tidings run --stage STAGE` as its own process (to kill it)."""
+    def spawn(
+        self, stage: str, *, kill_after_sends: int | None = None, **env: str
+    ) -> subprocess.Popen[bytes]:
+        """Start `tidings run --stage STAGE` as its own process (to kill it).
+
+        `kill_after_sends`: a deliver process that SIGKILLs itself after that many recorded
+        sends, before their offsets are committed (tests/integration/crash_entry.py).
+        """
+        argv = [sys.executable, "-m", "streams.cli", "--config", str(self.config),
+                "run", "--stage", stage]  # fmt: skip
+        if kill_after_sends is not None:
+            assert stage == "deliver", "the crash hook is a deliver send hook"
+            argv = [sys.executable, "-m", "tests.integration.crash_entry", "--config",
+                    str(self.config), "--kill-after", str(kill_after_sends), stage]  # fmt: skip
         # The child keeps its own copy of the descriptor; ours closes at once.
         with open(self.tmp / f"{stage}-{len(self.procs)}.log", "wb") as log:
             p = subprocess.Popen(
-                [sys.executable, "-m", "streams.cli", "--config", str(self.config),
-                 "run", "--stage", stage],
-                cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **env},
-            )  # fmt: skip
+                argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **env}
+            )
         self.procs.append(p)
         return p
 

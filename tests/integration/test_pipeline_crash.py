@@ -47,7 +47,7 @@ def _assert_exactly_once(w: World, expected: list[str]) -> None:
 
 
 def _kill_deliver_at_worst_moment(w: World, after: int) -> None:
-    p = w.spawn("deliver", TIDINGS_RUNTIME__FAULT_KILL_AFTER_SENDS=str(after))
+    p = w.spawn("deliver", kill_after_sends=after)
     assert p.wait(90) == -signal.SIGKILL, f"deliver was not killed; log in {w.tmp}"
     assert sum(w.mail().values()) >= after, "the killed process had sent mail"
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     AfterValidator,
@@ -16,6 +16,7 @@ from pydantic import (
     StrictStr,
 )
 
+from schemas.channels import CHANNELS, Priority
 from schemas.content import EmailContent
 
 __all__ = [
@@ -33,12 +34,11 @@ __all__ = [
     "Rule",
 ]
 
-KNOWN_CHANNELS: frozenset[str] = frozenset(
-    {"email", "sms", "push", "webpush", "slack", "webhook", "inapp"}
-)
+# The channels a rule may name: schemas.channels.CHANNELS, under the catalog's old name.
+KNOWN_CHANNELS = CHANNELS
 # Channels whose templates the catalog can render (catalog/channels.py); the loader refuses
 # rules naming any other channel so that a gap shows at load time, not when a message is due.
-RENDERABLE_CHANNELS: frozenset[str] = KNOWN_CHANNELS
+RENDERABLE_CHANNELS: frozenset[str] = frozenset(CHANNELS)
 
 ChannelPolicy = Literal["all", "first-available"]
 CHANNEL_POLICIES: tuple[str, ...] = ("all", "first-available")
@@ -48,14 +48,13 @@ CHANNEL_POLICIES: tuple[str, ...] = ("all", "first-available")
 RecipientKind = Literal["user", "email", "phone", "url"]
 RECIPIENT_KINDS: tuple[str, ...] = ("user", "email", "phone", "url")
 REACHES: dict[str, frozenset[str]] = {
-    "user": KNOWN_CHANNELS,
+    "user": frozenset(CHANNELS),
     "email": frozenset({"email"}),
     "phone": frozenset({"sms"}),
     "url": frozenset({"webhook", "slack"}),
 }
 
-Priority = Literal["critical", "high", "normal", "low"]
-PRIORITIES: tuple[str, ...] = ("critical", "high", "normal", "low")
+PRIORITIES: tuple[str, ...] = get_args(Priority)
 
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -114,7 +113,7 @@ def _check_recipient(value: Any) -> Any:
 NonEmptyStr = Annotated[StrictStr, Field(min_length=1)]
 RecipientSpec = Annotated[str | dict[str, str], BeforeValidator(_check_recipient)]
 Identifier = Annotated[StrictStr, AfterValidator(_check_id)]
-Channel = Annotated[StrictStr, AfterValidator(_check_channel)]
+ChannelName = Annotated[StrictStr, AfterValidator(_check_channel)]
 VariableName = Annotated[StrictStr, AfterValidator(_check_name)]
 
 
@@ -129,7 +128,7 @@ class Rule(BaseModel):
     events: Annotated[tuple[NonEmptyStr, ...], Field(min_length=1)]
     when: NonEmptyStr = "true"
     recipients: Annotated[tuple[RecipientSpec, ...], Field(min_length=1)]
-    channels: Annotated[tuple[Channel, ...], Field(min_length=1), AfterValidator(_check_unique)]
+    channels: Annotated[tuple[ChannelName, ...], Field(min_length=1), AfterValidator(_check_unique)]
     channel_policy: ChannelPolicy = "all"
     template: Identifier
     priority: Priority = "normal"

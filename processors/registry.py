@@ -22,17 +22,24 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from pydantic import SecretStr
 
 from processors.breaker import BreakerConfig
-from processors.deadtoken_store import PostgresDeadTokens
+from processors.channels.email import EmailProvider
+from processors.channels.inapp import InAppProvider
+from processors.channels.push import (
+    APNS_PRODUCTION,
+    APNS_SANDBOX,
+    ApnsProvider,
+    FcmProvider,
+    PostgresDeadTokens,
+    ServiceAccount,
+    WebPushProvider,
+)
+from processors.channels.slack import SlackProvider
+from processors.channels.sms import TwilioSmsProvider
+from processors.channels.webhook import WebhookProvider
 from processors.failover import Failover
 from processors.http import SafeHttp
-from processors.inapp import InAppProvider
-from processors.provider import EmailProvider, Provider
-from processors.push_apns import APNS_PRODUCTION, APNS_SANDBOX, ApnsProvider
-from processors.push_fcm import FcmProvider, ServiceAccount
-from processors.slack import SlackProvider
-from processors.sms import TwilioSmsProvider
-from processors.webhook import WebhookProvider
-from processors.webpush import WebPushProvider
+from processors.provider import Provider
+from schemas.channels import CHANNELS, Channel
 from schemas.providers import (
     ApnsProviderSettings,
     FcmProviderSettings,
@@ -238,7 +245,7 @@ def _one(
 
 
 def _chain(
-    channel: str, chain: Sequence[ProviderSettings], s: TidingsSettings, breaker: BreakerConfig
+    channel: Channel, chain: Sequence[ProviderSettings], s: TidingsSettings, breaker: BreakerConfig
 ) -> Failover:
     needs_store = any(isinstance(p, _REPORTS_DEAD_TOKENS) for p in chain)
     dead = PostgresDeadTokens(s.postgres.conninfo()) if needs_store else None
@@ -271,24 +278,25 @@ def _limit(p: ProviderSettings) -> int:
 
 
 def build_providers(s: TidingsSettings) -> dict[str, Provider]:
-    """One failover chain per channel that has providers. Reads key files; never connects.
+    """One failover chain per channel that has providers, in `CHANNELS` order. Reads key files;
+    never connects.
 
     Raises ValueError (naming the setting, the file and the fix) on a missing, unreadable or
     invalid key, or a provider listed under the wrong channel.
     """
-    c = s.channels
-    b = c.breaker
+    b = s.channels.breaker
     breaker = BreakerConfig(
         window_s=b.window_s, min_calls=b.min_calls, failure_rate=b.failure_rate,
         open_for_s=b.open_for_s,
     )  # fmt: skip
-    specs: dict[str, tuple[ProviderSettings, ...]] = {
-        "email": c.email if c.email is not None else (SmtpProviderSettings(**s.smtp.model_dump()),),
-        "sms": c.sms,
-        "slack": c.slack,
-        "webhook": c.webhook,
-        "inapp": c.inapp,
-        "push": c.push,
-        "webpush": c.webpush,
-    }
+    specs = {ch: _listed(s, ch) for ch in CHANNELS}
     return {ch: _chain(ch, chain, s, breaker) for ch, chain in specs.items() if chain}
+
+
+def _listed(s: TidingsSettings, channel: Channel) -> tuple[ProviderSettings, ...]:
+    """The providers under `channels.<channel>`; without `channels.email`, the `smtp` section."""
+    if channel == "email" and s.channels.email is None:
+        return (SmtpProviderSettings(**s.smtp.model_dump()),)
+    # ChannelsSettings has one field per channel (tests/unit/schemas/test_channels.py).
+    chain: tuple[ProviderSettings, ...] = getattr(s.channels, channel)
+    return chain

@@ -24,7 +24,7 @@ from typing import Literal, get_args
 import httpx
 
 from processors.exceptions import PermanentSendError, RetryableSendError
-from schemas.notification import Priority
+from schemas.channels import Priority
 
 __all__ = [
     "DEFAULT_MAX_ATTEMPTS",

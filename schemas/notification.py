@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from schemas.channels import Priority
 
 __all__ = ["NAMESPACE", "Notification", "Priority", "notification_id"]
 
 # Fixed forever: changing it would give replayed events new notification ids.
 NAMESPACE = uuid.UUID("6f1b2a52-8e55-4c1e-9c43-1d7f3f2f6a10")
-
-Priority = Literal["critical", "high", "normal", "low"]
 
 
 def notification_id(
@@ -39,6 +39,9 @@ class Notification(BaseModel):
     template_id: str
     template_version: str
     catalog_version: str
+    # One of schemas.channels.CHANNELS when the route stage made it, but typed `str`, not
+    # `Channel`: a record naming another channel must still decode, so that deliver answers it
+    # with `no-provider` (a `failed` status, then the DLQ), not as an undecodable record.
     channel: str
     recipient: str
     priority: Priority = "normal"

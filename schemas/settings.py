@@ -23,7 +23,7 @@ from pydantic_settings import (
 )
 
 from schemas.bounded_json import MAX_BYTES, MAX_DEPTH, MAX_STRING_LENGTH, MAX_VALUES
-from schemas.notification import Priority
+from schemas.channels import Priority
 from schemas.providers import ChannelsSettings
 from schemas.settings_base import Frozen
 from schemas.smtp import SmtpSettings

@@ -1,7 +1,8 @@
 """Provider status callbacks → status events: the pure half (no I/O, nothing blocks).
 
 Twilio posts a form to `POST {public base}/callbacks/twilio/<provider name>?nid=<notification id>`
-(the provider appends `nid` to its `status_callback_url`, `processors.sms.with_notification_id`).
+(the provider appends `nid` to its `status_callback_url`:
+`processors.channels.sms.with_notification_id`).
 This module reconstructs the URL Twilio signed, reads the notification id from the query and
 turns a final `MessageStatus` into a `delivered` or `failed` status event. The HTTP server is
 `streams.http.callbacks_app`; the runnable stage is `streams.stages.callbacks`.
@@ -14,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from urllib.parse import urlsplit, urlunsplit
 
-from processors.sms import NID_PARAM, callback_status
+from processors.channels.sms import NID_PARAM, callback_status
 from schemas.notification import Notification
 from schemas.providers import ProviderSettings, TwilioProviderSettings
 from schemas.settings import TidingsSettings

@@ -22,7 +22,7 @@ import logging
 from aiohttp import web
 from pydantic import ValidationError
 
-from processors.sms import callback_status, validate_twilio_signature
+from processors.channels.sms import callback_status, validate_twilio_signature
 from schemas.notification import Notification
 from schemas.settings import TidingsSettings
 from streams.exceptions import DependencyDown

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import httpx
 
-from processors.sms import twilio_signature, with_notification_id
+from processors.channels.sms import twilio_signature, with_notification_id
 from tests.chaos.history import Callback
 
 __all__ = ["Receipts"]

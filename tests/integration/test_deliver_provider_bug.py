@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import pytest
 
-from processors.provider import EmailProvider
+from processors.channels.email import EmailProvider
 from schemas.content import Content
 from schemas.notification import Notification
 from streams.app import _catalog

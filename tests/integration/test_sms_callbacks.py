@@ -21,7 +21,7 @@ from confluent_kafka import Message
 from confluent_kafka.admin import AdminClient
 from pydantic import SecretStr
 
-from processors.sms import twilio_signature, with_notification_id
+from processors.channels.sms import twilio_signature, with_notification_id
 from schemas.notification import Notification, notification_id
 from schemas.providers import ChannelsSettings, TwilioProviderSettings
 from schemas.settings import CallbacksSettings, TidingsSettings

@@ -19,9 +19,9 @@ import httpx
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from processors.deadtoken import DeadToken, DeadTokenError
+from processors.channels.push.deadtoken import DeadToken, DeadTokenError
+from processors.channels.push.webpush import WebPushProvider
 from processors.http import SafeHttp
-from processors.webpush import WebPushProvider
 from schemas.content import PushContent
 from tests.peers.npm import NPM, process
 from tests.unit.processors.fakes import notification

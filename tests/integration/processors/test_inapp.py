@@ -11,8 +11,8 @@ import psycopg
 import pytest
 import redis
 
+from processors.channels.inapp import InAppProvider
 from processors.exceptions import RetryableSendError
-from processors.inapp import InAppProvider
 from schemas.content import InAppContent
 from schemas.settings import TidingsSettings
 from streams.state.db import apply_migrations

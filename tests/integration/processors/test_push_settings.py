@@ -26,13 +26,13 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from processors.deadtoken import DeadTokenError
+from processors.channels.push.apns import ApnsProvider
+from processors.channels.push.deadtoken import DeadTokenError
+from processors.channels.push.fcm import FcmProvider
+from processors.channels.push.webpush import WebPushProvider
 from processors.exceptions import RetryableSendError
 from processors.failover import Failover, SendResult
-from processors.push_apns import ApnsProvider
-from processors.push_fcm import FcmProvider
 from processors.registry import build_providers
-from processors.webpush import WebPushProvider
 from schemas.content import PushContent
 from schemas.settings import TidingsSettings, load_settings
 from streams.state.db import apply_migrations

@@ -15,9 +15,9 @@ from urllib.parse import parse_qs
 import pytest
 from pydantic import SecretStr
 
+from processors.channels.sms import TwilioSmsProvider
 from processors.exceptions import PermanentSendError
 from processors.http import SafeHttp
-from processors.sms import TwilioSmsProvider
 from schemas.content import SmsContent
 from tests.peers.http_server import HttpPeer, Reply
 from tests.peers.npm import prism_twilio

@@ -1,10 +1,12 @@
-"""Fixtures for the processor tests: a real aiosmtpd sink on a free 127.0.0.1 port."""
+"""Fixtures for the processor tests: a free port, a throwaway TLS certificate.
+
+The SMTP sink the email tests send to is in channels/email/conftest.py.
+"""
 
 from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,24 +19,11 @@ _ROOT = str(Path(__file__).resolve().parents[3])
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
-from streams.dev.smtp_sink import SmtpSink  # noqa: E402
-
 
 @pytest.fixture
 def free_port() -> int:
     """A port nothing listens on right now (for connection-refused tests)."""
     return peers_free_port()
-
-
-@pytest.fixture
-def mail_dir(tmp_path: Path) -> Path:
-    return tmp_path / "mail"
-
-
-@pytest.fixture
-def sink(mail_dir: Path) -> Iterator[SmtpSink]:
-    with SmtpSink(mail_dir, port=0) as s:
-        yield s
 
 
 @pytest.fixture(scope="session")

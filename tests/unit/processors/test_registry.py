@@ -11,12 +11,12 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from pydantic import ValidationError
 
-from processors.deadtoken_store import PostgresDeadTokens
+from processors.channels.push.apns import APNS_PRODUCTION, APNS_SANDBOX, ApnsProvider
+from processors.channels.push.deadtoken_store import PostgresDeadTokens
+from processors.channels.push.fcm import FcmProvider
+from processors.channels.push.webpush import WebPushProvider
 from processors.failover import Failover
-from processors.push_apns import APNS_PRODUCTION, APNS_SANDBOX, ApnsProvider
-from processors.push_fcm import FcmProvider
 from processors.registry import build_providers
-from processors.webpush import WebPushProvider
 from schemas.providers import (
     InAppProviderSettings,
     ProviderBase,
@@ -45,7 +45,7 @@ def test_a_chain_per_channel_in_order() -> None:
         }
     )
     providers = build_providers(s)
-    assert sorted(providers) == ["email", "inapp", "slack", "webhook"]
+    assert tuple(providers) == ("email", "slack", "webhook", "inapp"), "in CHANNELS order"
     chain = providers["email"]
     assert isinstance(chain, Failover)
     assert [p.name for p in chain.providers] == ["a", "b"]

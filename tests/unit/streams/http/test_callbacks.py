@@ -9,7 +9,11 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from processors.sms import twilio_signature, validate_twilio_signature, with_notification_id
+from processors.channels.sms import (
+    twilio_signature,
+    validate_twilio_signature,
+    with_notification_id,
+)
 from schemas.notification import Notification, notification_id
 from schemas.settings import TidingsSettings
 from schemas.status import build_status

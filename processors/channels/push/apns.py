@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 import jwt
 
-from processors.deadtoken import DeadTokenHook, report_dead
+from processors.channels.push.deadtoken import DeadTokenHook, report_dead
 from processors.exceptions import PermanentSendError
 from processors.http import HttpResponse, SafeHttp, check_status
 from processors.provider import expect_content

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import SecretStr
 
-from processors.sms import (
+from processors.channels.sms import (
     TwilioSmsProvider,
     callback_status,
     twilio_signature,

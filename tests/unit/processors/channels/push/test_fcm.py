@@ -8,14 +8,13 @@ from collections.abc import Iterator
 
 import pytest
 
-from processors.deadtoken import DeadToken, DeadTokenError
+from processors.channels.push.deadtoken import DeadToken, DeadTokenError
+from processors.channels.push.fcm import FcmProvider, ServiceAccount
 from processors.exceptions import PermanentSendError
 from processors.http import SafeHttp
-from processors.push_fcm import FcmProvider, ServiceAccount
 from schemas.content import PushContent
 from tests.peers.fcm import FcmPeer, make_key
-
-from .fakes import FakeClock, notification
+from tests.unit.processors.fakes import FakeClock, notification
 
 EMAIL = "tidings@demo-project.iam.gserviceaccount.com"
 KEY = make_key()

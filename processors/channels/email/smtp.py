@@ -22,8 +22,8 @@ from email.utils import format_datetime
 
 import aiosmtplib
 
+from processors.channels.email.mime import RawMail
 from processors.exceptions import PermanentSendError, ProcessorError, RetryableSendError
-from processors.mime import RawMail
 from schemas.settings import SmtpSettings
 
 __all__ = ["SmtpSender", "build_message"]
@@ -227,7 +227,7 @@ class SmtpSender:
         )
 
     async def send_raw(self, mail: RawMail) -> str:
-        """Send pre-built bytes (see processors.mime); same contract as `send`."""
+        """Send pre-built bytes (see processors.channels.email.mime); same contract as `send`."""
         return await self._transaction(
             mail.message_id,
             lambda smtp: smtp.sendmail(mail.sender, [mail.recipient], mail.data),

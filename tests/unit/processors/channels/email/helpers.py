@@ -9,7 +9,7 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
-from processors import SmtpSender, build_message
+from processors.channels.email import SmtpSender, build_message
 from schemas.settings import SmtpSettings
 
 SETTINGS = SmtpSettings()

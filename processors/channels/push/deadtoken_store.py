@@ -18,7 +18,7 @@ from typing import Any
 
 import psycopg
 
-from processors.deadtoken import DeadToken
+from processors.channels.push.deadtoken import DeadToken
 
 __all__ = ["PostgresDeadTokens"]
 

@@ -22,7 +22,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from processors.deadtoken import DeadTokenHook, report_dead
+from processors.channels.push.deadtoken import DeadTokenHook, report_dead
 from processors.exceptions import PermanentSendError
 from processors.http import SafeHttp, check_status
 from processors.provider import expect_content

@@ -11,16 +11,15 @@ from typing import Any
 import pytest
 from standardwebhooks import Webhook, WebhookVerificationError
 
+from processors.channels.slack import SlackProvider
+from processors.channels.webhook import WebhookProvider, decode_secret, sign
 from processors.exceptions import PermanentSendError, RetryableSendError
 from processors.http import SafeHttp, SsrfRefusedError
 from processors.provider import Provider
-from processors.slack import SlackProvider
-from processors.webhook import WebhookProvider, decode_secret, sign
 from schemas.content import Content, SlackContent, SmsContent, WebhookContent
 from tests.peers import guard
 from tests.peers.http_server import HttpPeer, Reply
-
-from .fakes import notification
+from tests.unit.processors.fakes import notification
 
 SECRET = "whsec_" + base64.b64encode(b"k" * 32).decode()
 only_loopback = guard.only_loopback

@@ -8,7 +8,8 @@ from pathlib import Path
 import aiosmtplib
 import pytest
 
-from processors import PermanentSendError, RetryableSendError, SmtpSender
+from processors import PermanentSendError, RetryableSendError
+from processors.channels.email import SmtpSender
 from schemas.settings import SmtpSettings
 from streams.dev.smtp_sink import SmtpSink
 

@@ -12,14 +12,13 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from processors.deadtoken import DeadToken, DeadTokenError
+from processors.channels.push.apns import ApnsProvider, apns_id
+from processors.channels.push.deadtoken import DeadToken, DeadTokenError
 from processors.exceptions import PermanentSendError
 from processors.http import SafeHttp
-from processors.push_apns import ApnsProvider, apns_id
 from schemas.content import PushContent
 from tests.peers.apns import ApnsPeer
-
-from .fakes import notification
+from tests.unit.processors.fakes import notification
 
 _KEY = ec.generate_private_key(ec.SECP256R1())
 PRIVATE = _KEY.private_bytes(

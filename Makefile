@@ -44,8 +44,8 @@ typecheck: venv
 test: up lint typecheck  ## lint, type-check, and run every test against the real stack
 	$(PY) -m pytest
 
-unit: venv  ## the unit tests only: no stack needed, about a minute
-	$(PY) -m pytest tests/unit
+unit: venv  ## the unit tests only: no stack needed, fuzz tests at a quarter (make test: full)
+	TIDINGS_TEST_FUZZ_SCALE=0.25 $(PY) -m pytest tests/unit -n auto
 
 integration: up  ## the tests against the real stack (integration + the quick chaos subset)
 	$(PY) -m pytest tests/integration tests/chaos

@@ -24,6 +24,7 @@ from typing import Literal, get_args
 import httpx
 
 from processors.exceptions import PermanentSendError, RetryableSendError
+from schemas import codes
 from schemas.channels import Priority
 
 __all__ = [
@@ -152,7 +153,7 @@ class RetryPolicy:
             return Decision(
                 "dlq",
                 attempt,
-                error_code="retries_exhausted",
+                error_code=codes.RETRIES_EXHAUSTED,
                 reason=(
                     f"gave up after {attempt} attempts (max for priority {priority!r} is "
                     f"{limit}); last error: {exc}: fix the provider, then replay from the DLQ"

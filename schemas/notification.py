@@ -41,7 +41,7 @@ class Notification(BaseModel):
     catalog_version: str
     # One of schemas.channels.CHANNELS when the route stage made it, but typed `str`, not
     # `Channel`: a record naming another channel must still decode, so that deliver answers it
-    # with `no-provider` (a `failed` status, then the DLQ), not as an undecodable record.
+    # with `no_provider` (a `failed` status, then the DLQ), not as an undecodable record.
     channel: str
     recipient: str
     priority: Priority = "normal"

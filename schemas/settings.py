@@ -136,7 +136,7 @@ class CatalogSettings(Frozen):
 
 
 class DecodeLimits(Frozen):
-    """Bounds on one inbound event; an event beyond any is dead-lettered (`invalid-event`).
+    """Bounds on one inbound event; an event beyond any is dead-lettered (`invalid_event`).
 
     Defaults and why: schemas/bounded_json.py. Bytes count the value plus every header.
     """

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from schemas.codes import canonical
 from streams.runtime.dead_letter import DLQ_HEADERS, header_map
 
 __all__ = [
@@ -135,7 +136,8 @@ class Selection:
         """Whether `dl` is selected; pure."""
         if self.ids and (dl.partition, dl.offset) not in self.ids:
             return False
-        if self.reasons and dl.reason not in self.reasons:
+        # One spelling, old dead letters and old habits included: no-provider = no_provider.
+        if self.reasons and canonical(dl.reason) not in {canonical(r) for r in self.reasons}:
             return False
         if self.stages and dl.stage not in self.stages:
             return False

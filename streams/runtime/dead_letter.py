@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from schemas import codes
 from streams.runtime.records import Out
 
 __all__ = [
@@ -42,15 +43,15 @@ _HEADROOM = 64 * 1024
 
 # The reason of an output the broker refused for good (too large for its topic, invalid
 # for a compacted topic): it is parked here instead of failing its batch for ever.
-OUTPUT_REFUSED = "output-refused"
+OUTPUT_REFUSED = codes.OUTPUT_REFUSED
 
 # The reason of a record whose handling raised something unforeseen (a tidings bug, or a
 # shape nothing refused earlier); kafka_dlt-exception-fqcn says what it was.
-INTERNAL_ERROR = "internal-error"
+INTERNAL_ERROR = codes.INTERNAL_ERROR
 
 
 def reason_for(exc: BaseException, expected: type[BaseException], reason: str) -> str:
-    """The DLQ reason: `reason` if `exc` is the expected kind of bad input, else internal-error."""
+    """The DLQ reason: `reason` if `exc` is the expected kind of bad input, else internal_error."""
     return reason if isinstance(exc, expected) else INTERNAL_ERROR
 
 
@@ -100,7 +101,7 @@ def refused_output(dlq_topic: str, out: Out, error: str, stage: str) -> Out:
     """The DLQ record standing in for an output the broker refused for good; pure.
 
     Its origin is the topic the output was meant for (partition -1: replay lets the
-    partitioner choose), so `tidings dlq replay --reason output-refused` delivers it once
+    partitioner choose), so `tidings dlq replay --reason output_refused` delivers it once
     the topic takes it. An output too large even for the DLQ keeps its key and headers,
     and its value is dropped (the error message says so and how large it was).
     """

@@ -19,7 +19,7 @@ given up (nothing of it is visible) and redone by whoever runs next.
 
 An output the broker refuses for good (too large for its topic, invalid there) would
 fail its batch on every redo; with a `dlq_topic`, the batch is committed once more with
-each refused output replaced by its dead letter (reason `output-refused`).
+each refused output replaced by its dead letter (reason `output_refused`).
 """
 
 from __future__ import annotations
@@ -185,8 +185,8 @@ class TransactionalOutput:
         for i, why in sorted(self._refused.items()):
             log.warning(
                 "%s: the broker refused an output for %s for good (%s); dead-lettering it "
-                "(reason output-refused; raise the topic's max.message.bytes, then "
-                "`tidings dlq replay --reason output-refused`)", self._name, outs[i].topic, why,
+                "(reason output_refused; raise the topic's max.message.bytes, then "
+                "`tidings dlq replay --reason output_refused`)", self._name, outs[i].topic, why,
             )  # fmt: skip
             self._incr("dlq", 1)
         assert self._dlq is not None

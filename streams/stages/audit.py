@@ -17,6 +17,7 @@ import psycopg
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from pydantic import ValidationError
 
+from schemas import codes
 from schemas.status import StatusEvent
 from streams.exceptions import ConsumerFenced, DependencyDown, StageStopping
 from streams.runtime.dead_letter import dead_letter, reason_for
@@ -145,7 +146,7 @@ class AuditStage:
                     self._s.topics.dlq, topic=topic, partition=part, offset=off,
                     timestamp_ms=m.timestamp()[1], key=m.key(), value=m.value(),
                     headers=norm_headers(m.headers()), error=exc, stage="audit",
-                    reason=reason_for(exc, ValidationError, "invalid-status-event"),
+                    reason=reason_for(exc, ValidationError, codes.INVALID_STATUS_EVENT),
                 )  # fmt: skip
                 dead.append(o)
                 self._metrics.incr("dlq")
@@ -204,7 +205,7 @@ class AuditStage:
             self._s.topics.dlq, topic=m.topic() or "", partition=m.partition() or 0,
             offset=m.offset() or 0, timestamp_ms=m.timestamp()[1], key=m.key(),
             value=m.value(), headers=norm_headers(m.headers()), error=exc, stage="audit",
-            reason="audit-write-refused",
+            reason=codes.AUDIT_WRITE_REFUSED,
         )  # fmt: skip
 
     def _deliver(self, dlq: Producer, outs: list[Out]) -> None:

@@ -33,6 +33,7 @@ from processors.exceptions import PermanentSendError, RetryableSendError
 from processors.failover import Failover
 from processors.provider import Provider
 from processors.retry import RetryPolicy
+from schemas import codes
 from schemas.notification import Notification
 from schemas.settings import TidingsSettings
 from schemas.status import ErrorInfo
@@ -185,7 +186,7 @@ class DeliverWorker:
                 except MemoryError:
                     raise  # the process is in no state to go on: fatal, like in route
                 except Exception as exc:  # any bad record is dead-lettered, never fatal
-                    reason = reason_for(exc, ValidationError, "invalid-notification")
+                    reason = reason_for(exc, ValidationError, codes.INVALID_NOTIFICATION)
                     self._finish(it, [self._out.dlq(it, exc, reason)], dlq=1)
             ids = [n.id for _, n in decoded]
             try:
@@ -312,10 +313,10 @@ class DeliverWorker:
         if provider is None:
             exc2 = PermanentSendError(
                 f"no provider is configured for channel {n.channel!r} in this deliver process; "
-                "configure one (docs/channels.md), then `tidings dlq replay --reason no-provider`",
-                code="no-provider",
+                "configure one (docs/channels.md), then `tidings dlq replay --reason no_provider`",
+                code=codes.NO_PROVIDER,
             )
-            self._finish(it, self._out.failed(it, n, n.attempt, "no-provider", exc2), failed=1)
+            self._finish(it, self._out.failed(it, n, n.attempt, codes.NO_PROVIDER, exc2), failed=1)
             return True
         if took_over and self._takeover_skips(it, n):
             await self._claims.abandon(n.id, token)
@@ -325,7 +326,7 @@ class DeliverWorker:
                 n.template_id, n.channel, {"recipient": n.recipient, **n.variables}, n.locale
             )
         except CatalogError as exc:
-            self._finish(it, self._out.failed(it, n, n.attempt, "render-error", exc), failed=1)
+            self._finish(it, self._out.failed(it, n, n.attempt, codes.RENDER_ERROR, exc), failed=1)
             return True
         attempt = n.attempt
         loop = asyncio.get_running_loop()
@@ -354,7 +355,7 @@ class DeliverWorker:
                 err = PermanentSendError(
                     f"unexpected {type(exc).__name__} from the {n.channel} provider: {exc}; "
                     "a bug in the provider adapter: report it, and replay after the fix",
-                    code="unexpected-error",
+                    code=codes.UNEXPECTED_ERROR,
                 )
             self._after_failure(it, n, attempt, err)
             return True
@@ -405,7 +406,7 @@ class DeliverWorker:
         if policy == "resend":
             return False
         err = ErrorInfo(
-            code="ambiguous_takeover",
+            code=codes.AMBIGUOUS_TAKEOVER,
             message="the previous sender died between the provider call and its record; "
             "whether it was delivered is unknown, and channel policy `skip` forbids a resend",
         )
@@ -424,7 +425,7 @@ class DeliverWorker:
             # Park it on its delay tier's topic: the main topic never waits for it.
             self._finish(it, [self._out.retry(n, d.tier_s, d.due_at)], retried=1)
             return
-        code = d.error_code or exc.code or "send-failed"
+        code = d.error_code or exc.code or codes.SEND_FAILED
         self._finish(it, self._out.failed(it, n, attempt, code, exc), failed=1)
 
     async def _beat(self) -> None:

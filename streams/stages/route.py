@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
 from catalog import Catalog, CatalogError
+from schemas import codes
 from schemas.envelope import Origin, decode_event
 from schemas.exceptions import InvalidEventError
 from schemas.notification import Notification, notification_id
@@ -59,7 +60,7 @@ def route_record(
 
     Outcome is `routed`, `unmatched` (rules listen, none matched) or `dlq`. Any exception
     while deciding (a bug, or a shape decoding let through) dead-letters the record with
-    reason `internal-error` and the exception's class, so one record can't stop the stage.
+    reason `internal_error` and the exception's class, so one record can't stop the stage.
     MemoryError alone propagates: the process is then in no state to go on.
     """
     origin = Origin(topic=topic, partition=partition, offset=offset, timestamp_ms=timestamp_ms)
@@ -99,7 +100,7 @@ def _decide(
     try:
         env = decode_event(value, headers, origin, settings.route.limits)
     except InvalidEventError as exc:
-        return dlq(exc, "invalid-event")
+        return dlq(exc, codes.INVALID_EVENT)
     if not catalog.rules_for(env.type):
         if settings.route.unknown_types == "skip":
             return [], "unmatched"
@@ -108,12 +109,12 @@ def _decide(
                 f"{origin}: no rule of catalog {catalog.version} listens to event type "
                 f"{env.type!r}; add a rule for it, or set TIDINGS_ROUTE__UNKNOWN_TYPES=skip"
             ),
-            "unknown-type",
+            codes.UNKNOWN_TYPE,
         )
     try:
         matches = catalog.evaluate(env.as_cel(), now)
     except CatalogError as exc:
-        return dlq(exc, "rule-error")
+        return dlq(exc, codes.RULE_ERROR)
     if not matches:
         return [], "unmatched"
     outs: list[Out] = []

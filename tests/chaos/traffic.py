@@ -41,7 +41,7 @@ def poison_shape(rng: random.Random, i: int, source: str) -> tuple[str, bytes | 
         ("truncated-json", json.dumps({**ce, "data": {"total": 1}}).encode()[:40]),
         ("not-an-object", b"[1, 2, 3]"),
         ("invalid-utf8", b'{"specversion": "1.0", "id": "\xff\xfe", "type": "order.created"}'),
-        ("unknown-type", json.dumps({**ce, "type": "chaos.nobody.listens", "data": {}}).encode()),
+        ("unknown_type", json.dumps({**ce, "type": "chaos.nobody.listens", "data": {}}).encode()),
         ("huge-number", (head + ', "data": {"total": 1' + "0" * 5000 + "}}").encode()),
     ]
     return shapes[i % len(shapes)]

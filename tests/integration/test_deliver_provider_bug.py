@@ -1,5 +1,5 @@
 """A provider adapter that raises something other than a send error (a bug) dead-letters that
-one notification with `unexpected-error`; the deliver stage keeps delivering the rest."""
+one notification with `unexpected_error`; the deliver stage keeps delivering the rest."""
 
 from __future__ import annotations
 
@@ -69,6 +69,6 @@ def test_a_provider_bug_dead_letters_one_notification_and_the_stage_goes_on(
     assert got == Counter({nid: 1 for nid in expected[:-1]})
     [dead] = w.read(s.topics.dlq)
     h = {k: (v or b"").decode() for k, v in dead.headers()}
-    assert h["tidings-dlq-reason"] == "unexpected-error"
+    assert h["tidings-dlq-reason"] == "unexpected_error"
     assert "TypeError" in h["kafka_dlt-exception-message"]
     assert w.statuses()[(bad, "failed")] == 1

@@ -192,7 +192,7 @@ def test_429_retry_after_is_honoured_and_a_channel_without_provider_dead_letters
     # The Slack rule fired too, but no Slack provider is configured: dead letters, with the fix.
     dlq = w.read(w.settings.topics.dlq)
     reasons = Counter(dict(m.headers())["tidings-dlq-reason"].decode() for m in dlq)
-    assert reasons == Counter({"no-provider": 5})
+    assert reasons == Counter({"no_provider": 5})
     assert all(b"configure one" in dict(m.headers())["kafka_dlt-exception-message"] for m in dlq)
 
 

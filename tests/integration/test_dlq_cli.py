@@ -99,9 +99,9 @@ def dlq(
           timestamp_ms=HOUR_AGO_MS, error="550 mailbox unavailable " + "z" * 200)  # fmt: skip
     d.put("a1", origin=a, partition=2, offset=11, stage="deliver", reason="smtp_550",
           key=b"bob@example.com", value=b'{"id": "n-a1"}', dlq_partition=1)  # fmt: skip
-    d.put("b0", origin=b, partition=0, offset=3, stage="route", reason="invalid-event",
+    d.put("b0", origin=b, partition=0, offset=3, stage="route", reason="invalid_event",
           key=None, value=b'{"not json', error="not JSON: fix the producer")  # fmt: skip
-    d.put("a2", origin=a, partition=0, offset=12, stage="deliver", reason="render-error",
+    d.put("a2", origin=a, partition=0, offset=12, stage="deliver", reason="render_error",
           key=b"cy@example.com", value=b'{"id": "n-a2"}', dlq_partition=1)  # fmt: skip
     yield d
     marks = replayed_topic(topic)
@@ -136,11 +136,11 @@ def test_list_prints_one_line_per_dead_letter_and_filters(
 
     i = d.ids
     assert ids("--reason", "smtp_550") == {i["a0"], i["a1"]}
-    assert ids("--reason", "smtp_550", "--reason", "render-error") == {i["a0"], i["a1"], i["a2"]}
+    assert ids("--reason", "smtp_550", "--reason", "render_error") == {i["a0"], i["a1"], i["a2"]}
     assert ids("--stage", "route") == {i["b0"]}
     assert ids("--topic", d.b) == {i["b0"]}
     assert ids("--topic", d.a.replace("origin-a", "origin-*")) == {i["a0"], i["a1"], i["a2"]}
-    assert ids("--stage", "deliver", "--reason", "invalid-event") == set()
+    assert ids("--stage", "deliver", "--reason", "invalid_event") == set()
     half_hour_ago = (datetime.now(UTC) - timedelta(minutes=30)).isoformat()
     assert ids("--since", half_hour_ago) == {i["a1"], i["b0"], i["a2"]}
     assert ids("--since", "2000-01-01") == set(i.values())
@@ -233,7 +233,7 @@ def test_replay_puts_exactly_the_selected_records_back_once(
 
     # A dead letter whose origin topic is gone can't go back: said, and rc 1.
     d.put("gone", origin=f"test.gone.{unique}", partition=0, offset=0, stage="route",
-          reason="invalid-event", key=None, value=b"x")  # fmt: skip
+          reason="invalid_event", key=None, value=b"x")  # fmt: skip
     # Everything: only what was never replayed (a2) goes back.
     rc, out, err = run(capsys, "replay")
     assert rc == 1

@@ -146,7 +146,7 @@ def test_a_permanent_http_400_dead_letters_once_and_replay_after_the_fix_deliver
             assert len(refused) == N and set(refused.values()) == {1}, "400 is not retried"
             dead = w.read(s.topics.dlq)
             reasons = Counter(dict(m.headers())["tidings-dlq-reason"].decode() for m in dead)
-            assert reasons == Counter({"http_400": N, "no-provider": N})
+            assert reasons == Counter({"http_400": N, "no_provider": N})
             broken.clear()
             assert f"replayed {N}, skipped 0" in replay()
             wait_until(lambda: len(accepted) >= N, 90, "the replayed webhooks")

@@ -71,20 +71,20 @@ def test_bad_input_goes_to_the_dlq_and_good_input_is_delivered(world: World) -> 
     p = w.producer()
     good: list[tuple[dict[str, Any], Mode]] = []
     bad: list[tuple[bytes, list[tuple[str, bytes]], str]] = [
-        (b'{"not json', [], "invalid-event"),
+        (b'{"not json', [], "invalid_event"),
         # a CloudEvent without an id
         (
             json.dumps({"specversion": "1.0", "type": "order.created", "source": "x"}).encode(),
             [],
-            "invalid-event",
+            "invalid_event",
         ),
-        (json.dumps(cloudevent("order.teleported", {"x": 1})).encode(), [], "unknown-type"),
-        (b"[1, 2, 3]", [], "invalid-event"),
-        (b"{}", [("ce_specversion", b"1.0"), ("ce_type", b"order.created")], "invalid-event"),
+        (json.dumps(cloudevent("order.teleported", {"x": 1})).encode(), [], "unknown_type"),
+        (b"[1, 2, 3]", [], "invalid_event"),
+        (b"{}", [("ce_specversion", b"1.0"), ("ce_type", b"order.created")], "invalid_event"),
         (
             json.dumps({**cloudevent("order.created", {}), "time": "yesterday"}).encode(),
             [],
-            "invalid-event",
+            "invalid_event",
         ),
     ]
     # Interleave: good, bad, good, bad, ... on one partition.

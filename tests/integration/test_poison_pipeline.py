@@ -57,7 +57,7 @@ def test_poison_is_dead_lettered_byte_for_byte_and_good_events_go_on(
         if value is None:
             assert m.value() is None, "a tombstone stays a tombstone"
         h = dict(m.headers())
-        assert h["tidings-dlq-reason"] == b"invalid-event"
+        assert h["tidings-dlq-reason"] == b"invalid_event"
         assert h["kafka_dlt-exception-fqcn"] == b"schemas.exceptions.InvalidEventError"
         assert words in h["kafka_dlt-exception-message"].decode()
         assert h["kafka_dlt-original-topic"].decode() == w.order_topic

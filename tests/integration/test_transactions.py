@@ -108,7 +108,7 @@ def test_an_output_refused_for_good_is_dead_lettered_and_the_batch_commits(
         [dead] = read_committed(settings, dlq, idle_s=1.5)
         assert dead.value() == big and dead.key() == b"big"
         meta = header_map(norm_headers(dead.headers()))
-        assert meta["tidings-dlq-reason"] == "output-refused"
+        assert meta["tidings-dlq-reason"] == "output_refused"
         assert meta["kafka_dlt-original-topic"] == tiny
         assert meta["kafka_dlt-original-partition"] == "-1"
         assert "size" in meta["kafka_dlt-exception-message"].lower()

@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from catalog import Catalog, CatalogLoadError, Rule, load_catalog
+from tests.fuzz import examples
 
 FIELDS = [*Rule.model_fields, "rules", "whne", "<<", "user", "email", "phone", "url"]
 SNIPPETS = [
@@ -132,25 +133,25 @@ def load_never_crashes(root: Path, name: str, content: str | bytes) -> None:
         assert isinstance(result, Catalog)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(text=mutated_yaml())
 def test_structured_yaml_never_crashes(fuzz_root: Path, text: str) -> None:
     load_never_crashes(fuzz_root, "rules.yaml", text)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(text=token_soup)
 def test_yaml_token_soup_never_crashes(fuzz_root: Path, text: str) -> None:
     load_never_crashes(fuzz_root, "rules.yaml", text)
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(data=st.binary(max_size=200))
 def test_random_bytes_never_crash(fuzz_root: Path, data: bytes) -> None:
     load_never_crashes(fuzz_root, "rules.yaml", data)
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(
     text=st.lists(
         st.sampled_from(

@@ -36,7 +36,7 @@ def test_one_priority() -> None:
 
 
 def test_a_notification_naming_another_channel_still_decodes() -> None:
-    # Deliver answers it with `no-provider`; a Literal field would make it undecodable instead.
+    # Deliver answers it with `no_provider`; a Literal field would make it undecodable instead.
     n = Notification(
         id="n-1", event_id="e-1", event_source="s", event_type="t", rule_id="r", rule_version=1,
         template_id="t", template_version="v", catalog_version="c", channel="pager",

@@ -56,3 +56,20 @@ def test_retry_later_and_dead_letter_it_stay_apart() -> None:
     assert not issubclass(RetryableSendError, PermanentSendError)
     assert not issubclass(PermanentSendError, RetryableSendError)
     assert not issubclass(DependencyDown, FatalStageError)
+
+
+def test_every_stage_code_is_snake_case_and_old_spellings_map_to_it() -> None:
+    from schemas.codes import NO_PROVIDER, STAGE_CODES, canonical
+
+    assert all(c == canonical(c) and "-" not in c for c in STAGE_CODES)
+    assert canonical("no-provider") == canonical("No_Provider") == NO_PROVIDER
+
+
+def test_dlq_selection_matches_either_spelling_both_ways() -> None:
+    from streams.dlq.select import DeadLetter, Selection
+
+    old = DeadLetter(0, 1, 0, None, b"x", [("tidings-dlq-reason", b"render-error")])
+    new = DeadLetter(0, 2, 0, None, b"x", [("tidings-dlq-reason", b"render_error")])
+    for typed in ("render-error", "render_error"):
+        sel = Selection(reasons=(typed,))
+        assert sel.matches(old) and sel.matches(new)

@@ -28,6 +28,7 @@ from streams.runtime.records import Out
 from streams.stages.audit import audit_record
 from streams.stages.deliver_outputs import Item, Outputs
 from streams.stages.route import route_record
+from tests.fuzz import examples
 from tests.unit.catalog.conftest import EXAMPLE
 
 Headers = list[tuple[str, bytes | None]]
@@ -35,7 +36,9 @@ Headers = list[tuple[str, bytes | None]]
 NOW = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
 SETTINGS = TidingsSettings()
 DLQ = SETTINGS.topics.dlq
-FUZZ = hyp_settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = hyp_settings(
+    max_examples=examples(200), deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 
 
 @functools.cache
@@ -93,7 +96,7 @@ def check_audit(value: bytes | None, headers: Headers, key: bytes | None = b"k")
         o = dead_letter(
             DLQ, topic="status", partition=0, offset=3, timestamp_ms=None, key=key, value=value,
             headers=headers, error=exc, stage="audit",
-            reason=reason_for(exc, ValidationError, "invalid-status-event"),
+            reason=reason_for(exc, ValidationError, "invalid_status_event"),
         )  # fmt: skip
         return assert_dead_letter(o, key, value, headers)
     return "processed"
@@ -105,7 +108,7 @@ def check_deliver(value: bytes | None, headers: Headers, key: bytes | None = b"k
     try:
         Notification.decode(it.value or b"")
     except Exception as exc:
-        o = Outputs(SETTINGS).dlq(it, exc, reason_for(exc, ValidationError, "invalid-notification"))
+        o = Outputs(SETTINGS).dlq(it, exc, reason_for(exc, ValidationError, "invalid_notification"))
         return assert_dead_letter(o, key, value, headers)
     return "processed"
 
@@ -189,9 +192,9 @@ def test_poison_is_dead_lettered_with_its_reason() -> None:
         value, headers = CORPUS[name]
         outs, outcome = route(value, headers, None)
         assert outcome == "dlq", name
-        assert assert_dead_letter(outs[0], None, value, headers) == "invalid-event", name
-    assert check_audit(None, []) == "invalid-status-event"
-    assert check_deliver(DEEP_ARRAY, []) == "invalid-notification"
+        assert assert_dead_letter(outs[0], None, value, headers) == "invalid_event", name
+    assert check_audit(None, []) == "invalid_status_event"
+    assert check_deliver(DEEP_ARRAY, []) == "invalid_notification"
 
 
 def test_good_events_are_routed() -> None:
@@ -211,7 +214,7 @@ def test_an_unexpected_exception_is_an_internal_error_and_memory_error_propagate
     value, headers = CORPUS["structured mode"]
     outs, outcome = route(value, headers, b"k")
     assert outcome == "dlq"
-    assert assert_dead_letter(outs[0], b"k", value, headers) == "internal-error"
+    assert assert_dead_letter(outs[0], b"k", value, headers) == "internal_error"
     assert header_map(outs[0].headers)["kafka_dlt-exception-fqcn"] == "builtins.RecursionError"
 
     def oom(*_: Any, **__: Any) -> Any:

@@ -128,7 +128,7 @@ def test_a_matching_event_becomes_dispatch_records_and_queued_statuses(
 
 @pytest.mark.parametrize(
     ("value", "reason"),
-    [(b'{"not json', "invalid-event"), (None, "invalid-event"), (b"[]", "invalid-event")],
+    [(b'{"not json', "invalid_event"), (None, "invalid_event"), (b"[]", "invalid_event")],
 )
 def test_bad_input_is_dead_lettered_byte_for_byte_with_its_reason(
     settings: TidingsSettings, value: bytes | None, reason: str

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from processors import PermanentSendError, ProcessorError, RetryableSendError
 from schemas.settings import SmtpSettings
+from tests.fuzz import examples
 
 from .helpers import make
 
@@ -123,7 +124,9 @@ def test_errors_pickle_with_their_fields() -> None:
     assert isinstance(err, ProcessorError)
 
 
-_FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+_FUZZ = settings(
+    max_examples=examples(300), deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 
 
 @_FUZZ

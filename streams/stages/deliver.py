@@ -172,12 +172,10 @@ class DeliverStage:
         if room <= 0:
             self._flow.pause_all(consumer)
             self._collect(block_s=0.02)
-            # Serves rebalances and keeps the group alive; paused, so only errors come back.
+            # Serves rebalances and keeps the group alive; paused, so only errors come back
+            # (a fatal one raises ConsumerFenced in StageConsumer.consume).
             for m in consumer.consume(1, 0):
-                err = m.error()
-                if err is not None and consumer_fatal(err):
-                    raise ConsumerFenced(f"deliver: consumer unusable: {err.str()}")
-                if err is None:  # not expected while paused; put it back, never drop it
+                if m.error() is None:  # not expected while paused; put it back, never drop it
                     consumer.seek(TopicPartition(m.topic() or "", m.partition() or 0,
                                                  m.offset() or 0))  # fmt: skip
             return

@@ -46,6 +46,22 @@ def _assert_exactly_once(w: World, expected: list[str]) -> None:
     assert all(queued[nid] == 1 for nid in expected), "exactly one committed `queued` status each"
 
 
+def _assert_nothing_lost_duplicates_reported(
+    w: World, expected: list[str]
+) -> tuple[set[str], set[str]]:
+    """Every notification arrived, each with one committed `sent`; the duplicates are all
+    takeovers the restarted process (deliver-1) logged. Returns (duplicates, takeovers)."""
+    got = w.mail()
+    assert set(got) == set(expected), "nothing lost"
+    dups = {nid for nid, n in got.items() if n > 1}
+    log = (w.tmp / "deliver-1.log").read_text()
+    taken_over = set(re.findall(r"took over the claim of ([0-9a-f-]{36})", log))
+    assert dups <= taken_over, f"unreported duplicates: {dups - taken_over}"
+    sent = Counter(nid for (nid, st), c in w.statuses().items() if st == "sent" for _ in range(c))
+    assert all(sent[nid] == 1 for nid in expected), "exactly one committed `sent` status each"
+    return dups, taken_over
+
+
 def _kill_deliver_at_worst_moment(w: World, after: int) -> None:
     p = w.spawn("deliver", kill_after_sends=after)
     assert p.wait(90) == -signal.SIGKILL, f"deliver was not killed; log in {w.tmp}"
@@ -101,15 +117,8 @@ def test_deliver_sigkill_mid_burst_against_a_slow_provider(
         w.spawn("deliver")
         wait_until(lambda: len(w.mail()) >= 150, 120, "all mail")
         w.stop_all()
-    got = w.mail()
-    assert set(got) == set(expected), "nothing lost"
-    dups = {nid for nid, n in got.items() if n > 1}
-    log = (w.tmp / "deliver-1.log").read_text()
-    taken_over = set(re.findall(r"took over the claim of ([0-9a-f-]{36})", log))
-    assert dups <= taken_over, f"unreported duplicates: {dups - taken_over}"
+    dups, taken_over = _assert_nothing_lost_duplicates_reported(w, expected)
     assert len(dups) <= w.settings.runtime.send_concurrency
-    sent = Counter(nid for (nid, st), c in w.statuses().items() if st == "sent" for _ in range(c))
-    assert all(sent[nid] == 1 for nid in expected), "exactly one committed `sent` status each"
     # Every resend after a takeover says so in its status: consumers can tell.
     flagged = {
         json.loads(m.value())["data"]["notification_id"]
@@ -194,3 +203,46 @@ def test_deliver_killed_while_retries_are_parked(make_world_with: Callable[..., 
         wait_until(lambda: len(w.mail()) >= 40, 120, "all mail after the restart")
         w.stop_all()
     _assert_exactly_once(w, expected)
+
+
+def test_deliver_killed_holding_a_batch_of_claims_none_sent(
+    make_world_with: Callable[..., World],
+) -> None:
+    """kill -9 with a batch of claims taken (as many as the SMTP channel has slots: a claim
+    is taken inside its provider slot) and no provider call made: the restarted process
+    takes the dead member's claims over at once and sends each once."""
+    w = make_world_with()
+    expected = _events(w, 80)
+    with w.pipeline(("route",)):
+        p = w.spawn("deliver", kill_after_sends=6, kill_at="claimed")
+        assert p.wait(90) == -signal.SIGKILL, f"deliver was not killed; log in {w.tmp}"
+        assert not w.mail(), "the killed process sent nothing"
+        w.spawn("deliver")
+        wait_until(lambda: len(w.mail()) >= 80, 90, "all mail")
+        w.stop_all()
+    got = w.mail()
+    assert set(got) == set(expected), "nothing lost"
+    assert all(n == 1 for n in got.values()), "each sent once: no claim was sent by the dead"
+    sent = Counter(nid for (nid, st), c in w.statuses().items() if st == "sent" for _ in range(c))
+    assert all(sent[nid] == 1 for nid in expected), "exactly one committed `sent` status each"
+
+
+def test_deliver_killed_after_sends_before_their_batched_record(
+    make_world_with: Callable[..., World],
+) -> None:
+    """kill -9 inside the 25th provider answer, before that answer's record (and the records
+    of the answers of the same moment, which ride one batch) started: nothing is lost; only
+    those unrecorded sends may go twice, each reported as a takeover and flagged."""
+    w = make_world_with()
+    expected = _events(w, 80)
+    with w.pipeline(("route",)):
+        p = w.spawn("deliver", kill_after_sends=25, kill_at="accepted")
+        assert p.wait(90) == -signal.SIGKILL, f"deliver was not killed; log in {w.tmp}"
+        before = w.mail()
+        assert sum(before.values()) >= 25, "the provider had the sends"
+        w.spawn("deliver")
+        wait_until(lambda: len(w.mail()) >= 80, 90, "all mail")
+        w.stop_all()
+    dups, _ = _assert_nothing_lost_duplicates_reported(w, expected)
+    assert dups, "the unrecorded sends were resent (policy resend), the worst moment was hit"
+    assert dups <= set(before), "only sends the dead process made go twice"

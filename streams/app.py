@@ -1,9 +1,13 @@
-"""Run one or more stages in one process, each on its own thread, until SIGINT/SIGTERM.
+"""Run stages until SIGINT/SIGTERM: in this process as threads, or planned as processes.
 
-`tidings run` runs them all (local use; `callbacks`, the provider-callback HTTP
-server, only when `callbacks.enabled`); `tidings run --stage X` runs one, the
-unit an operator scales. A stage that fails fatally stops the whole process
-with exit code 1, so a supervisor restarts it from the committed offsets.
+`run_stages` runs one or more stages in one process, each on its own thread. `tidings run`
+runs them all (local use; `callbacks`, the provider-callback HTTP server, only when
+`callbacks.enabled`); `tidings run --stage X` runs one, the unit an operator scales. A
+stage that fails fatally stops the whole process with exit code 1, so a supervisor
+restarts it from the committed offsets.
+
+`plan_processes` decides how many OS processes one `tidings run` becomes (one per stage
+unless `--threads`, times `--workers`); `streams.runtime.workers.supervise` runs them.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from types import FrameType
 
 from schemas.settings import TidingsSettings
@@ -20,7 +25,16 @@ from streams.runtime.metrics import Metrics
 from streams.runtime.stage import SendHook, Stage, StageContext
 from streams.state.catalog import CatalogRef
 
-__all__ = ["STAGES", "default_stages", "run_stages"]
+__all__ = [
+    "MAX_WORKERS",
+    "STAGES",
+    "Unit",
+    "default_stages",
+    "for_worker",
+    "plan_processes",
+    "run_stages",
+    "stop_bound_s",
+]
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +45,74 @@ STAGES = ("route", "deliver", "audit", "callbacks")
 def default_stages(settings: TidingsSettings) -> tuple[str, ...]:
     """The stages `tidings run` runs when none is named: all, callbacks only when enabled."""
     return tuple(n for n in STAGES if n != "callbacks" or settings.callbacks.enabled)
+
+
+# `--workers` at most: more members than partitions only sit idle (docs/operations.md).
+MAX_WORKERS = 64
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One process of a `tidings run`: the stages it runs as threads, and which worker it is."""
+
+    stages: tuple[str, ...]
+    index: int = 0  # 0 .. count-1 among the processes running the same stages
+    count: int = 1
+
+    @property
+    def name(self) -> str:
+        """`deliver`, `deliver#1`, `route+deliver#0`: for logs."""
+        base = "+".join(self.stages)
+        return base if self.count == 1 else f"{base}#{self.index}"
+
+
+def plan_processes(stages: tuple[str, ...], *, workers: int = 1, threads: bool = False,
+                   named: bool = True) -> list[Unit]:  # fmt: skip
+    """The processes `tidings run` runs: pure; raises ValueError naming the flag at fault.
+
+    Default: every stage its own process (no shared GIL), `workers` of each. `threads`: one
+    process running all `stages` as threads (the in-process mode), `workers` of those.
+    `callbacks` is an HTTP server on one port, so it never gets more than one process:
+    asked for explicitly (`named`) with `workers` > 1, that is an error; in the default set
+    it runs once. One unit means: run it in this process, no supervisor.
+    """
+    if not 1 <= workers <= MAX_WORKERS:
+        raise ValueError(f"--workers must be 1..{MAX_WORKERS}, got {workers}")
+    if workers > 1 and "callbacks" in stages and (named or threads):
+        raise ValueError(
+            "--workers > 1 with the callbacks stage: it serves one HTTP port, so run one "
+            "callbacks process per host (`tidings run --stage callbacks`)"
+        )
+    if threads:
+        return [Unit(stages, i, workers) for i in range(workers)]
+    units: list[Unit] = []
+    for st in stages:
+        n = 1 if st == "callbacks" else workers
+        units += [Unit((st,), i, n) for i in range(n)]
+    return units
+
+
+def for_worker(settings: TidingsSettings, index: int, count: int) -> TidingsSettings:
+    """The settings of worker `index` of `count`: its own `runtime.instance_id` if one is set.
+
+    Without `instance_id` every process claims its own slot (streams/runtime/member.py); a
+    fixed one would be shared by all workers, which would then fence each other, so worker
+    i of several gets `<instance_id>-w<i>` (stable across restarts of the same command).
+    """
+    rt = settings.runtime
+    if count <= 1 or not rt.instance_id:
+        return settings
+    runtime = rt.model_copy(update={"instance_id": f"{rt.instance_id}-w{index}"})
+    return settings.model_copy(update={"runtime": runtime})
+
+
+def stop_bound_s(settings: TidingsSettings) -> float:
+    """How long a stage process may take to stop after SIGTERM before it gives up.
+
+    Draining, the final commit (retried for up to another drain bound), the deliver worker
+    finishing its provider calls (a third), and closing.
+    """
+    return 3 * settings.runtime.drain_timeout_s + 20
 
 
 def _build(name: str, ctx: StageContext) -> Stage:
@@ -105,9 +187,7 @@ def run_stages(
     for t in threads:
         t.start()
     next_tick = time.monotonic() + tick_s
-    # Draining, the final commit (retried for up to another drain bound), the deliver
-    # worker finishing its provider calls (a third), and closing.
-    bound_s = 3 * settings.runtime.drain_timeout_s + 20
+    bound_s = stop_bound_s(settings)
     stopped_at: float | None = None
     try:
         while any(t.is_alive() for t in threads):

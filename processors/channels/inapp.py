@@ -19,6 +19,7 @@ import psycopg
 import redis.asyncio as aioredis
 from psycopg import sql
 
+from processors.coalesce import Coalescer
 from processors.exceptions import PermanentSendError, RetryableSendError
 from processors.provider import expect_content
 from schemas.content import Content, InAppContent
@@ -32,8 +33,12 @@ DEFAULT_TABLE = "inbox"
 DEFAULT_CHANNEL_PREFIX = "tidings:inbox:"
 
 
+_Row = tuple[str, str | None, str, str | None, str, str, str, str]
+
+
 class InAppProvider:
-    """Writes inbox rows and wakes the gateway; one connection, sends serialised on it."""
+    """Writes inbox rows and wakes the gateway; one connection, the sends of one moment
+    batched into one INSERT and one PUBLISH pipeline."""
 
     channel = "inapp"
 
@@ -56,6 +61,16 @@ class InAppProvider:
         self._timeout_s = timeout_s
         self._conn: psycopg.AsyncConnection[Any] | None = None
         self._lock = asyncio.Lock()
+        # One statement and one pipeline per batch of sends, not per send: the sends of one
+        # moment ride together (processors.coalesce).
+        self._stores: Coalescer[_Row, datetime] = Coalescer(self._store_batch)
+        self._publishes: Coalescer[tuple[str, str], bool] = Coalescer(self._publish_batch)
+        self._insert_many = sql.SQL(
+            "INSERT INTO {t} (notification_id, tenant, recipient, category, title, body, data, "
+            "event_type) SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], "
+            "%s::text[], %s::text[], %s::jsonb[], %s::text[]) "
+            "ON CONFLICT (notification_id) DO NOTHING RETURNING notification_id, created_at"
+        ).format(t=sql.Identifier(table))
         self._insert = sql.SQL(
             "INSERT INTO {t} (notification_id, tenant, recipient, category, title, body, data, "
             "event_type) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
@@ -67,34 +82,77 @@ class InAppProvider:
         return f"{self._prefix}{n.tenant or '-'}:{n.recipient}"
 
     async def _store(self, n: Notification, c: InAppContent) -> datetime:
+        row = (
+            n.id, n.tenant, n.recipient, n.category, c.title, c.body, json.dumps(c.data),
+            n.event_type,
+        )  # fmt: skip
+        return await self._stores(row)
+
+    async def _connection(self) -> psycopg.AsyncConnection[Any]:
+        if self._conn is None or self._conn.closed:
+            self._conn = await psycopg.AsyncConnection.connect(
+                self._conninfo, autocommit=True, connect_timeout=max(1, int(self._timeout_s))
+            )
+        return self._conn
+
+    async def _store_batch(self, rows: list[_Row]) -> list[datetime | BaseException]:
+        """Insert many inbox rows in one statement (unnest); their created_at, in order.
+
+        A row Postgres refuses (DataError) fails the statement: the rows are then inserted
+        one by one, so only the bad one fails. Any other psycopg error reaches every caller.
+        """
         async with self._lock:
-            if self._conn is None or self._conn.closed:
-                self._conn = await psycopg.AsyncConnection.connect(
-                    self._conninfo, autocommit=True, connect_timeout=max(1, int(self._timeout_s))
-                )
-            params = (
-                n.id, n.tenant, n.recipient, n.category, c.title, c.body,
-                json.dumps(c.data), n.event_type,
-            )  # fmt: skip
-            cur = await self._conn.execute(self._insert, params)
-            row = await cur.fetchone()
-        return row[0] if row else datetime.now(UTC)
+            try:
+                # One deadline for the batch, not one per send.
+                async with asyncio.timeout(self._timeout_s):
+                    conn = await self._connection()
+                    try:
+                        cols = [list(c) for c in zip(*rows, strict=True)]
+                        cur = await conn.execute(self._insert_many, cols)
+                        created = {str(r[0]): r[1] for r in await cur.fetchall()}
+                    except psycopg.errors.DataError as exc:
+                        if len(rows) == 1:
+                            return [exc]
+                        return [await self._store_one(conn, r) for r in rows]
+            except (psycopg.Error, TimeoutError):
+                # A connection in an unknown state is never reused: the next batch connects.
+                if self._conn is not None:
+                    await self._conn.close()
+                self._conn = None
+                raise
+        # A row that was already there (a retry, a replay) inserts nothing: it is stored.
+        now = datetime.now(UTC)
+        return [created.get(str(r[0]), now) for r in rows]
+
+    async def _store_one(
+        self, conn: psycopg.AsyncConnection[Any], row: _Row
+    ) -> datetime | BaseException:
+        try:
+            cur = await conn.execute(self._insert, row)
+            got = await cur.fetchone()
+        except psycopg.errors.DataError as exc:
+            return exc
+        return got[0] if got else datetime.now(UTC)
+
+    async def _publish_batch(self, msgs: list[tuple[str, str]]) -> list[bool | BaseException]:
+        """PUBLISH many messages in one pipeline; raises RedisError/OSError for all."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for channel, message in msgs:
+                pipe.publish(channel, message)
+            await pipe.execute()
+        return [True] * len(msgs)
 
     async def send(self, n: Notification, content: Content) -> str:
         """Store, then publish; returns the notification id. Raises RetryableSendError."""
         inapp = expect_content(content, InAppContent, self.name)
         try:
-            async with asyncio.timeout(self._timeout_s):
-                created = await self._store(n, inapp)
+            created = await self._store(n, inapp)
         except psycopg.errors.DataError as exc:
             raise PermanentSendError(
                 f"inbox refused the content ({exc!r}): fix the template output",
                 code="invalid_payload",
             ) from exc
         except (psycopg.Error, TimeoutError) as exc:
-            if self._conn is not None:
-                await self._conn.close()
-            self._conn = None
             raise RetryableSendError(
                 f"inbox insert failed ({exc!r}): is Postgres up and the inbox migration "
                 "applied (`tidings migrate`)?",
@@ -106,7 +164,7 @@ class InAppProvider:
             "created_at": created.isoformat(),
         }  # fmt: skip
         try:
-            await self._redis.publish(self.channel_for(n), json.dumps(message, default=str))
+            await self._publishes((self.channel_for(n), json.dumps(message, default=str)))
         except (aioredis.RedisError, OSError) as exc:
             # Stored is delivered: the gateway reads the inbox on (re)connect.
             log.warning(
@@ -118,7 +176,9 @@ class InAppProvider:
         return n.id
 
     async def close(self) -> None:
-        """Close the Postgres connection and the Redis pool."""
+        """Close the Postgres connection and the Redis pool (batches in flight finish first)."""
+        await self._stores.close()
+        await self._publishes.close()
         if self._conn is not None:
             await self._conn.close()
             self._conn = None

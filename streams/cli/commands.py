@@ -7,38 +7,85 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from schemas.settings import TidingsSettings
+
+if TYPE_CHECKING:
+    from streams.app import Unit
 
 __all__ = ["register"]
 
 
-def _logging(verbose: bool) -> None:
+def _logging(verbose: bool, label: str = "") -> None:
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(threadName)s %(name)s: %(message)s",
+        format=f"%(asctime)s %(levelname)s {label}%(threadName)s %(name)s: %(message)s",
     )
 
 
 # ---------------------------------------------------------------- run
 
 
+def _workers(text: str) -> int:
+    from streams.app import MAX_WORKERS
+
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if not 1 <= n <= MAX_WORKERS:
+        raise argparse.ArgumentTypeError(f"must be a whole number 1..{MAX_WORKERS}, got {text!r}")
+    return n
+
+
+def _worker_of(text: str) -> tuple[int, int]:
+    index, _, count = text.partition("/")
+    return int(index), int(count)
+
+
 def _run(args: argparse.Namespace, s: TidingsSettings) -> int:
     from catalog import CatalogLoadError
-    from streams.app import run_stages
+    from streams.app import default_stages, for_worker, plan_processes, run_stages
 
-    _logging(args.verbose)
-    stages = tuple(args.stage) if args.stage else None  # None: the default stages
+    index, count = args.worker or (0, 1)
+    _logging(args.verbose, f"w{index}/{count} " if count > 1 else "")
+    stages = tuple(args.stage) if args.stage else default_stages(s)
+    try:
+        units = plan_processes(stages, workers=args.workers, threads=args.threads,
+                               named=bool(args.stage))  # fmt: skip
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     sink = _start_sink(args.smtp_sink, s) if args.smtp_sink else None
     try:
-        return run_stages(s, stages)
+        if len(units) > 1:
+            return _supervise(args, s, units)
+        return run_stages(for_worker(s, index, count), units[0].stages)
     except CatalogLoadError as exc:
         print(f"error: the catalog at {s.catalog.path} is invalid:\n{exc}", file=sys.stderr)
         return 2
     finally:
         if sink is not None:
             sink.stop()
+
+
+def _supervise(args: argparse.Namespace, s: TidingsSettings, units: list[Unit]) -> int:
+    """Run every unit as `tidings run --stage … --threads --worker i/n`, a child of this one."""
+    from streams.app import stop_bound_s
+    from streams.runtime.workers import Worker, supervise
+
+    base = [sys.executable, "-m", "streams.cli"]
+    if args.config:
+        base += ["--config", args.config]
+    workers = []
+    for u in units:
+        argv = [*base, "run", *(a for st in u.stages for a in ("--stage", st)), "--threads"]
+        argv += ["-v"] if args.verbose else []
+        argv += ["--worker", f"{u.index}/{u.count}"]
+        workers.append(Worker(u.name, tuple(argv)))
+    # The children's own bound, plus their interpreter start-up and exit.
+    return supervise(workers, stop_bound_s=stop_bound_s(s) + 15)
 
 
 def _start_sink(directory: str, s: TidingsSettings) -> Any:
@@ -131,11 +178,27 @@ def _dev(args: argparse.Namespace, s: TidingsSettings) -> int:
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add this module's subcommands to `sub`."""
-    from streams.app import STAGES
+    from streams.app import MAX_WORKERS, STAGES
 
-    run = sub.add_parser("run", help="run pipeline stages until SIGINT/SIGTERM")
+    run = sub.add_parser(
+        "run",
+        help="run pipeline stages until SIGINT/SIGTERM",
+        description="Run pipeline stages until SIGINT/SIGTERM. Every stage runs as its own "
+        "process (children of this one) unless --threads; one stage with one worker runs in "
+        "this process.",
+    )
     run.add_argument("--stage", action="append", choices=STAGES,
                      help="run only this stage (repeatable); default: all")  # fmt: skip
+    run.add_argument("--workers", type=_workers, default=1, metavar="N",
+                     help=f"N processes (consumer-group members) of each stage, "
+                     f"1..{MAX_WORKERS}; default 1")  # fmt: skip
+    run.add_argument(
+        "--threads",
+        action="store_true",
+        help="run the stages as threads of one process (N such with --workers)",
+    )
+    # Internal: set by the supervisor on its children ("INDEX/COUNT").
+    run.add_argument("--worker", type=_worker_of, help=argparse.SUPPRESS)
     run.add_argument("--smtp-sink", metavar="DIR",
                      help="also run a local SMTP sink storing .eml files in DIR")  # fmt: skip
     run.add_argument("-v", "--verbose", action="store_true")

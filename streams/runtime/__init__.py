@@ -1,5 +1,6 @@
 """The stage runtime: Kafka clients, records and offsets, transactions, outages,
-member identities, metrics, and the dead-letter record format every stage writes.
+member identities, metrics, the dead-letter record format every stage writes, and the
+supervisor of worker processes (`tidings run --workers N`).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from streams.runtime.reader import TopicReader, TopicRecord
 from streams.runtime.records import TP, Out, RawHeaders, norm_headers
 from streams.runtime.stage import SendControl, SendHook, Stage, StageContext, poll_batch
 from streams.runtime.transactions import TransactionalOutput
+from streams.runtime.workers import Worker, clean_stop, die_with_parent, supervise
 
 __all__ = [
     "DLQ_HEADERS",
@@ -58,10 +60,13 @@ __all__ = [
     "TopicReader",
     "TopicRecord",
     "TransactionalOutput",
+    "Worker",
     "backoff_s",
     "claim_identity",
+    "clean_stop",
     "consumer_fatal",
     "dead_letter",
+    "die_with_parent",
     "dlq_max_message_bytes",
     "ensure_topics",
     "header_map",
@@ -76,4 +81,5 @@ __all__ = [
     "records",
     "refused_output",
     "retry_topic",
+    "supervise",
 ]

@@ -42,16 +42,14 @@ class FlowController:
         if not self.paused:
             consumer.pause(consumer.assignment())
             self.paused = True
-            if self._signal is not None:
-                self._signal.set()
+            self._tell_route()
 
     def resume_all(self, consumer: Consumer) -> None:
         """The stage has room again: resume what nothing else holds back (idempotent)."""
         if self.paused:
             self.paused = False
             self.wake(consumer, [(p.topic, p.partition) for p in consumer.assignment()])
-            if self._signal is not None:
-                self._signal.clear()
+            self._tell_route()
 
     # ------------------------------------------------------------ per-topic bounds
 
@@ -61,6 +59,7 @@ class FlowController:
             return set()
         added, freed = full - self._full, self._full - full
         self._full = set(full)
+        self._tell_route()
         parts = consumer.assignment()
         if added:
             consumer.pause([p for p in parts if p.topic in added])
@@ -114,7 +113,17 @@ class FlowController:
     def reset(self) -> None:
         """A new consumer: nothing is paused, nothing parked."""
         self.paused, self._full, self._held = False, set(), {}
-        if self._signal is not None:
+        self._tell_route()
+
+    def _tell_route(self) -> None:
+        # An in-process route stage holds off while any input topic is at its bound, not
+        # only when the whole stage is: one full channel already means deliver is behind,
+        # and routing on would only take the CPU (and the GIL) from it.
+        if self._signal is None:
+            return
+        if self.paused or self._full:
+            self._signal.set()
+        else:
             self._signal.clear()
 
     def wake(self, consumer: Consumer, tps: list[TP]) -> None:

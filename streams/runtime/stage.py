@@ -40,11 +40,18 @@ class SendControl(Protocol):
 
 
 class SendHook(Protocol):
-    """Called on the deliver worker's event loop after each recorded send. Tests only: the
-    crash tests inject one that kills the process at the worst moment (tests/integration/
+    """Called on the deliver worker's event loop at the moments a crash hurts most. Tests
+    only: the crash tests inject one that kills the process there (tests/integration/
     crash_entry.py); production wiring passes none."""
 
-    def after_send(self, sends: int, control: SendControl) -> None: ...
+    def after_send(self, sends: int, control: SendControl) -> None:
+        """After the `sends`-th send was recorded (Postgres and Redis)."""
+
+    def after_claim(self, claims: int, control: SendControl) -> None:
+        """After the `claims`-th claim was taken, before its provider call."""
+
+    def after_accept(self, accepted: int, control: SendControl) -> None:
+        """Right after the `accepted`-th provider answer, before its record is started."""
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ import queue
 import random
 import threading
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -65,6 +66,18 @@ class Completion:
     counts: dict[str, int] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class _Accepted:
+    """A send the provider accepted, not yet recorded."""
+
+    rec: SentRecord
+    at: float  # event-loop time of the provider's answer
+    took_over: bool
+
+
+_Job = tuple[Item, Notification, SentRecord | None]  # a record, decoded; its backstop row
+
+
 class DeliverWorker:
     """Runs sends concurrently, in order per recipient, at most once per notification."""
 
@@ -101,7 +114,10 @@ class DeliverWorker:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run_loop, name="deliver-io", daemon=True)
         self._sem: asyncio.Semaphore | None = None
-        self._tails: dict[tuple[TP, bytes | None], asyncio.Future[None]] = {}
+        # One task per (partition, recipient) chain, not one per record: it sends the chain's
+        # records in order, and ends when the chain is empty.
+        self._chains: dict[tuple[TP, bytes | None], deque[_Job]] = {}
+        self._chain_tasks: set[asyncio.Task[None]] = set()
         self._stopping = False
         self._rng = random.Random()
         rt = settings.runtime
@@ -112,12 +128,15 @@ class DeliverWorker:
             max_attempts=dict(rt.max_attempts),
         )
         self._sends = 0
+        self._claimed = 0  # claims taken (ours or taken over), for the send hook
+        self._accepted = 0  # provider answers, for the send hook
         self._active = 0  # provider calls in progress
         self._recording = 0  # accepted sends being recorded
         self._frozen = False  # a send hook holds new sends
         # Claims in progress (notification id → token): their leases are renewed while the
         # send runs, so a slow send is never taken over by another member.
         self._leases: dict[str, str] = {}
+        self._pending_records: dict[str, _Accepted] = {}  # accepted, being recorded
         self._heartbeat: asyncio.Future[None] | None = None
         self._alive: asyncio.Event | None = None  # set once our liveness key exists
         self._stop_at: float | None = None
@@ -195,10 +214,15 @@ class DeliverWorker:
                 return  # abandoned: not committed, redone after restart
             for it, n in decoded:
                 key = (it.tp, it.key)
-                prev = self._tails.get(key)
-                task = asyncio.ensure_future(self._ordered(prev, it, n, backstop.get(n.id)))
-                self._tails[key] = task
-                task.add_done_callback(functools.partial(self._untail, key))
+                job = (it, n, backstop.get(n.id))
+                chain = self._chains.get(key)
+                if chain is not None:
+                    chain.append(job)  # its task is running: it takes this one in turn
+                    continue
+                self._chains[key] = deque([job])
+                task = asyncio.create_task(self._chain(key))
+                self._chain_tasks.add(task)
+                task.add_done_callback(self._chain_tasks.discard)
         except BaseException as exc:
             self._fail(exc)
 
@@ -231,23 +255,27 @@ class DeliverWorker:
                 self._outages[dep_name].ok()
             return result
 
-    def _untail(self, key: tuple[TP, bytes | None], task: asyncio.Future[None]) -> None:
-        if self._tails.get(key) is task:
-            del self._tails[key]
-
-    async def _ordered(
-        self, prev: asyncio.Future[None] | None, it: Item, n: Notification, sent: SentRecord | None
-    ) -> None:
-        # Per-recipient order within a partition: wait for the previous one of the same key.
-        if prev is not None:
-            await asyncio.gather(prev, return_exceptions=True)
+    async def _chain(self, key: tuple[TP, bytes | None]) -> None:
+        # Per-recipient order within a partition: one record of the chain at a time.
+        chain = self._chains[key]
         try:
-            await self._one(it, n, sent)
-        except FatalStageError as exc:
-            self._fail(exc)
-        except Exception as exc:
-            log.exception("deliver: unexpected error on %s/%s/%s", it.tp[0], it.tp[1], it.offset)
-            self._fail(exc)
+            while chain:
+                it, n, sent = chain[0]
+                try:
+                    await self._one(it, n, sent)
+                except FatalStageError as exc:
+                    self._fail(exc)
+                except Exception as exc:
+                    log.exception(
+                        "deliver: unexpected error on %s/%s/%s", it.tp[0], it.tp[1], it.offset
+                    )
+                    self._fail(exc)
+                chain.popleft()
+        finally:
+            # No await between the last popleft and here: a record handed over meanwhile
+            # would have been appended to this chain and taken by the loop above.
+            if self._chains.get(key) is chain:
+                del self._chains[key]
 
     async def _one(self, it: Item, n: Notification, sent: SentRecord | None) -> None:
         if sent is not None:  # the Postgres backstop knows it: Redis lost its memory
@@ -260,14 +288,16 @@ class DeliverWorker:
         slot = provider.slot if provider is not None else contextlib.nullcontext()
         assert self._sem is not None and self._alive is not None
         await self._alive.wait()  # claims name our member: it must be seen alive first
+        token = self._claims.new_token()  # the same for every try: a lost reply is no takeover
         while True:  # bounded: by the lease of whoever holds the claim, and by stop
             if self._stopping:
                 return  # abandoned: not committed, redone after restart
+            accepted: _Accepted | None = None
             async with slot, self._sem:
                 if self._stopping:
                     return  # shutdown began while this waited for a slot
                 try:
-                    claim = await self._until_ok(lambda: self._claims.claim(n.id), "redis")
+                    claim = await self._until_ok(lambda: self._claims.claim(n.id, token), "redis")
                     if claim.state == "taken":
                         # Its sender died mid-send; Postgres may know it finished after all.
                         known = await self._until_ok(lambda: self._claims.known_sent([n.id]))
@@ -288,28 +318,45 @@ class DeliverWorker:
                     return  # abandoned: not committed, redone after restart
                 if claim.state in ("ours", "taken"):
                     self._leases[n.id] = claim.token
+                    self._claimed += 1
+                    if self._send_hook is not None:
+                        self._send_hook.after_claim(self._claimed, self)
                     try:
-                        await self._claimed(it, n, provider, claim.token, claim.state == "taken")
+                        outcome = await self._send_claimed(
+                            it, n, provider, claim.token, claim.state == "taken"
+                        )
                     finally:
-                        self._leases.pop(n.id, None)
-                    return
+                        if self._recording_of(n.id) is None:
+                            # Dropped before a release: a renewal in between must not read
+                            # the released claim as taken over from us.
+                            self._leases.pop(n.id, None)
+                    if outcome is True:
+                        await self._claims.release(n.id, claim.token)
+                    if not isinstance(outcome, _Accepted):
+                        return
+                    accepted = outcome
+            if accepted is not None:
+                # The provider answered: its slot is free for the next send while this one is
+                # recorded (the lease stays renewed until the `sent|` mark replaces it).
+                try:
+                    await self._record(it, n, accepted)
+                finally:
+                    self._leases.pop(n.id, None)
+                    self._pending_records.pop(n.id, None)
+                return
             # Someone else holds the lease (a live member mid-send): wait it out.
             await asyncio.sleep(min(claim.retry_after_s, 1.0))
 
-    async def _claimed(
-        self, it: Item, n: Notification, provider: Failover | None, token: str, took_over: bool
-    ) -> None:
-        """Send `n` under its claim. The claim is released in one place, and only when no
-        send reached the provider (none configured, a render error, a refused send), so
-        that a retry or replay can take it; otherwise it stays: `sent|…` once recorded,
-        ambiguous after a skipped takeover, or held when the stop cut the call off."""
-        if await self._send_claimed(it, n, provider, token, took_over):
-            await self._claims.release(n.id, token)
+    def _recording_of(self, nid: str) -> _Accepted | None:
+        return self._pending_records.get(nid)
 
     async def _send_claimed(
         self, it: Item, n: Notification, provider: Failover | None, token: str, took_over: bool
-    ) -> bool:
-        """The send itself; returns whether the claim is to be released."""
+    ) -> bool | _Accepted:
+        """The send itself, under its claim. Returns True when the claim is to be released
+        (no send reached the provider: none configured, a render error, a refused send),
+        False when it stays (ambiguous after a skipped takeover, or held when the stop cut
+        the call off), or the accepted send, to be recorded (`sent|…` then replaces it)."""
         if provider is None:
             exc2 = PermanentSendError(
                 f"no provider is configured for channel {n.channel!r} in this deliver process; "
@@ -336,8 +383,16 @@ class DeliverWorker:
             self._active += 1
             try:
                 result = await provider.send_with(n, content)
-                accepted = loop.time()
-                carrier, msgid = result.provider, result.message_id
+                accepted = _Accepted(
+                    SentRecord(result.provider, result.message_id, attempt), loop.time(), took_over
+                )
+                # Counted from the provider's answer, with no await in between: a stop waits
+                # for this send to be recorded before it closes anything.
+                self._recording += 1
+                self._pending_records[n.id] = accepted
+                self._accepted += 1
+                if self._send_hook is not None:
+                    self._send_hook.after_accept(self._accepted, self)
             finally:
                 self._active -= 1
         except Exception as exc:
@@ -359,10 +414,14 @@ class DeliverWorker:
                 )
             self._after_failure(it, n, attempt, err)
             return True
-        # The crash window: from here until the first durable record of the send. Nothing
-        # is scheduled in between: Postgres and Redis writes start now, together.
-        rec = SentRecord(carrier, msgid, attempt)
-        self._recording += 1
+        return accepted
+
+    async def _record(self, it: Item, n: Notification, acc: _Accepted) -> None:
+        """Record an accepted send (Postgres, and Redis's `sent|` mark) and finish it."""
+        # The crash window: from the provider's answer until the first durable record of the
+        # send. The Postgres and Redis writes start together, each batched with its peers.
+        loop = asyncio.get_running_loop()
+        rec = acc.rec
         try:
             redis_at = await self._until_ok(
                 lambda: self._claims.record_sent(n.id, n.channel, rec, notification=it.value),
@@ -371,17 +430,17 @@ class DeliverWorker:
         except StageStopping:
             log.error(
                 "deliver: the send of %s was accepted by %s but could not be recorded before "
-                "stopping (Postgres down); a redelivery may send it again", n.id, carrier,
+                "stopping (Postgres down); a redelivery may send it again", n.id, rec.provider,
             )  # fmt: skip
-            return False
+            return
         finally:
             self._recording -= 1
-        pg_s = loop.time() - accepted
-        redis_s = redis_at - accepted if redis_at is not None else pg_s
+        pg_s = loop.time() - acc.at
+        redis_s = redis_at - acc.at if redis_at is not None else pg_s
         self._metrics.observe("crash_window_postgres_s", pg_s)
         self._metrics.observe("crash_window_s", min(pg_s, redis_s))
         self._sends += 1
-        if took_over:
+        if acc.took_over:
             self._finish(
                 it, [self._out.status(n, "sent", rec, possible_duplicate=True)],
                 sent=1, claims_taken_over=1,
@@ -390,7 +449,6 @@ class DeliverWorker:
             self._finish(it, [self._out.status(n, "sent", rec)], sent=1)
         if self._send_hook is not None:
             self._send_hook.after_send(self._sends, self)
-        return False
 
     def _takeover_skips(self, it: Item, n: Notification) -> bool:
         """Log a takeover; with the `skip` policy finish it as `unknown` and return True."""

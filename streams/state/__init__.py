@@ -18,6 +18,7 @@ from streams.state.db import (
     wait_for_migrations,
 )
 from streams.state.deliveries import LOOKUP_TIMEOUT_S, Delivery, DeliveryLog, SentRecord
+from streams.state.dirwatch import DirWatch
 
 __all__ = [
     "DEFAULT_CATALOG_KEY",
@@ -28,6 +29,7 @@ __all__ = [
     "ClaimStore",
     "Delivery",
     "DeliveryLog",
+    "DirWatch",
     "Migration",
     "SentRecord",
     "apply_migrations",

@@ -4,7 +4,8 @@ A stage reads `ref.current` once per batch, so every event of the batch is judge
 catalog version even while a reload happens. A new catalog comes from:
 
 - `reload()`: the directory again (e.g. on SIGHUP);
-- `start_watch(interval_s)`: a thread polling the directory (local use);
+- `start_watch(interval_s)`: a thread told of changes by inotify (`streams.state.dirwatch`;
+  it polls where inotify is missing): local use;
 - `follow(settings, topic)`: a thread following the compacted topic `tidings catalog
   publish` writes to (a fleet).
 
@@ -29,6 +30,7 @@ from schemas.settings import TidingsSettings
 from streams.exceptions import ReadStalled, TopicMissing
 from streams.runtime.kafka import make_consumer
 from streams.runtime.reader import TopicReader
+from streams.state.dirwatch import DirWatch
 
 __all__ = ["DEFAULT_CATALOG_KEY", "DEFAULT_CATALOG_TOPIC", "CatalogRef"]
 
@@ -126,19 +128,31 @@ class CatalogRef:
         return self.install(files, str(self._path))
 
     def start_watch(self, interval_s: float = 1.0) -> None:
-        """Poll the directory every `interval_s` and reload when its files change."""
+        """Reload when the directory's files change: told by inotify, else polled every
+        `interval_s` (a stop is seen within `interval_s` either way)."""
         if self._path is None:
             raise ValueError("this CatalogRef has no directory to watch; build it with load(path)")
         path = self._path
         seen = _fingerprint(path)
+        watch = DirWatch(path)
 
         def loop() -> None:
+            # With inotify the thread sleeps until a file changes (the tree is walked only
+            # then); without it, the tree is fingerprinted every `interval_s`.
             nonlocal seen
-            while not self._stop.wait(interval_s):
-                now = _fingerprint(path)
-                if now != seen:
-                    seen = now
-                    self.reload()
+            try:
+                while not self._stop.is_set():
+                    if watch.available:
+                        if not watch.wait(interval_s):
+                            continue
+                    elif self._stop.wait(interval_s):
+                        return
+                    now = _fingerprint(path)
+                    if now != seen:
+                        seen = now
+                        self.reload()
+            finally:
+                watch.close()
 
         self._start(loop, "catalog-watch")
 

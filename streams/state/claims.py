@@ -23,14 +23,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import uuid
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
+from processors.coalesce import Coalescer
 from streams.exceptions import DependencyDown
 from streams.state.deliveries import DeliveryLog, SentRecord
 
@@ -46,13 +48,16 @@ log = logging.getLogger(__name__)
 # in one slot; a member key is in another): a claim leased to a named member comes back as
 # `held` with that member, and the client, having found the member's key gone, calls it again
 # with the claim value it saw (ARGV[5]), which it takes over only while still unchanged.
+# A claim that already carries the caller's token is the caller's: a retry after a reply
+# lost on the wire (Redis failing mid-batch) gets it back instead of waiting out its own lease.
 # ARGV: token, lease ms, ttl s, our member id, the value of a claim whose member is gone ('').
 _CLAIM = """
 local t = redis.call('time')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local v = redis.call('get', KEYS[1])
 local mine = 'sending|' .. ARGV[1] .. '|' .. (now + tonumber(ARGV[2])) .. '|' .. ARGV[4]
-if not v then
+local again = 'sending|' .. ARGV[1] .. '|'
+if not v or string.sub(v, 1, string.len(again)) == again then
   redis.call('set', KEYS[1], mine, 'EX', ARGV[3])
   return {'ours', ''}
 end
@@ -178,6 +183,15 @@ class ClaimStore:
         self._abandon = self._redis.register_script(_ABANDON)
         self._extend = self._redis.register_script(_EXTEND)
         self._succeed = self._redis.register_script(_SUCCEED)
+        # One round trip per batch, not per notification: the claims (and the `sent|` marks)
+        # asked for while the previous pipeline was on the wire ride the next one.
+        self._claims: Coalescer[tuple[str, str, str], list[str]] = Coalescer(self._claim_batch)
+        self._marks: Coalescer[tuple[str, str], bool] = Coalescer(self._mark_batch)
+        self._tokens = itertools.count()
+
+    def new_token(self) -> str:
+        """A claim token unique to this incarnation (member id + counter: no uuid per send)."""
+        return f"{self.member}.{next(self._tokens):x}"
 
     def _key(self, nid: str) -> str:
         return self._prefix + nid
@@ -216,15 +230,20 @@ class ClaimStore:
         """The Postgres backstop for a batch: which of `ids` were already sent."""
         return await self._log.sent(ids)
 
-    async def claim(self, nid: str) -> Claim:
+    async def claim(self, nid: str, token: str | None = None) -> Claim:
         """Try to become the one sender of `nid`; raises DependencyDown if Redis is gone.
 
-        One round trip, unless the claim is leased to a member: then that member's liveness
-        key is looked up, and if it is gone the claim is taken over at once by a second call
-        that takes it only while it is unchanged (compare and set; a claim that changed
-        meanwhile is looked at afresh). A live member's claim is `busy` until its lease ends.
+        One script run, batched with the other claims of the moment into one pipeline,
+        unless the claim is leased to a member: then that member's liveness key is looked
+        up, and if it is gone the claim is taken over at once by a second call that takes
+        it only while it is unchanged (compare and set; a claim that changed meanwhile is
+        looked at afresh). A live member's claim is `busy` until its lease ends.
+
+        Pass the same `token` (`new_token()`) when calling again after DependencyDown: a
+        claim the lost reply had granted is then handed back instead of waited out. (If that
+        lost reply was a takeover, the retry sees it as `ours`: the takeover goes unflagged.)
         """
-        token = uuid.uuid4().hex
+        token = token or self.new_token()
         gone = ""  # the claim value whose member was found gone
         for _ in range(_TAKEOVER_TRIES):
             state, *detail = await self._claim_once(nid, token, gone)
@@ -238,13 +257,50 @@ class ClaimStore:
 
     async def _claim_once(self, nid: str, token: str, gone: str) -> list[str]:
         """One run of the claim script on the claim key alone; its answer as text."""
-        raw = await self._call(
-            "claim",
-            self._claim(
-                keys=[self._key(nid)], args=[token, self._lease_ms, self._ttl_s, self.member, gone]
-            ),
-        )
-        return [x.decode() if isinstance(x, bytes) else str(x) for x in raw]
+        return await self._claims((self._key(nid), token, gone))
+
+    async def _claim_batch(
+        self, asks: list[tuple[str, str, str]]
+    ) -> list[list[str] | BaseException]:
+        """The claim script over many keys, one pipeline (no MULTI: each key is its own
+        script run, so Redis Cluster may spread them). Raises DependencyDown for all."""
+
+        async def run() -> list[Any]:
+            # EVALSHA straight into the pipeline: a pipeline of registered scripts would ask
+            # SCRIPT EXISTS first, a second round trip for every batch. A Redis that lost the
+            # script (restart, FLUSHALL) answers NOSCRIPT to every call of the batch, none of
+            # which ran: load it and run the batch again.
+            for _ in range(2):
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for key, token, gone in asks:
+                        pipe.evalsha(
+                            self._claim.sha, 1, key, token, self._lease_ms, self._ttl_s,
+                            self.member, gone,
+                        )  # fmt: skip
+                    results = list(await pipe.execute(raise_on_error=False))
+                if not any(isinstance(r, NoScriptError) for r in results):
+                    return results
+                await self._redis.script_load(_CLAIM)
+            return results
+
+        out: list[list[str] | BaseException] = []
+        for raw in await self._call("claim", run()):
+            if isinstance(raw, BaseException):
+                out.append(DependencyDown("redis", f"Redis claim failed: {raw}"))
+            else:
+                out.append([x.decode() if isinstance(x, bytes) else str(x) for x in raw])
+        return out
+
+    async def _mark_batch(self, marks: list[tuple[str, str]]) -> list[bool | BaseException]:
+        """`sent|…` for many keys, one pipeline; False where Redis didn't take it (tolerated)."""
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for key, val in marks:
+                    pipe.set(key, val, ex=self._ttl_s)
+                results = await pipe.execute(raise_on_error=False)
+        except RedisError:
+            return [False] * len(marks)
+        return [r is True for r in results]
 
     async def record_sent(
         self,
@@ -269,11 +325,7 @@ class ClaimStore:
         loop = asyncio.get_running_loop()
 
         async def mark() -> float | None:
-            try:
-                await self._redis.set(self._key(nid), val, ex=self._ttl_s)
-            except RedisError:
-                return None
-            return loop.time()
+            return loop.time() if await self._marks((self._key(nid), val)) else None
 
         redis_write = asyncio.ensure_future(mark())
         try:
@@ -338,6 +390,8 @@ class ClaimStore:
     async def close(self) -> None:
         """Close the Redis pool and the delivery log's connection; never raises for Redis."""
         await self._log.close()
+        await self._claims.close()
+        await self._marks.close()
         with contextlib.suppress(RedisError):
             await self._redis.delete(self._member_prefix + self.member)
         await self._redis.aclose()

@@ -68,6 +68,8 @@ def _lost(h: History, r: Report, delivered: Counter[str], by_status: dict[str, s
     for e in h.expected:
         if h.policy(e.channel) == "skip" and e.nid in by_status["unknown"]:
             r.unknown += 1
+        elif not delivered[e.nid] and e.event_id in h.dlq_events:
+            why[f"dead-lettered ({h.dlq_events[e.event_id]})"].append(e.nid)
         elif not delivered[e.nid]:
             why["no delivery at the peer"].append(e.nid)
         elif e.nid not in by_status["sent"]:

@@ -95,6 +95,8 @@ class History:
     deliveries: list[Delivery] = field(default_factory=list)
     statuses: list[Status] = field(default_factory=list)
     dlq_origins: set[str] = field(default_factory=set)
+    # CloudEvent id → reason, for the dead letters of events (an expected one there is lost)
+    dlq_events: dict[str, str] = field(default_factory=dict)
     callbacks: list[Callback] = field(default_factory=list)
     takeovers: set[str] = field(default_factory=set)
     # (notification id, status) rows of the Postgres audit log; None: not read.

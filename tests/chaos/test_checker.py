@@ -49,6 +49,15 @@ def test_no_delivery_is_lost() -> None:
     assert "no delivery at the peer" in r.notes[0] and B in r.notes[0]
 
 
+def test_a_dead_lettered_event_is_lost_with_its_reason() -> None:
+    h = _clean()
+    h.deliveries = h.deliveries[:1]
+    h.dlq_events = {"e2": "internal_error"}
+    r = check(h)
+    assert not r.ok and r.lost == 1
+    assert "dead-lettered (internal_error)" in r.notes[0] and B in r.notes[0]
+
+
 def test_a_delivery_without_a_committed_sent_status_is_lost() -> None:
     h = _clean()
     h.statuses = [_status(A), _status(B, "queued")]

@@ -205,7 +205,9 @@ class ChaosWorld:
     def history(self, logs: list[Path]) -> History:
         statuses: list[Status] = list(self.statuses.items)
         return History(deliveries=self.deliveries(), statuses=statuses,
-                       dlq_origins=set(self.dlq.items), takeovers=takeovers_in(logs),
+                       dlq_origins={o for o, _, _ in self.dlq.items},
+                       dlq_events={e: r for _, r, e in self.dlq.items if e},
+                       takeovers=takeovers_in(logs),
                        ambiguity=dict(AMBIGUITY))  # fmt: skip
 
     def close(self) -> None:
@@ -217,7 +219,14 @@ class ChaosWorld:
             h.__exit__(None, None, None)
 
 
-def _origin(msg: Any) -> str | None:
+def _origin(msg: Any) -> tuple[str, str, str] | None:
+    # (original topic/partition/offset, reason, the CloudEvent id inside when there is one)
     h = {k: (v or b"").decode(errors="replace") for k, v in msg.headers() or ()}
     parts = [h.get(f"kafka_dlt-original-{k}") for k in ("topic", "partition", "offset")]
-    return "/".join(p for p in parts if p) if all(parts) else None
+    if not all(parts):
+        return None
+    try:
+        ce_id = str(json.loads(msg.value() or b"null")["id"])
+    except (ValueError, KeyError, TypeError):
+        ce_id = ""
+    return "/".join(p for p in parts if p), h.get("tidings-dlq-reason", "?"), ce_id

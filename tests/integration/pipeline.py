@@ -162,19 +162,26 @@ class World:
         assert rc == [0], f"pipeline exited {rc}"
 
     def spawn(
-        self, stage: str, *, kill_after_sends: int | None = None, **env: str
+        self,
+        stage: str,
+        *,
+        kill_after_sends: int | None = None,
+        kill_at: str = "recorded",
+        **env: str,
     ) -> subprocess.Popen[bytes]:
         """Start `tidings run --stage STAGE` as its own process (to kill it).
 
         `kill_after_sends`: a deliver process that SIGKILLs itself after that many recorded
-        sends, before their offsets are committed (tests/integration/crash_entry.py).
+        sends, before their offsets are committed; `kill_at` moves the kill to the N-th claim
+        (`claimed`) or the N-th provider answer (`accepted`) (tests/integration/crash_entry.py).
         """
         argv = [sys.executable, "-m", "streams.cli", "--config", str(self.config),
                 "run", "--stage", stage]  # fmt: skip
         if kill_after_sends is not None:
             assert stage == "deliver", "the crash hook is a deliver send hook"
             argv = [sys.executable, "-m", "tests.integration.crash_entry", "--config",
-                    str(self.config), "--kill-after", str(kill_after_sends), stage]  # fmt: skip
+                    str(self.config), "--kill-after", str(kill_after_sends),
+                    "--kill-at", kill_at, stage]  # fmt: skip
         # The child keeps its own copy of the descriptor; ours closes at once.
         with open(self.tmp / f"{stage}-{len(self.procs)}.log", "wb") as log:
             p = subprocess.Popen(

@@ -12,7 +12,7 @@ import pytest
 import redis
 
 from processors.channels.inapp import InAppProvider
-from processors.exceptions import RetryableSendError
+from processors.exceptions import PermanentSendError, RetryableSendError
 from schemas.content import InAppContent
 from schemas.settings import TidingsSettings
 from streams.state.db import apply_migrations
@@ -89,3 +89,40 @@ def test_missing_table_is_retryable_with_the_fix(settings: TidingsSettings, uniq
     with pytest.raises(RetryableSendError, match="inbox migration") as info:
         asyncio.run(go())
     assert info.value.code == "inbox_unavailable"
+
+
+def test_a_burst_is_stored_in_batches_and_one_bad_row_fails_alone(
+    settings: TidingsSettings,
+    table: str,
+    pg: psycopg.Connection[tuple[object, ...]],
+) -> None:
+    p = provider(settings, table)
+    statements: list[int] = []
+    real = p._store_batch
+
+    async def counting(rows: list[Any]) -> list[Any]:
+        statements.append(len(rows))
+        return await real(rows)
+
+    p._stores._run = counting  # a spy on the batch call; Postgres is the real one
+    good = [notification(f"b-{i}", channel="inapp", recipient=f"user-{i}") for i in range(100)]
+    # A NUL character is a text Postgres refuses (DataError): that send alone must fail.
+    bad = InAppContent(title="bad \x00 title", body="x", data={})
+    bad_n = notification("b-bad", channel="inapp", recipient="user-bad")
+
+    async def go() -> list[object]:
+        try:
+            sends = [p.send(n, CONTENT) for n in good[:50]]
+            sends.append(p.send(bad_n, bad))
+            sends += [p.send(n, CONTENT) for n in good[50:]]
+            return list(await asyncio.gather(*sends, return_exceptions=True))
+        finally:
+            await p.close()
+
+    results = asyncio.run(go())
+    failed = [r for r in results if isinstance(r, BaseException)]
+    assert len(failed) == 1 and isinstance(failed[0], PermanentSendError), failed
+    assert "fix the template output" in str(failed[0])
+    stored = pg.execute(f'SELECT count(*) FROM "{table}"').fetchone()
+    assert stored is not None and stored[0] == 100, "every good row stored, the bad one not"
+    assert len(statements) <= 3, f"101 sends of one moment took {len(statements)} statements"

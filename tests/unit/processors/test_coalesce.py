@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from streams.state.coalesce import Coalescer
+from processors.coalesce import Coalescer
 
 
 class _Batches:

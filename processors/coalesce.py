@@ -1,13 +1,15 @@
 """Group calls: the calls made while one round trip runs ride the next one, together.
 
 The deliver stage asks Redis the same kind of question once per notification (claim it,
-mark it sent). One round trip per question costs a socket write, a read and an event-loop
-wake-up each; a `Coalescer` turns every call made in one event-loop iteration (and every
-call made while the previous batch was on the wire) into one batch call: one pipeline,
-one round trip. Under load batches grow by themselves; alone, a call waits one loop
-iteration more than it would have.
+mark it sent), and a provider may store one row per send (the in-app inbox). One round
+trip per question costs a socket write, a read and an event-loop wake-up each; a
+`Coalescer` turns every call made in one event-loop iteration (and every call made while
+the previous batch was on the wire) into one batch call: one pipeline, one round trip.
+Under load batches grow by themselves; alone, a call waits one loop iteration more than
+it would have.
 
-Pure asyncio, no I/O of its own: the batch call is passed in.
+Pure asyncio, no I/O of its own: the batch call is passed in. It lives here, in the lower
+package, so that providers and the stage runtime (`streams.state.claims`) share it.
 """
 
 from __future__ import annotations

@@ -68,5 +68,6 @@ $(BENCH_STAMP): pyproject.toml bench/requirements.txt
 	$(BENCH_VENV)/bin/python -m pip install -q -e . -r bench/requirements.txt
 	@touch $@
 
-bench: up $(BENCH_STAMP)  ## benchmark vs raw confluent-kafka and faust (QUICK=1: under 2 min)
-	$(BENCH_VENV)/bin/python -m bench.harness $(if $(QUICK),--quick)
+bench: up $(BENCH_STAMP)  ## benchmark vs raw confluent-kafka, faust and the client-library limits (QUICK=1: under 3 min)
+	@bash bench/peers.sh
+	$(BENCH_VENV)/bin/python -m bench.harness $(if $(QUICK),--quick) $(if $(ONLY),--only $(ONLY))

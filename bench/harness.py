@@ -1,21 +1,30 @@
-"""`make bench`: measure tidings against a raw confluent-kafka loop and faust-streaming, in one run.
+"""`make bench`: measure tidings against a raw confluent-kafka loop, faust-streaming and the
+client-library limits, in one run.
 
-    python -m bench.harness [--quick] [--seed N] [--only raw,route,...] [--profile]
+    python -m bench.harness [--quick] [--seed N] [--only raw,limit-smtp,pipeline-mixed,...]
+                            [--profile] [--keep]
 
 Steps (every wait is bounded in time, every loop in count; traffic only to 127.0.0.1):
-1. a per-run world: uuid-named topics and groups, a generated 50-rule catalog, an SMTP sink
-   process that accepts at once (`streams.dev.smtp_sink`, no delay);
-2. pre-produce the workload (bench/workload.py) to the run's input topics;
+1. a per-run world: uuid-named topics and groups; fast real peers, each its own process
+   (bench/peers.py: Postfix's smtp-sink for email, nginx `return 204` for webhooks); one
+   generated 50-rule catalog per channel mix (email, webhook, in-app, mixed: bench/workload.py);
+2. pre-produce the workload to the run's input topics;
 3. run each scenario in its own process(es) and measure, after warm-up, sustained events/s,
    CPU seconds per 1,000 events (psutil, user+system of the measured processes) and peak RSS
-   (VmHWM): raw, faust, route, pipeline (one process), pipeline (one process per stage);
-   the pipelines also report deliver's crash window (p50/p99: provider accepted → first
+   (VmHWM): raw, faust, route; the limit rows (bench/limits.py: a bare aiosmtplib, aiohttp or
+   httpx client → the peer, at tidings' concurrency for that channel: sends/s, client and peer
+   CPU per send); the pipelines, `pipeline[-per-stage][-webhook|-inapp|-mixed]` (one process
+   like `tidings run`, or one per stage; no suffix: email), each with CPU per 1,000
+   notifications per process (bench/accounting.py: route, deliver, audit, the peers, the Kafka
+   broker, Postgres, Redis) and deliver's crash window (p50/p99: provider accepted → first
    durable record, and → Postgres commit), from the deliver process's last line;
-4. latency of the one-process pipeline under open-loop load at 25/50/75% of its measured
+4. latency of the one-process email pipeline under open-loop load at 25/50/75% of its measured
    maximum: event produce timestamp → timestamp of its `sent` status record;
-5. write bench/results/<timestamp>.json, bench/results/<timestamp>.png and docs/benchmarks.md;
-6. clean up: delete the run's topics and its rows in Postgres, stop the sink.
+5. write bench/results/<timestamp>.json, bench/results/<timestamp>.png and docs/benchmarks.md,
+   with deliver's sends/s ÷ the limit row of its channel;
+6. clean up: delete the run's topics and its rows in Postgres, stop the peers.
 
+`--quick` without `--only` runs QUICK_SCENARIOS (each kind of row once) with short windows.
 With `--profile`, py-spy records every measured process during its window (this slows
 them, so no report is written) and the top frames are printed and saved as text.
 """
@@ -23,12 +32,12 @@ them, so no report is written) and the top frames are printed and saved as text.
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import json
 import os
 import platform
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -44,7 +53,9 @@ from typing import Any
 import psutil
 import yaml
 
-from bench.workload import EVENT_TYPES, EventPool, mean_notifications, write_catalog
+from bench.accounting import Service, local_services, stage_accounting
+from bench.peers import Peer, PeerError, start_nginx, start_smtp_sink
+from bench.workload import EVENT_TYPES, MIXES, EventPool, channel_shares, write_catalog
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -77,21 +88,30 @@ QUICK = Plan(
 
 @dataclass
 class World:
-    """Everything one bench run owns."""
+    """Everything one bench run owns: its tmp dir, catalogs (one per channel mix), peers."""
 
     run: str
     tmp: Path
-    catalog: Path
+    catalogs: dict[str, Path]
     bootstrap: str
     base: dict[str, Any]
-    sink: subprocess.Popen[bytes] | None = None
+    smtp: Peer
+    http: Peer
     topics: set[str] = field(default_factory=set)
+
+    @property
+    def catalog(self) -> Path:
+        """The email-only catalog (raw, faust, route, latency and the `pipeline` rows use it)."""
+        return self.catalogs["email"]
 
     def in_prefix(self, dataset: str) -> str:
         return f"bench.{self.run}.{dataset}."
 
-    def config(self, name: str, dataset: str, plan: Plan, **runtime: Any) -> Path:
-        """Write the tidings config of scenario `name` reading input set `dataset`."""
+    def config(
+        self, name: str, dataset: str, plan: Plan, mix: str = "email", **runtime: Any
+    ) -> Path:
+        """Write the tidings config of scenario `name` reading input set `dataset`, whose rules
+        use channel mix `mix` (bench/workload.py MIXES)."""
         cfg = json.loads(json.dumps(self.base))
         p = f"bench.{self.run}.{name}."
         cfg["topics"] = {
@@ -104,57 +124,73 @@ class World:
             "status_partitions": plan.out_partitions,
         }
         cfg["groups"] = {s: f"bench-{self.run}-{name}-{s}" for s in ("route", "deliver", "audit")}
+        cfg["catalog"] = {"path": str(self.catalogs[mix])}
         cfg["runtime"] = {**cfg.get("runtime", {}), **runtime}
         path = self.tmp / f"{name}.yaml"
         path.write_text(yaml.safe_dump(cfg))
         return path
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def _webhook_provider() -> dict[str, Any]:
+    """The webhook channel's settings: a fresh signing secret, plain HTTP to 127.0.0.1 allowed."""
+    secret = "whsec_" + base64.b64encode(os.urandom(32)).decode()
+    return {
+        "kind": "webhook",
+        "secrets": [secret],
+        "http": {"allow": ["127.0.0.1/32"], "allow_http": True},
+    }
 
 
 def make_world(seed: int) -> World:
+    """Start the peers, write the catalogs and the base config; refuses non-local services."""
     from schemas.settings import load_settings
 
     run = uuid.uuid4().hex[:8]
     tmp = Path(tempfile.mkdtemp(prefix=f"tidings-bench-{run}-"))
-    catalog = write_catalog(tmp / "catalog")
-    port = _free_port()
-    (tmp / "mail").mkdir()
-    sink = subprocess.Popen(
-        [PY, "-m", "streams.dev.smtp_sink", "--port", str(port), "--dir", str(tmp / "mail")],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=open(tmp / "sink.log", "wb"),  # noqa: SIM115
-    )
     s = load_settings()  # defaults + TIDINGS_* environment: where the local stack is
+    for host in (s.kafka.bootstrap_servers.split(":")[0], s.postgres.host):
+        if host not in ("127.0.0.1", "localhost"):
+            raise SystemExit(f"bench: refusing to send traffic to {host}; 127.0.0.1 only")
+    try:
+        smtp = start_smtp_sink(tmp)
+        http = start_nginx(tmp)
+    except PeerError as exc:
+        raise SystemExit(f"bench: {exc}") from exc
+    webhook_base = f"http://127.0.0.1:{http.port}"
+    catalogs = {m: write_catalog(tmp / f"catalog-{m}", m, webhook_base) for m in MIXES}
     base = {
         "kafka": {"bootstrap_servers": s.kafka.bootstrap_servers},
         "postgres": {"host": s.postgres.host, "port": s.postgres.port},
         "redis": {"url": s.redis.url.get_secret_value(), "dedup_ttl_s": 900},
-        "smtp": {"port": port},
-        "catalog": {"path": str(catalog)},
+        "smtp": {"port": smtp.port},
+        "channels": {"webhook": [_webhook_provider()]},
         "runtime": {"local_dir": str(tmp)},
     }
-    for host in (s.kafka.bootstrap_servers.split(":")[0], s.postgres.host):
-        if host not in ("127.0.0.1", "localhost"):
-            raise SystemExit(f"bench: refusing to send traffic to {host}; 127.0.0.1 only")
-    # A fresh database has no tables yet: the stages need deliveries and audit_log.
+    # A fresh database has no tables yet: the stages need deliveries, audit_log and inbox.
     from streams.state.db import apply_migrations
 
     apply_migrations(s.postgres.conninfo())
-    w = World(run, tmp, catalog, s.kafka.bootstrap_servers, base, sink)
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
-            break
-        if sink.poll() is not None:
-            raise SystemExit(f"bench: SMTP sink exited: {(tmp / 'sink.log').read_text()}")
-        time.sleep(0.1)
-    return w
+    return World(run, tmp, catalogs, s.kafka.bootstrap_servers, base, smtp, http)
+
+
+def send_concurrency(config: Path) -> dict[str, int]:
+    """Sends in flight per channel that tidings allows with `config`: the limit rows use these.
+
+    Mirrors processors/registry.py `_limit` (an SMTP provider: min(max_concurrency,
+    pool_size)), capped by `runtime.send_concurrency`, for the first provider of each channel.
+    """
+    from schemas.providers import SmtpProviderSettings, WebhookProviderSettings
+    from schemas.settings import load_settings
+
+    s = load_settings(str(config))
+    cap = s.runtime.send_concurrency
+    smtp = SmtpProviderSettings(**s.smtp.model_dump())  # the implicit email provider
+    hook = s.channels.webhook[0]
+    assert isinstance(hook, WebhookProviderSettings)
+    return {
+        "email": min(cap, smtp.max_concurrency, smtp.pool_size),
+        "webhook": min(cap, hook.max_concurrency),
+    }
 
 
 def ensure_topics(w: World, topics: dict[str, int]) -> None:
@@ -276,10 +312,15 @@ class Proc:
     def alive(self) -> bool:
         return self.popen.poll() is None
 
-    def stop(self, timeout_s: float = 40.0) -> int:
+    def terminate(self) -> None:
+        """Ask the process to stop (SIGTERM) without waiting; `stop` waits."""
         self.sample_hwm()
         if self.alive():
             self.popen.terminate()
+
+    def stop(self, timeout_s: float = 40.0) -> int:
+        """SIGTERM (if not sent yet), wait up to `timeout_s`, then SIGKILL; the exit code."""
+        self.terminate()
         try:
             rc = self.popen.wait(timeout_s)
         except subprocess.TimeoutExpired:
@@ -303,45 +344,55 @@ def _key_total(procs: list[Proc], key: str) -> int:
     return _sum(procs, None).get(key, 0)
 
 
-def measure(
-    name: str, procs: list[Proc], key: str, plan: Plan, profile_dir: Path | None = None
-) -> dict[str, Any]:
-    """Wait for `key` to move, warm up, then measure over the window; returns the raw numbers."""
+def _cpu_sample(procs: list[Proc], observe: list[Service]) -> tuple[float, dict[str, float]]:
+    """(now, CPU seconds so far of every runner and observed service, by name)."""
+    cpu = {p.name: p.cpu_s() for p in procs}
+    cpu.update({o.name: o.cpu_s() for o in observe})
+    return time.time(), cpu
+
+
+def _spy(p: Proc, out: Path, seconds: float) -> subprocess.Popen[bytes]:
+    """py-spy recording process `p` for `seconds` into `out` (raw format)."""
+    argv = [str(Path(PY).parent / "py-spy"), "record", "--pid", str(p.popen.pid), "--format",
+            "raw", "--rate", "100", "--duration", str(int(seconds)), "--threads",
+            "--nonblocking", "--output", str(out)]  # fmt: skip
+    return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _wait_moving(name: str, procs: list[Proc], key: str) -> None:
+    """Block until counter `key` moves (bounded: 90 s); RuntimeError if a process dies first."""
     start_deadline = time.monotonic() + 90
     while _key_total(procs, key) == 0:
         if time.monotonic() > start_deadline or not all(p.alive() for p in procs):
             raise RuntimeError(f"{name}: no progress on {key!r} (see logs in the run's tmp dir)")
         time.sleep(0.2)
+
+
+def measure(
+    name: str,
+    procs: list[Proc],
+    key: str,
+    plan: Plan,
+    profile_dir: Path | None = None,
+    observe: list[Service] | None = None,
+) -> dict[str, Any]:
+    """Wait for `key` to move, warm up, then measure over the window; returns the raw numbers.
+
+    The window ends after `plan.window_s`, or at the last progress of `key` when the input
+    runs dry (no move for 3 s). CPU is sampled every 0.5 s, for every runner in `procs` and
+    every service in `observe`, and taken at the window's ends: `cpu_s` (the runners' sum),
+    `cpu_s_per_process`, `service_cpu_s`; counters per runner: `counts_per_process`.
+    """
+    observe = observe or []
+    _wait_moving(name, procs, key)
     time.sleep(plan.warm_s)
-    t0 = time.time()
-    cpu0 = sum(p.cpu_s() for p in procs)
-    spies: list[subprocess.Popen[bytes]] = []
-    if profile_dir is not None:
-        for p in procs:
-            out = profile_dir / f"{name}-{p.name}.txt"
-            spies.append(
-                subprocess.Popen(
-                    [
-                        str(Path(PY).parent / "py-spy"),
-                        "record",
-                        "--pid",
-                        str(p.popen.pid),
-                        "--format",
-                        "raw",
-                        "--rate",
-                        "100",
-                        "--duration",
-                        str(int(plan.window_s)),
-                        "--threads",
-                        "--nonblocking",
-                        "--output",
-                        str(out),
-                    ],
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
-            )
-    last_total, last_move = _key_total(procs, key), time.time()
+    t0, cpu0 = _cpu_sample(procs, observe)
+    spies = (
+        []
+        if profile_dir is None
+        else [_spy(p, profile_dir / f"{name}-{p.name}.txt", plan.window_s) for p in procs]
+    )
+    last_total, (last_move, cpu_move) = _key_total(procs, key), (t0, cpu0)
     end = t0 + plan.window_s
     dry = False
     while time.time() < end:
@@ -350,37 +401,50 @@ def measure(
             p.sample_hwm()
         if not all(p.alive() for p in procs):
             raise RuntimeError(f"{name}: a process died during the window")
+        now, cpu = _cpu_sample(procs, observe)
         total = _key_total(procs, key)
         if total != last_total:
-            last_total, last_move = total, time.time()
-        elif time.time() - last_move > 3.0:
+            last_total, last_move, cpu_move = total, now, cpu
+        elif now - last_move > 3.0:
             dry = True  # input exhausted: measure up to the last progress
             break
-    t1 = last_move if dry else time.time()
+    t1, cpu1 = (last_move, cpu_move) if dry else _cpu_sample(procs, observe)
     time.sleep(0.6)  # let the runners print the line at/after t1
-    cpu1 = sum(p.cpu_s() for p in procs)
-    for s in spies:
+    for spy in spies:
         with contextlib.suppress(subprocess.TimeoutExpired):
-            s.wait(plan.window_s + 30)
+            spy.wait(plan.window_s + 30)
     c0, c1 = _sum(procs, t0), _sum(procs, t1)
     secs = max(1e-6, t1 - t0)
     rates = {k: (c1.get(k, 0) - c0.get(k, 0)) / secs for k in c1}
+    delta = {k: round(cpu1.get(k, 0.0) - cpu0.get(k, 0.0), 3) for k in cpu1}
     return {
         "window_s": round(secs, 2),
         "ran_dry": dry,
         "rates": {k: round(v, 1) for k, v in rates.items()},
         "counts": c1,
-        "cpu_s": round(cpu1 - cpu0 if not dry else (cpu1 - cpu0) * secs / (time.time() - t0), 3),
+        "cpu_s": round(sum(delta[p.name] for p in procs), 3),
+        "cpu_s_per_process": {p.name: delta[p.name] for p in procs},
+        "counts_per_process": {p.name: _delta(p, t0, t1) for p in procs},
+        "service_cpu_s": {o.name: delta[o.name] for o in observe},
         "peak_rss_mb": round(sum(p.hwm_kb for p in procs) / 1024, 1),
         "peak_rss_mb_per_process": {p.name: round(p.hwm_kb / 1024, 1) for p in procs},
     }
 
 
+def _delta(p: Proc, t0: float, t1: float) -> dict[str, int]:
+    """How much each counter of `p` grew between its lines at `t0` and at `t1`."""
+    (_, a), (_, b) = p.at(t0), p.at(t1)
+    return {k: v - a.get(k, 0) for k, v in b.items()}
+
+
 @contextlib.contextmanager
 def running(procs: list[Proc]) -> Iterator[list[Proc]]:
+    """Yield `procs`; on the way out stop them all and warn about an unexpected exit code."""
     try:
         yield procs
     finally:
+        for p in procs:  # all at once: each stage drains on its own
+            p.terminate()
         for p in procs:
             rc = p.stop()
             if rc not in (0, -15, 143):
@@ -473,20 +537,80 @@ def _crash_window(procs: list[Proc]) -> dict[str, Any]:
     return out
 
 
-def run_pipeline(w: World, plan: Plan, per_stage: bool, prof: Path | None) -> dict[str, Any]:
-    name = "pipeline-per-stage" if per_stage else "pipeline"
-    cfg = w.config(name, name, plan)
+@dataclass(frozen=True)
+class PipelineScenario:
+    """A pipeline row's name, form and channel mix: `pipeline[-per-stage][-MIX]`.
+
+    No mix suffix means email (the rows that existed before the mixes; their names stay).
+    """
+
+    name: str
+    per_stage: bool
+    mix: str
+
+    @classmethod
+    def parse(cls, name: str) -> PipelineScenario:
+        rest = name.removeprefix("pipeline")
+        per_stage = rest.startswith("-per-stage")
+        mix = rest.removeprefix("-per-stage").removeprefix("-") or "email"
+        if mix not in MIXES:
+            raise ValueError(f"{name}: unknown channel mix {mix!r} (one of {', '.join(MIXES)})")
+        return cls(name, per_stage, mix)
+
+
+PIPELINES = tuple(
+    f"pipeline{form}{'' if mix == 'email' else '-' + mix}"
+    for form in ("", "-per-stage")
+    for mix in MIXES
+)
+LIMITS = ("limit-smtp", "limit-aiohttp", "limit-httpx")
+
+
+def _observed(w: World, mix: str) -> list[Service]:
+    """The shared processes whose CPU a pipeline row reports: the peers its channel mix sends
+    to, the Kafka broker, Postgres and Redis."""
+    peers = {"email": [w.smtp], "webhook": [w.http], "inapp": [], "mixed": [w.smtp, w.http]}
+    return [*(Service(p.name, p.pid) for p in peers[mix]), *local_services()]
+
+
+def run_pipeline(w: World, plan: Plan, sc: PipelineScenario, prof: Path | None) -> dict[str, Any]:
+    """One pipeline row: `tidings run`'s one process, or one process per stage."""
+    cfg = w.config(sc.name, sc.name, plan, sc.mix)
     scenario_topics(w, cfg)
-    if per_stage:
-        procs = [
-            runner(w, f"{name}-{s}", "stages", cfg, "--stages", s)
-            for s in ("route", "deliver", "audit")
-        ]
-    else:
-        procs = [runner(w, name, "stages", cfg, "--stages", "route,deliver,audit")]
+    groups = ("route", "deliver", "audit") if sc.per_stage else ("route,deliver,audit",)
+    stages = {(f"{sc.name}-{g}" if sc.per_stage else sc.name): g for g in groups}
+    procs = [runner(w, proc, "stages", cfg, "--stages", g) for proc, g in stages.items()]
     with running(procs):
-        r = measure(name, procs, "sent", plan, prof)
-    return _pipeline_result(r) | _crash_window(procs)  # after `running`: the exit line is read
+        r = measure(sc.name, procs, "sent", plan, prof, _observed(w, sc.mix))
+    r = _pipeline_result(r) | _crash_window(procs)  # after `running`: the exit line is read
+    r["mix"] = sc.mix
+    r["form"] = "one process per stage" if sc.per_stage else "one process (tidings run)"
+    r["sent_per_s"] = r["rates"].get("sent", 0.0)
+    r["stage_cpu"] = stage_accounting(r, stages)
+    return r
+
+
+def run_limit(w: World, plan: Plan, name: str, prof: Path | None) -> dict[str, Any]:
+    """One limit row: a bare client (bench/limits.py) → its peer at tidings' concurrency."""
+    kind = name.removeprefix("limit-")
+    channel, peer = ("email", w.smtp) if kind == "smtp" else ("webhook", w.http)
+    conc = send_concurrency(w.config(name, "base", plan))[channel]
+    argv = [PY, "-m", "bench.limits", kind, "--port", str(peer.port), "--concurrency", str(conc),
+            "--max-s", str(plan.warm_s + plan.window_s + 120)]  # fmt: skip
+    with running([Proc(name, argv, w.tmp / f"{name}.log")]) as procs:
+        r = measure(name, procs, "sent", plan, prof, [Service(peer.name, peer.pid)])
+    sends = r["rates"].get("sent", 0.0)
+    n = sends * r["window_s"]
+    r.update(
+        channel=channel,
+        peer=peer.name,
+        concurrency=conc,
+        sends_per_s=round(sends, 1),
+        failed=r["counts"].get("failed", 0),
+        client_cpu_ms_per_send=round(1000 * r["cpu_s"] / n, 4) if n else None,
+        peer_cpu_ms_per_send=round(1000 * r["service_cpu_s"][peer.name] / n, 4) if n else None,
+    )
+    return _finish(r, sends)
 
 
 # ---------------------------------------------------------------- latency
@@ -645,12 +769,11 @@ def _loadgen(w: World, rate: float, duration: float, prefix: str, seed: int) -> 
 
 
 def cleanup(w: World) -> None:
+    """Stop the peers; delete the run's topics, its Postgres rows and its tmp dir."""
     from confluent_kafka.admin import AdminClient
 
-    if w.sink is not None and w.sink.poll() is None:
-        w.sink.terminate()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            w.sink.wait(15)
+    w.smtp.stop()
+    w.http.stop()
     if w.topics:
         admin = AdminClient({"bootstrap.servers": w.bootstrap})
         for f in admin.delete_topics(sorted(w.topics), operation_timeout=30).values():
@@ -664,6 +787,11 @@ def cleanup(w: World) -> None:
         s = load_settings()
         with psycopg.connect(s.postgres.conninfo()) as conn:
             like = f"%-{w.run}-%"
+            conn.execute(
+                "delete from inbox where notification_id in (select notification_id::text "
+                "from audit_log where source_event_id like %s)",
+                (like,),
+            )
             conn.execute(
                 "delete from deliveries where notification_id in (select notification_id::uuid "
                 "from audit_log where source_event_id like %s)",
@@ -727,119 +855,131 @@ def environment() -> dict[str, Any]:
 # ---------------------------------------------------------------- main
 
 
-def main(argv: list[str] | None = None) -> int:
+SCENARIOS = ("raw", "faust", "route", *LIMITS, *PIPELINES, "latency")
+# --quick without --only: every kind of row once (each mix, each form, each limit), ~3 min.
+QUICK_SCENARIOS = (
+    "raw", "faust", "route", *LIMITS,
+    "pipeline", "pipeline-webhook", "pipeline-per-stage-mixed", "latency",
+)  # fmt: skip
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m bench.harness")
-    ap.add_argument("--quick", action="store_true", help="short run, under 2 minutes")
+    ap.add_argument("--quick", action="store_true", help="short windows, under 3 minutes")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument(
         "--only",
         default="",
-        help="comma list of raw,faust,route,pipeline,pipeline-per-stage,latency (default: all)",
+        help=f"comma list of {','.join(SCENARIOS)} (default: all; with --quick: "
+        f"{','.join(QUICK_SCENARIOS)})",
     )
     ap.add_argument("--profile", action="store_true", help="py-spy each window; no report")
     ap.add_argument("--keep", action="store_true", help="keep topics, rows and tmp dir")
     args = ap.parse_args(argv)
-    plan = QUICK if args.quick else FULL
-    wanted = set(filter(None, args.only.split(","))) or {
-        "raw",
-        "faust",
-        "route",
-        "pipeline",
-        "pipeline-per-stage",
-        "latency",
+    wanted = [x for x in args.only.split(",") if x]
+    unknown = sorted(set(wanted) - set(SCENARIOS))
+    if unknown:
+        ap.error(f"unknown scenario(s) {', '.join(unknown)}; choose from {', '.join(SCENARIOS)}")
+    args.wanted = set(wanted) or set(QUICK_SCENARIOS if args.quick else SCENARIOS)
+    return args
+
+
+def _workload(pool: EventPool, w: World) -> dict[str, Any]:
+    """What the report says about the events and the catalogs (notifications per valid event)."""
+    sizes = pool.sizes()
+    mixes = {m: channel_shares(pool, w.catalogs[m]) for m in MIXES}
+    return {
+        "event_types": len(EVENT_TYPES),
+        "rules": 5 * len(EVENT_TYPES),
+        "channels": sorted({ch for shares in mixes.values() for ch in shares}),
+        "invalid_share": round(pool.invalid_share(), 4),
+        "valid_event_bytes_min": min(sizes),
+        "valid_event_bytes_max": max(sizes),
+        "valid_event_bytes_mean": round(sum(sizes) / len(sizes)),
+        "notifications_per_valid_event": round(sum(mixes["email"].values()), 3),
+        "mixes": {m: {ch: round(v, 3) for ch, v in sh.items()} for m, sh in mixes.items()},
     }
-    started = datetime.now(UTC)
-    stamp = started.strftime("%Y%m%dT%H%M%SZ")
-    t_start = time.monotonic()
-    env = environment()
+
+
+def _print_row(name: str, r: dict[str, Any]) -> None:
+    """One scenario's line on the console."""
+    dry = "  (ran dry)" if r.get("ran_dry") else ""
+    dry += f"  [{r.get('step_s', 0):.0f} s]"
+    if name in LIMITS:
+        print(
+            f"  {name:<27} {r['sends_per_s']:>10.0f} sends/s   client "
+            f"{r['client_cpu_ms_per_send'] or 0:.3f} CPU ms/send, {r['peer']} "
+            f"{r['peer_cpu_ms_per_send'] or 0:.3f} ms/send (x{r['concurrency']}){dry}",
+            flush=True,
+        )
+        return
     print(
-        f"bench: {'QUICK ' if args.quick else ''}run on {env['logical_cores']} cores, "
-        f"{env['memory_gib']} GiB, commit {env['git_commit']}",
+        f"  {name:<27} {r['events_per_s']:>10.0f} events/s  "
+        f"{r['cpu_s_per_1k_events'] or 0:.3f} CPU s/1k  {r['peak_rss_mb']:.0f} MB{dry}",
         flush=True,
     )
-    w = make_world(args.seed)
-    prof = None
-    if args.profile:
-        prof = RESULTS / f"profile-{stamp}"
-        prof.mkdir(parents=True, exist_ok=True)
-    results: dict[str, Any] = {
-        "timestamp": stamp,
-        "quick": args.quick,
-        "seed": args.seed,
-        "environment": env,
-        "plan": plan.__dict__,
-        "scenarios": {},
-    }
-    try:
-        pool = EventPool(args.seed)
-        sizes = pool.sizes()
-        results["workload"] = {
-            "event_types": len(EVENT_TYPES),
-            "rules": 5 * len(EVENT_TYPES),
-            "channels": ["email"],
-            "invalid_share": round(pool.invalid_share(), 4),
-            "valid_event_bytes_min": min(sizes),
-            "valid_event_bytes_max": max(sizes),
-            "valid_event_bytes_mean": round(sum(sizes) / len(sizes)),
-            "notifications_per_valid_event": round(mean_notifications(pool, w.catalog), 3),
-        }
-        print(f"  workload: {results['workload']}", flush=True)
-        if wanted & {"raw", "faust", "route"}:
-            secs = produce(w, pool, "base", plan.base_events, f"base-{w.run}", plan.in_partitions)
-            print(f"  produced {plan.base_events} events in {secs:.1f} s", flush=True)
-        sc: dict[str, Any] = results["scenarios"]
-        steps: list[tuple[str, Any]] = [
-            ("raw", lambda: run_raw(w, plan, prof)),
-            ("faust", lambda: run_faust(w, plan, prof)),
-            ("route", lambda: run_route(w, plan, prof)),
-            ("pipeline", lambda: run_pipeline(w, plan, False, prof)),
-            ("pipeline-per-stage", lambda: run_pipeline(w, plan, True, prof)),
-        ]
-        for name, fn in steps:
-            if name not in wanted:
-                continue
-            if name.startswith("pipeline"):
-                produce(w, pool, name, plan.pipeline_events, f"{name}-{w.run}", plan.in_partitions)
-            try:
-                sc[name] = fn()
-                r = sc[name]
-                print(
-                    f"  {name:<19} {r['events_per_s']:>10.0f} events/s  "
-                    f"{r['cpu_s_per_1k_events'] or 0:.3f} CPU s/1k  "
-                    f"{r['peak_rss_mb']:.0f} MB{'  (ran dry)' if r['ran_dry'] else ''}",
-                    flush=True,
-                )
-                if r.get("crash_window_processes"):
-                    cw = {k: f"{r[k]:.3f}" if r.get(k) is not None else "-" for k in _CRASH_KEYS}
-                    print(
-                        f"  {'':<19} crash window p50 {cw['crash_window_p50_ms']} "
-                        f"p99 {cw['crash_window_p99_ms']} ms; until the Postgres commit "
-                        f"p50 {cw['crash_window_pg_p50_ms']} p99 {cw['crash_window_pg_p99_ms']} ms",
-                        flush=True,
-                    )
-            except Exception as exc:
-                sc[name] = {"error": str(exc)}
-                print(f"  {name}: FAILED: {exc}", flush=True)
-        if "latency" in wanted and not args.profile:
-            max_eps = sc.get("pipeline", {}).get("events_per_s") or 500.0
-            results["latency"] = run_latency(w, plan, float(max_eps), args.seed)
-        results["ratios"] = ratios(sc)
-        results["elapsed_s"] = round(time.monotonic() - t_start, 1)
-    finally:
-        if args.keep:
-            print(f"  kept {w.tmp} and topics bench.{w.run}.*", flush=True)
-        else:
-            cleanup(w)
-    if prof is not None:
-        from bench.profile import summarize
+    if "stage_cpu" in r:
+        cells = [f"{x['process']} {x['cpu_s_per_1k'] or 0:.2f}" for x in r["stage_cpu"]]
+        print(f"  {'':<27} {r['sent_per_s']:.0f} sent/s; CPU s/1k: {'; '.join(cells)}", flush=True)
+    if r.get("crash_window_processes"):
+        cw = {k: f"{r[k]:.3f}" if r.get(k) is not None else "-" for k in _CRASH_KEYS}
+        print(
+            f"  {'':<27} crash window p50 {cw['crash_window_p50_ms']} "
+            f"p99 {cw['crash_window_p99_ms']} ms; until the Postgres commit "
+            f"p50 {cw['crash_window_pg_p50_ms']} p99 {cw['crash_window_pg_p99_ms']} ms",
+            flush=True,
+        )
 
-        for f in sorted(prof.glob("*.txt")):
-            if f.name.endswith("-top.txt"):
-                continue
-            text = summarize(f)
-            f.with_name(f.stem + "-top.txt").write_text(text)
-            print(f"\n== {f.name}\n{text}", flush=True)
-        return 0
+
+def _step(w: World, plan: Plan, name: str, pool: EventPool, prof: Path | None) -> dict[str, Any]:
+    """Run scenario `name` (not latency) and return its result."""
+    if name in LIMITS:
+        return run_limit(w, plan, name, prof)
+    if name.startswith("pipeline"):
+        produce(w, pool, name, plan.pipeline_events, f"{name}-{w.run}", plan.in_partitions)
+        return run_pipeline(w, plan, PipelineScenario.parse(name), prof)
+    runs = {"raw": run_raw, "faust": run_faust, "route": run_route}
+    return runs[name](w, plan, prof)
+
+
+def _run_all(w: World, plan: Plan, args: argparse.Namespace, results: dict[str, Any]) -> None:
+    pool = EventPool(args.seed)
+    results["workload"] = _workload(pool, w)
+    print(f"  workload: {results['workload']}", flush=True)
+    if args.wanted & {"raw", "faust", "route"}:
+        secs = produce(w, pool, "base", plan.base_events, f"base-{w.run}", plan.in_partitions)
+        print(f"  produced {plan.base_events} events in {secs:.1f} s", flush=True)
+    sc: dict[str, Any] = results["scenarios"]
+    for name in SCENARIOS:
+        if name not in args.wanted or name == "latency":
+            continue
+        t0 = time.monotonic()
+        try:
+            sc[name] = _step(w, plan, name, pool, args.prof)
+            sc[name]["step_s"] = round(time.monotonic() - t0, 1)
+            _print_row(name, sc[name])
+        except Exception as exc:
+            sc[name] = {"error": str(exc)}
+            print(f"  {name}: FAILED: {exc}", flush=True)
+    if "latency" in args.wanted and not args.profile:
+        max_eps = sc.get("pipeline", {}).get("events_per_s") or 500.0
+        results["latency"] = run_latency(w, plan, float(max_eps), args.seed)
+    results["ratios"] = ratios(sc)
+    results["deliver_vs_limit"] = deliver_vs_limit(sc)
+
+
+def _summarize_profiles(prof: Path) -> None:
+    from bench.profile import summarize
+
+    for f in sorted(prof.glob("*.txt")):
+        if f.name.endswith("-top.txt"):
+            continue
+        text = summarize(f)
+        f.with_name(f.stem + "-top.txt").write_text(text)
+        print(f"\n== {f.name}\n{text}", flush=True)
+
+
+def _write(results: dict[str, Any], stamp: str) -> None:
     from bench.report import write_report
 
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -852,10 +992,51 @@ def main(argv: list[str] | None = None) -> int:
         f"in {results['elapsed_s']:.0f} s",
         flush=True,
     )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the wanted scenarios in one world; write the JSON, the PNG and docs/benchmarks.md."""
+    args = _parse(argv)
+    plan = QUICK if args.quick else FULL
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    t_start = time.monotonic()
+    env = environment()
+    print(
+        f"bench: {'QUICK ' if args.quick else ''}run on {env['logical_cores']} cores, "
+        f"{env['memory_gib']} GiB, commit {env['git_commit']}",
+        flush=True,
+    )
+    w = make_world(args.seed)
+    args.prof = RESULTS / f"profile-{stamp}" if args.profile else None
+    if args.prof is not None:
+        args.prof.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {
+        "timestamp": stamp,
+        "quick": args.quick,
+        "seed": args.seed,
+        "environment": env,
+        "plan": plan.__dict__,
+        "peers": {"smtp": w.smtp.name, "http": w.http.name},
+        "scenarios": {},
+    }
+    try:
+        _run_all(w, plan, args, results)
+        results["elapsed_s"] = round(time.monotonic() - t_start, 1)
+    finally:
+        if args.keep:
+            print(f"  kept {w.tmp} and topics bench.{w.run}.*", flush=True)
+        else:
+            cleanup(w)
+    if args.prof is not None:
+        _summarize_profiles(args.prof)
+        return 0
+    _write(results, stamp)
     return 0
 
 
 def ratios(sc: dict[str, Any]) -> dict[str, float | None]:
+    """Throughput ratios between rows of the same run (events/s)."""
+
     def eps(name: str) -> float | None:
         v = sc.get(name, {}).get("events_per_s")
         return float(v) if v else None
@@ -870,6 +1051,32 @@ def ratios(sc: dict[str, Any]) -> dict[str, float | None]:
         "pipeline/raw": div("pipeline", "raw"),
         "pipeline-per-stage/raw": div("pipeline-per-stage", "raw"),
     }
+
+
+# The limit rows a channel mix's deliver rate is compared with: every client library the
+# channel may be built on (processors/http.py picks aiohttp or httpx).
+_LIMIT_OF = {"email": ("limit-smtp",), "webhook": ("limit-aiohttp", "limit-httpx")}
+
+
+def deliver_vs_limit(sc: dict[str, Any]) -> list[dict[str, Any]]:
+    """Deliver's sends/s in each single-channel pipeline row ÷ the limit row of that channel."""
+    rows = []
+    for name in PIPELINES:
+        r = sc.get(name) or {}
+        for lim in _LIMIT_OF.get(r.get("mix", ""), ()):
+            limit = (sc.get(lim) or {}).get("sends_per_s")
+            if "error" in r or not limit:
+                continue
+            rows.append(
+                {
+                    "scenario": name,
+                    "limit": lim,
+                    "sent_per_s": r["sent_per_s"],
+                    "limit_sends_per_s": limit,
+                    "ratio": round(r["sent_per_s"] / limit, 4),
+                }
+            )
+    return rows
 
 
 if __name__ == "__main__":

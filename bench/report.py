@@ -11,14 +11,64 @@ from typing import Any
 __all__ = ["markdown", "plot", "write_report"]
 
 ROOT = Path(__file__).resolve().parents[1]
-_ORDER = ("raw", "faust", "route", "pipeline", "pipeline-per-stage")
+_PIPELINES = (
+    "pipeline",
+    "pipeline-webhook",
+    "pipeline-inapp",
+    "pipeline-mixed",
+    "pipeline-per-stage",
+    "pipeline-per-stage-webhook",
+    "pipeline-per-stage-inapp",
+    "pipeline-per-stage-mixed",
+)
+_ORDER = ("raw", "faust", "route", *_PIPELINES)
+_LIMITS = ("limit-smtp", "limit-aiohttp", "limit-httpx")
+_MIX_LABEL = {
+    "email": "email only",
+    "webhook": "webhook only",
+    "inapp": "in-app only",
+    "mixed": "mixed channels",
+}
+
+
+def _pipeline_label(name: str) -> str:
+    per_stage = name.startswith("pipeline-per-stage")
+    mix = name.removeprefix("pipeline").removeprefix("-per-stage").removeprefix("-") or "email"
+    form = "1 process per stage (3)" if per_stage else "1 process (`tidings run`)"
+    return f"tidings pipeline, {_MIX_LABEL.get(mix, mix)}, {form}"
+
+
 _LABEL = {
     "raw": "raw confluent-kafka passthrough (limit)",
     "faust": "faust-streaming agent doing route's job (baseline)",
     "route": "tidings route stage, 1 process",
-    "pipeline": "tidings pipeline route→deliver→audit, 1 process",
-    "pipeline-per-stage": "tidings pipeline, 1 process per stage (3)",
+    **{n: _pipeline_label(n) for n in _PIPELINES},
+    "limit-smtp": "aiosmtplib → smtp-sink",
+    "limit-aiohttp": "aiohttp → nginx",
+    "limit-httpx": "httpx → nginx",
 }
+_LIMIT_SENTENCE = {
+    "limit-smtp": "aiosmtplib (the library tidings' email channel uses) alone, one pre-built "
+    "1.5 KB mail after the other on each of as many connections as tidings' email provider "
+    "pools; the ceiling for deliver's email sends with that pool.",
+    "limit-aiohttp": "aiohttp alone, as many concurrent POSTs of a 450 B JSON body with "
+    "webhook headers as tidings' webhook provider allows, over a keep-alive pool that size.",
+    "limit-httpx": "httpx alone, the same requests and concurrency as the aiohttp row. "
+    "tidings' HTTP providers are built on these two clients (processors/http.py says which "
+    "channel uses which); the one its webhook channel uses is the ceiling for its sends.",
+}
+# Columns of the CPU table: (header, the accounting row's process name or role).
+_CPU_COLUMNS = (
+    ("route", "route"),
+    ("deliver", "deliver"),
+    ("audit", "audit"),
+    ("all tidings stages", "*total"),
+    ("smtp-sink", "smtp-sink"),
+    ("nginx", "nginx"),
+    ("Kafka broker", "kafka broker"),
+    ("Postgres", "postgres"),
+    ("Redis", "redis"),
+)
 
 
 def _f(v: Any, nd: int = 0) -> str:
@@ -42,18 +92,19 @@ def markdown(res: dict[str, Any], png: str, js: str) -> str:
         f"Raw numbers: [`{js}`](../{js}).",
         "",
         f"**Machine:** {env['logical_cores']} logical cores ({env['physical_cores']} physical), "
-        f"{env['memory_gib']} GiB RAM, {env['cpu_model']}; Kafka, Postgres, Redis and the SMTP "
-        "sink on the same box. "
+        f"{env['memory_gib']} GiB RAM, {env['cpu_model']}; Kafka, Postgres, Redis and the "
+        f"peers ({_peers(res)}) on the same box. "
         f"**Versions:** Python {env['python']}, {env['kafka']} (KRaft), confluent-kafka "
         f"{env['confluent_kafka']} / librdkafka {env['librdkafka']}, faust-streaming "
         f"{env['faust_streaming']} (aiokafka {env['aiokafka']}), cel-expr-python "
         f"{env['cel_expr_python']}, pydantic {env['pydantic']}, Jinja2 {env['jinja2']}.",
         "",
         f"**Workload** (seed {res['seed']}): {wl.get('event_types')} event types, "
-        f"{wl.get('rules')} rules (channel email only: the one the catalog renders today), "
-        f"valid events {wl.get('valid_event_bytes_min')}-{wl.get('valid_event_bytes_max')} bytes "
-        f"(mean {wl.get('valid_event_bytes_mean')}), {100 * wl.get('invalid_share', 0):.1f}% "
-        f"invalid, {wl.get('notifications_per_valid_event')} notifications per valid event. "
+        f"{wl.get('rules')} rules, valid events {wl.get('valid_event_bytes_min')}-"
+        f"{wl.get('valid_event_bytes_max')} bytes (mean {wl.get('valid_event_bytes_mean')}), "
+        f"{100 * wl.get('invalid_share', 0):.1f}% invalid, "
+        f"{wl.get('notifications_per_valid_event')} notifications per valid event. "
+        f"{_mixes(wl)}"
         f"Warm-up {plan['warm_s']:.0f} s, then a {plan['window_s']:.0f} s window per row.",
         "",
         "## Throughput, CPU, memory",
@@ -74,7 +125,7 @@ def markdown(res: dict[str, Any], png: str, js: str) -> str:
             f"{_f(r['cpu_s_per_1k_events'], 3)} | {_f(r['peak_rss_mb'])} | "
             f"{_f(r['window_s'], 1)}{dry} |"
         )
-    for name in ("pipeline", "pipeline-per-stage"):
+    for name in _PIPELINES:
         r = sc.get(name)
         if r and "stage_events_per_s" in r:
             s = r["stage_events_per_s"]
@@ -83,6 +134,9 @@ def markdown(res: dict[str, Any], png: str, js: str) -> str:
                 f"{_LABEL[name]}: per stage, route {_f(s['route'])}, deliver {_f(s['deliver'])}, "
                 f"audit {_f(s['audit'])} events/s; the pipeline's figure is the slowest stage."
             )
+    lines += _limits(sc)
+    lines += _vs_limit(res.get("deliver_vs_limit") or [])
+    lines += _cpu_table(sc)
     lines += _crash_window(sc)
     ra = res.get("ratios", {})
     lines += [
@@ -119,11 +173,7 @@ def markdown(res: dict[str, Any], png: str, js: str) -> str:
 
 def _crash_window(sc: dict[str, Any]) -> list[str]:
     """The crash-window section: the pipeline runs that measured it (older results didn't)."""
-    rows = [
-        n
-        for n in ("pipeline", "pipeline-per-stage")
-        if n in sc and sc[n].get("crash_window_processes") is not None
-    ]
+    rows = [n for n in _PIPELINES if n in sc and sc[n].get("crash_window_processes") is not None]
     if not rows:
         return []
     lines = [
@@ -158,6 +208,161 @@ def _crash_window(sc: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _peers(res: dict[str, Any]) -> str:
+    p = res.get("peers")
+    if not p:
+        return "an aiosmtpd SMTP sink"  # results from before the peers
+    return f"Postfix's {p['smtp']} for SMTP, {p['http']} answering 204 for HTTP"
+
+
+def _mixes(wl: dict[str, Any]) -> str:
+    """A sentence on the channel mixes (older results had email only)."""
+    mixes = wl.get("mixes")
+    if not mixes:
+        return "Channel: email only. "
+    mixed = ", ".join(f"{ch} {v:.2f}" for ch, v in mixes.get("mixed", {}).items())
+    return (
+        "Channel mixes, one catalog each (same rules, same events): *email only*, *webhook "
+        "only* (one URL per customer on the HTTP peer), *in-app only* (one user id per "
+        f"customer; Postgres inbox + Redis publish), and *mixed* (per valid event: {mixed}). "
+    )
+
+
+def _ok(sc: dict[str, Any], names: tuple[str, ...]) -> list[str]:
+    return [n for n in names if n in sc and "error" not in sc[n]]
+
+
+def _limits(sc: dict[str, Any]) -> list[str]:
+    """The client-library limit rows: a bare client → the peer, tidings' concurrency."""
+    names = [n for n in _LIMITS if n in sc]
+    if not names:
+        return []
+    lines = [
+        "",
+        "## Client-library limits (same run, same peers)",
+        "",
+        "A bare client in its own process sends to the same peer the pipeline uses, as fast "
+        "as it can, at the concurrency tidings allows that channel (`runtime.send_concurrency` "
+        "capped by the provider's limit: the email provider's SMTP pool, the webhook "
+        "provider's `max_concurrency`): no Kafka, no rendering, no signing, no claims. Client "
+        "CPU is the client process's (psutil user+system) over the window; peer CPU is the "
+        "peer process's.",
+        "",
+        "| limit row | concurrency | sends/s | client CPU ms / send | peer CPU ms / send "
+        "| failed |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for n in names:
+        r = sc[n]
+        if "error" in r:
+            lines.append(f"| {_LABEL[n]} | failed: {r['error'][:80]} | | | | |")
+            continue
+        lines.append(
+            f"| {_LABEL[n]} | {r['concurrency']} | {_f(r['sends_per_s'])} | "
+            f"{_f(r['client_cpu_ms_per_send'], 3)} | {_f(r['peer_cpu_ms_per_send'], 3)} | "
+            f"{_f(r.get('failed'))} |"
+        )
+    lines.append("")
+    lines += [f"- **{_LABEL[n]}**: {_LIMIT_SENTENCE[n]}" for n in names]
+    return lines
+
+
+def _vs_limit(rows: list[dict[str, Any]]) -> list[str]:
+    """Deliver's sends/s ÷ the limit row of its channel."""
+    if not rows:
+        return []
+    lines = [
+        "",
+        "## Deliver vs the client-library limit",
+        "",
+        "Notifications deliver sent per second in a single-channel pipeline row, divided by "
+        "the limit row of that channel's client library, both measured in this run against "
+        "the same peer. 1.0 would mean tidings sends as fast as its client library can; the "
+        "rest of the gap is tidings' own work per send (Kafka, rendering, claims, records) "
+        "and, in the one-process form, the other stages sharing the process.",
+        "",
+        "| pipeline row | deliver sent/s | limit row | limit sends/s | ratio |",
+        "|---|---:|---|---:|---:|",
+    ]
+    for x in rows:
+        lines.append(
+            f"| {_LABEL.get(x['scenario'], x['scenario'])} | {_f(x['sent_per_s'])} | "
+            f"{_LABEL.get(x['limit'], x['limit'])} | {_f(x['limit_sends_per_s'])} | "
+            f"{_f(x['ratio'], 3)} |"
+        )
+    return lines
+
+
+def _cpu_cells(acc: list[dict[str, Any]]) -> list[str]:
+    """One table row's cells from a scenario's accounting rows (see bench/accounting.py)."""
+    by_name = {x["process"]: x for x in acc if x["role"] == "service"}
+    stages = [x for x in acc if x["role"] not in ("service", "sum of the rows above")]
+    by_role = {x["role"]: x for x in stages}
+    total = next((x for x in acc if x["role"] == "sum of the rows above"), None)
+    if total is None and len(stages) == 1:
+        total = stages[0]  # one process: all stages in it
+    cells = []
+    for _, key in _CPU_COLUMNS:
+        x = total if key == "*total" else by_role.get(key) or by_name.get(key)
+        cells.append(_f(x["cpu_s_per_1k"], 2) if x else "-")
+    return cells
+
+
+def _cpu_table(sc: dict[str, Any]) -> list[str]:
+    """CPU seconds per 1,000 notifications, per process, for every pipeline row."""
+    names = [n for n in _ok(sc, _PIPELINES) if sc[n].get("stage_cpu")]
+    if not names:
+        return []
+    head = " | ".join(h for h, _ in _CPU_COLUMNS)
+    lines = [
+        "",
+        "## CPU per 1,000 delivered notifications, per process",
+        "",
+        "CPU seconds (psutil user+system) over the measured window, per 1,000 notifications. "
+        "Each tidings process is divided by its own work in that window, never by another "
+        "stage's: route by the notifications it queued, deliver by those it sent, audit by "
+        "the status records it wrote ÷ 2 (a delivered notification has a `queued` and a "
+        "`sent` record); a one-process row (`tidings run`) by what it sent. *All tidings "
+        "stages* is the sum of the per-stage figures (one process: that process). The shared "
+        "processes, the peers, the Kafka broker, Postgres (with its backends) and Redis, are "
+        "divided by the notifications delivered in the window; other work on this machine "
+        "that uses the same broker, database or Redis counts there too. A `-` peer is one "
+        "that row's channels don't use.",
+        "",
+        f"| run | deliver sent/s | {head} |",
+        "|---|---:|" + "---:|" * len(_CPU_COLUMNS),
+    ]
+    for n in names:
+        r = sc[n]
+        cells = " | ".join(_cpu_cells(r["stage_cpu"]))
+        lines.append(f"| {_LABEL[n]} | {_f(r.get('sent_per_s'))} | {cells} |")
+    busy = [
+        f"{x['process']} {x['cores']:.2f}"
+        for n in names
+        for x in sc[n]["stage_cpu"]
+        if x["role"] not in ("service", "sum of the rows above") and x.get("cores") is not None
+    ]
+    lines += ["", "Cores busy per tidings process over its window: " + ", ".join(busy) + "."]
+    return lines
+
+
+def _plot_limits(ax: Any, sc: dict[str, Any]) -> None:
+    """Bars: deliver sent/s of each pipeline row next to the limit rows' sends/s (log)."""
+    names = _ok(sc, _LIMITS) + [n for n in _ok(sc, _PIPELINES) if "sent_per_s" in sc[n]]
+    if not names:
+        ax.set_axis_off()
+        return
+    vals = [sc[n]["sends_per_s"] if n in _LIMITS else sc[n]["sent_per_s"] for n in names]
+    colors = ["#999" if n in _LIMITS else "#36c" for n in names]
+    bars = ax.barh(names, vals, color=colors)
+    ax.set_xscale("log")
+    ax.invert_yaxis()
+    ax.set_xlabel("sends/s (log): limit rows grey, deliver in the pipeline blue")
+    ax.set_title("deliver vs client-library limits")
+    for bar, v in zip(bars, vals, strict=True):
+        ax.annotate(f"{v:,.0f}", (v, bar.get_y() + bar.get_height() / 2), va="center", fontsize=8)
+
+
 def plot(res: dict[str, Any], png: Path) -> None:
     import matplotlib
 
@@ -166,13 +371,14 @@ def plot(res: dict[str, Any], png: Path) -> None:
 
     sc = res["scenarios"]
     names = [n for n in _ORDER if n in sc and "events_per_s" in sc[n]]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4.5))
+    fig, (a, b, c) = plt.subplots(1, 3, figsize=(18, 5))
     vals = [sc[n]["events_per_s"] for n in names]
-    bars = a.bar(names, vals, color=["#888", "#c66", "#36c", "#39a", "#6a3"][: len(names)])
+    palette = {"raw": "#888", "faust": "#c66", "route": "#36c"}
+    bars = a.bar(names, vals, color=[palette.get(n, "#6a3") for n in names])
     a.set_yscale("log")
     a.set_ylabel("events/s (log)")
     a.set_title("sustained throughput")
-    a.tick_params(axis="x", rotation=20)
+    a.tick_params(axis="x", rotation=60, labelsize=8)
     for bar, v in zip(bars, vals, strict=True):
         a.annotate(f"{v:,.0f}", (bar.get_x() + bar.get_width() / 2, v), ha="center", va="bottom")
     lat = res.get("latency") or []
@@ -187,6 +393,7 @@ def plot(res: dict[str, Any], png: Path) -> None:
         b.grid(alpha=0.3)
     else:
         b.set_axis_off()
+    _plot_limits(c, sc)
     fig.suptitle(f"tidings bench {res['timestamp']} ({res['environment']['git_commit']})")
     fig.tight_layout()
     fig.savefig(png, dpi=110)

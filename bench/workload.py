@@ -1,8 +1,11 @@
 """The benchmark workload, deterministic from a seed: a 50-rule catalog and 0.5-2 KB events.
 
-Ten event types, five rules each (so 50 rules), email only (the one channel the catalog
-renders today). The rule conditions are tuned so that a valid event makes about two
-notifications on average; `mean_notifications` measures it with the real catalog.
+Ten event types, five rules each (so 50 rules). The rule conditions are tuned so that a valid
+event makes about two notifications on average; `mean_notifications` measures it with the real
+catalog. The channel mix is chosen per catalog (`MIXES`): every rule on email, on webhook (the
+recipient is a URL on the bench's HTTP peer, one per customer so deliver's per-recipient order
+doesn't serialise the sends), on in-app (a user id per customer), or `mixed`: notify and
+regional on email, vip and marketing in-app, manager on webhook.
 5% of the events are invalid in one of several ways (not JSON, missing attributes,
 wrong specversion, binary mode without an id), and end in the DLQ.
 
@@ -23,8 +26,10 @@ import yaml
 
 __all__ = [
     "EVENT_TYPES",
+    "MIXES",
     "EventPool",
     "Record",
+    "channel_shares",
     "mean_notifications",
     "write_catalog",
 ]
@@ -65,21 +70,25 @@ _REGIONS = (["eu"] * 2) + (["us"] * 5) + (["apac"] * 3)  # eu = 20%
 _LOCALES = ["en", "de-AT", "fr", "en-GB"]
 
 # Five rule shapes per event type; expected notifications per valid event ~ 1 + .3 + .3 + .2 + .2.
-_RULES: tuple[tuple[str, str, list[str]], ...] = (
-    ("notify", "event.data.amount >= 0.0", ["event.data.customer.email"]),
+# (name, condition, who: "customer" or "manager")
+_RULES: tuple[tuple[str, str, str], ...] = (
+    ("notify", "event.data.amount >= 0.0", "customer"),
     (
         "vip",
         "event.data.customer.tier == 'gold' || event.data.customer.tier == 'platinum'",
-        ["event.data.customer.email"],
+        "customer",
     ),
-    ("manager", "event.data.amount > 700.0", ["event.data.account.manager_email"]),
-    ("regional", "event.data.region == 'eu'", ["event.data.customer.email.lowerAscii()"]),
+    ("manager", "event.data.amount > 700.0", "manager"),
+    ("regional", "event.data.region == 'eu'", "customer"),
     (
         "marketing",
         "event.data.?flags.marketing.orValue(false) && event.data.customer.tier != 'none'",
-        ["event.data.customer.email"],
+        "customer",
     ),
 )
+MIXES: tuple[str, ...] = ("email", "webhook", "inapp", "mixed")
+_MIXED = {"notify": "email", "vip": "inapp", "manager": "webhook", "regional": "email",
+          "marketing": "inapp"}  # fmt: skip
 _VARIABLES = {
     "name": "event.data.customer.?name.orValue('there')",
     "amount": "event.data.amount",
@@ -89,12 +98,39 @@ _VARIABLES = {
 }
 
 
-def write_catalog(root: Path) -> Path:
-    """Write the 50-rule catalog (rules.yaml + one email template per event type) to `root`."""
+def _channel(mix: str, rule: str) -> str:
+    return _MIXED[rule] if mix == "mixed" else mix
+
+
+def _recipient(channel: str, who: str, rule: str, webhook_base: str) -> dict[str, str]:
+    """The declared recipient of a rule shape on `channel` (a CEL expression)."""
+    if channel == "email":
+        expr = {
+            "customer": "event.data.customer.email",
+            "manager": "event.data.account.manager_email",
+        }
+        if rule == "regional":
+            return {"email": "event.data.customer.email.lowerAscii()"}
+        return {"email": expr[who]}
+    key = "event.data.customer.id" if who == "customer" else "event.data.account.id"
+    if channel == "webhook":
+        return {"url": f"'{webhook_base.rstrip('/')}/hooks/' + {key}"}
+    return {"user": f"'u-' + {key}"}
+
+
+def write_catalog(root: Path, mix: str = "email", webhook_base: str = "http://127.0.0.1:9") -> Path:
+    """Write the 50-rule catalog of channel mix `mix` (one of MIXES) to `root`; returns `root`.
+
+    Webhook recipients are URLs under `webhook_base` (the bench's HTTP peer). Every template
+    has the variant of each channel the mix uses.
+    """
+    if mix not in MIXES:
+        raise ValueError(f"unknown channel mix {mix!r}: use one of {', '.join(MIXES)}")
     rules: list[dict[str, Any]] = []
     for etype in EVENT_TYPES:
         tid = etype.replace(".", "-").replace("_", "-")
-        for name, when, recipients in _RULES:
+        for name, when, who in _RULES:
+            channel = _channel(mix, name)
             rules.append(
                 {
                     "id": f"{tid}-{name}",
@@ -102,32 +138,64 @@ def write_catalog(root: Path) -> Path:
                     "description": f"{name} notification for {etype}",
                     "events": [etype],
                     "when": when,
-                    "recipients": recipients,
-                    "channels": ["email"],
+                    "recipients": [_recipient(channel, who, name, webhook_base)],
+                    "channels": [channel],
                     "template": tid,
                     "priority": "high" if name == "manager" else "normal",
                     "category": "marketing" if name == "marketing" else "transactional",
                     "variables": dict(_VARIABLES),
                 }
             )
-        tdir = root / "templates" / tid / "email"
-        tdir.mkdir(parents=True, exist_ok=True)
         title = etype.replace(".", " ").replace("_", " ")
-        (tdir / "subject.txt.j2").write_text(f"{title.capitalize()}: {{{{ ref }}}}\n")
-        (tdir / "body.txt.j2").write_text(
+        for channel in {_channel(mix, name) for name, _, _ in _RULES}:
+            tdir = root / "templates" / tid / channel
+            tdir.mkdir(parents=True, exist_ok=True)
+            for part, text in _TEMPLATES[channel](title).items():
+                (tdir / part).write_text(text)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "rules.yaml").write_text(yaml.safe_dump({"rules": rules}, sort_keys=False))
+    return root
+
+
+def _email(title: str) -> dict[str, str]:
+    return {
+        "subject.txt.j2": f"{title.capitalize()}: {{{{ ref }}}}\n",
+        "body.txt.j2": (
             f"Hello {{{{ name }}}},\n\nThis is about your {title} ({{{{ ref }}}}).\n"
             "{% for it in items %}- {{ it.quantity }} x {{ it.name }} at "
             "{{ '%.2f' | format(it.price) }}\n{% endfor %}"
             "Total: {{ '%.2f' | format(amount) }} {{ currency }}\n"
-        )
-        (tdir / "body.html.j2").write_text(
+        ),
+        "body.html.j2": (
             f"<html><body><p>Hello {{{{ name }}}},</p><p>Your {title} ({{{{ ref }}}}).</p><ul>"
             "{% for it in items %}<li>{{ it.quantity }} x {{ it.name }}</li>{% endfor %}</ul>"
             "<p>Total: {{ '%.2f' | format(amount) }} {{ currency }}</p></body></html>\n"
+        ),
+    }
+
+
+def _webhook(title: str) -> dict[str, str]:
+    return {
+        "body.json.j2": (
+            f'{{"event": {json.dumps(title)}, "ref": {{{{ ref | tojson }}}}, '
+            '"name": {{ name | tojson }}, "amount": {{ amount | tojson }}, '
+            '"currency": {{ currency | tojson }}, "items": {{ items | tojson }}}\n'
         )
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "rules.yaml").write_text(yaml.safe_dump({"rules": rules}, sort_keys=False))
-    return root
+    }
+
+
+def _inapp(title: str) -> dict[str, str]:
+    return {
+        "title.txt.j2": f"{title.capitalize()}: {{{{ ref }}}}\n",
+        "body.txt.j2": (
+            f"Hello {{{{ name }}}}, your {title} ({{{{ ref }}}}): "
+            "{{ '%.2f' | format(amount) }} {{ currency }}.\n"
+        ),
+        "data.json.j2": '{"ref": {{ ref | tojson }}, "amount": {{ amount | tojson }}}\n',
+    }
+
+
+_TEMPLATES = {"email": _email, "webhook": _webhook, "inapp": _inapp}
 
 
 def _data(rng: random.Random, etype: str, size: int) -> dict[str, Any]:
@@ -263,19 +331,26 @@ class EventPool:
         return sum(1 for it in self._items if not it[3]) / len(self._items)
 
 
-def mean_notifications(pool: EventPool, catalog_dir: Path, sample: int = 2000) -> float:
-    """Average notifications per *valid* event, measured with the real catalog and decoder."""
+def channel_shares(pool: EventPool, catalog_dir: Path, sample: int = 2000) -> dict[str, float]:
+    """Average notifications per *valid* event, by channel, with the real catalog and decoder."""
     from catalog import load_catalog
     from schemas.envelope import Origin, decode_event
 
     cat = load_catalog(catalog_dir)
     now = datetime.now(UTC)
-    total = valid = 0
+    totals: dict[str, int] = {}
+    valid = 0
     for i in range(min(sample, len(pool))):
         r = pool.record(i, "probe")
         if not r.valid:
             continue
         env = decode_event(r.value, r.headers, Origin(topic="t", partition=0, offset=i))
-        total += len(cat.evaluate(env.as_cel(), now))
+        for m in cat.evaluate(env.as_cel(), now):
+            totals[m.channel] = totals.get(m.channel, 0) + 1
         valid += 1
-    return total / max(valid, 1)
+    return {ch: n / max(valid, 1) for ch, n in sorted(totals.items())}
+
+
+def mean_notifications(pool: EventPool, catalog_dir: Path, sample: int = 2000) -> float:
+    """Average notifications per *valid* event (every channel), as `channel_shares` counts them."""
+    return sum(channel_shares(pool, catalog_dir, sample).values())

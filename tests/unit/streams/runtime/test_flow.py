@@ -57,6 +57,21 @@ def test_a_topic_at_its_bound_stays_paused_through_a_stage_wide_resume() -> None
     assert fake.paused == set()
 
 
+def test_one_topic_at_its_bound_already_holds_the_route_stage_back() -> None:
+    # Issue 12: route kept routing thousands of events/s while the email topic sat at its
+    # bound, because only a stage-wide pause signalled it.
+    full = threading.Event()
+    fake = FakeConsumer([("email", 0), ("sms", 0)])
+    flow = FlowController(full)
+    flow.limit_topics(_c(fake), {"email"})
+    assert full.is_set(), "a full channel means deliver is behind: route holds off"
+    flow.pause_all(_c(fake))
+    flow.resume_all(_c(fake))
+    assert full.is_set(), "the stage has room, but the topic is still at its bound"
+    flow.limit_topics(_c(fake), set())
+    assert not full.is_set()
+
+
 def test_a_parked_partition_seeks_back_and_wakes_only_when_due() -> None:
     fake = FakeConsumer([("retry.10s", 0), ("email", 0)])
     flow = FlowController()

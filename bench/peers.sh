@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# The bench's fast real peers, from Debian's packages, unpacked (never installed) under
+# .local/peers: Postfix's smtp-sink (package postfix) and nginx (package nginx).
+#
+#   bash bench/peers.sh          # fetch + unpack what is missing; prints nothing when done
+#
+# `apt-get download` fetches the .deb (no root needed for the download itself; an empty or old
+# package list needs `apt-get update`, which this runs once as root when a package has no
+# candidate), `dpkg -x` unpacks it into .local/peers/<package>; no maintainer script runs, no
+# MTA or web server is installed, nothing outside .local/peers changes. Idempotent: a package
+# whose binary is there and runs is left alone. bench/peers.py starts the binaries.
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$HERE/.." && pwd)"
+PEERS="${TIDINGS_LOCAL_DIR:-$ROOT/.local}/peers"
+
+die() {
+    printf 'error: %s\n' "$1" >&2
+    [ $# -gt 1 ] && printf '  fix: %s\n' "$2" >&2
+    exit 1
+}
+
+# works PACKAGE: its unpacked binary exists and starts (so its libraries resolve).
+works() {
+    case "$1" in
+        postfix) # without arguments smtp-sink prints its usage and exits 1
+            local out
+            out="$(LD_LIBRARY_PATH="$PEERS/postfix/usr/lib/postfix" \
+                "$PEERS/postfix/usr/sbin/smtp-sink" 2>&1 || true)"
+            [[ "$out" == *usage:* ]] ;;
+        nginx) "$PEERS/nginx/usr/sbin/nginx" -v >/dev/null 2>&1 ;;
+    esac
+}
+
+has_candidate() {
+    local c
+    c="$(apt-cache policy "$1" 2>/dev/null | sed -n 's/^ *Candidate: *//p')"
+    [ -n "$c" ] && [ "$c" != "(none)" ]
+}
+
+# fetch PACKAGE: download its .deb into a scratch dir and unpack it into $PEERS/PACKAGE.
+fetch() {
+    local pkg="$1" scratch
+    command -v apt-get >/dev/null 2>&1 || die "apt-get is missing: the bench unpacks $pkg from Debian" \
+        "on a non-Debian machine, unpack postfix and nginx packages under $PEERS/postfix and $PEERS/nginx by hand"
+    if ! has_candidate "$pkg"; then
+        [ "$(id -u)" -eq 0 ] || die "apt knows no package $pkg (stale package list)" \
+            "run: sudo apt-get update, then make bench again"
+        apt-get update -qq >/dev/null 2>&1 || die "apt-get update failed" "check /etc/apt/sources.list"
+    fi
+    scratch="$(mktemp -d "${TMPDIR:-/tmp}/tidings-peers.XXXXXX")"
+    # APT drops to the _apt user for downloads; it cannot write a private scratch dir.
+    (cd "$scratch" && apt-get download -q -o APT::Sandbox::User=root "$pkg" >"$scratch/apt.log" 2>&1) || {
+        tail -3 "$scratch/apt.log" >&2
+        rm -rf "$scratch"
+        die "apt-get download $pkg failed" "check the Debian mirror, then make bench again"
+    }
+    rm -rf "$PEERS/$pkg.tmp"
+    mkdir -p "$PEERS/$pkg.tmp"
+    dpkg -x "$scratch"/"$pkg"_*.deb "$PEERS/$pkg.tmp"
+    basename "$scratch"/"$pkg"_*.deb >"$PEERS/$pkg.tmp/.deb"
+    rm -rf "$scratch" "$PEERS/$pkg"
+    mv "$PEERS/$pkg.tmp" "$PEERS/$pkg"
+    works "$pkg" || die "unpacked $pkg but its binary does not run" \
+        "see: ldd $PEERS/$pkg/usr/sbin/*; a missing library is apt-get install away"
+    printf 'bench: unpacked %s into %s\n' "$(cat "$PEERS/$pkg/.deb")" "$PEERS/$pkg"
+}
+
+mkdir -p "$PEERS"
+for pkg in postfix nginx; do
+    works "$pkg" || fetch "$pkg"
+done

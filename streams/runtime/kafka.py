@@ -25,7 +25,8 @@ from confluent_kafka.admin import AdminClient
 # Public as confluent_kafka.admin.*, but re-exported implicitly there (mypy --strict refuses
 # that), so imported from where they are defined, like NewTopic from cimpl.
 from confluent_kafka.admin._config import AlterConfigOpType, ConfigEntry, ConfigResource
-from confluent_kafka.cimpl import NewTopic
+from confluent_kafka.admin._listoffsets import OffsetSpec
+from confluent_kafka.cimpl import NewTopic, TopicPartition
 
 from catalog import KNOWN_CHANNELS
 from schemas.settings import TidingsSettings
@@ -194,7 +195,51 @@ def ensure_topics(
             raise FatalStageError(f"could not create topic {name}: {exc.args[0].str()}") from exc
     if dlq in topics and dlq not in created:  # made before (or by someone else): check it
         raise_dlq_max_message_bytes(admin, settings, timeout_s)
+    if created:
+        _wait_servable(admin, {name: topics[name] for name in created}, timeout_s)
     return created
+
+
+def _wait_servable(admin: AdminClient, topics: dict[str, int], timeout_s: float) -> None:
+    """Block until every partition of the just-created `topics` is served by its leader.
+
+    CreateTopics returns once the controller recorded the topic; the leader broker creates
+    the partition's log when it applies that record, which a loaded broker does seconds later.
+    A produce in that window fails with NOT_LEADER_OR_FOLLOWER, and an idempotent producer's
+    next in-flight request can land first: a broker without producer state takes any first
+    sequence (KAFKA-15591), and librdkafka then acks the earlier batch implicitly although it
+    was never written. ListOffsets is answered by the partition's leader only once its log
+    exists. Raises FatalStageError when a partition is still not served after `timeout_s`.
+    """
+    latest = OffsetSpec.latest()  # type: ignore[no-untyped-call]  # untyped in confluent-kafka
+    waiting = {TopicPartition(t, p) for t, n in topics.items() for p in range(n)}
+    deadline = time.monotonic() + timeout_s
+    last = ""
+    while waiting:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise FatalStageError(
+                f"{len(waiting)} partition(s) of the new topics are still not served after "
+                f"{timeout_s:.0f} s (e.g. {sorted(waiting, key=str)[0]}: {last})"
+            )
+        # librdkafka looks the leaders up in its metadata cache, which still holds the
+        # topics as missing: refresh it first.
+        try:
+            admin.list_topics(timeout=max(1.0, min(left, 5.0)))
+        except KafkaException as exc:
+            last = exc.args[0].str()
+        futures = admin.list_offsets(
+            {tp: latest for tp in waiting}, request_timeout=max(1.0, min(left, 5.0))
+        )
+        for tp, fut in futures.items():
+            try:
+                fut.result(timeout=max(1.0, min(left, 5.0)) + 1.0)
+                waiting.discard(TopicPartition(tp.topic, tp.partition))
+            except (KafkaException, FutureTimeout) as exc:
+                err = exc.args[0] if exc.args else exc
+                last = err.str() if isinstance(err, KafkaError) else repr(exc)
+        if waiting:
+            time.sleep(0.1)
 
 
 def dlq_max_message_bytes(admin: AdminClient, topic: str, timeout_s: float) -> int:

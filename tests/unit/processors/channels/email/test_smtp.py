@@ -1,4 +1,8 @@
-"""SmtpSender against a real aiosmtpd sink over real sockets: delivery, pool, error mapping."""
+"""SmtpSender against a real aiosmtpd sink over real sockets: delivery, pool, error mapping.
+
+Every test runs twice: against the sink as it is (lockstep MAIL, RCPT, DATA) and against the
+sink advertising PIPELINING (RFC 2920), which SmtpSender then uses; see `sink_pipelining`.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +13,39 @@ import aiosmtplib
 import pytest
 
 from processors import PermanentSendError, RetryableSendError
-from processors.channels.email import SmtpSender
+from processors.channels.email import RawMail, SmtpSender
 from schemas.settings import SmtpSettings
 from streams.dev.smtp_sink import SmtpSink
 
 from .helpers import make, read_eml, send, smtp_settings
+
+pytestmark = pytest.mark.usefixtures("sink_pipelining")
+
+
+def test_pipelining_is_used_exactly_when_offered(
+    sink: SmtpSink, sink_pipelining: list[int], request: pytest.FixtureRequest
+) -> None:
+    send(smtp_settings(sink.port), *(make(f"p-{i}") for i in range(3)))
+    expected = 3 if "pipelining" in request.node.callspec.id else 0
+    assert (len(sink_pipelining), sink.received) == (expected, 3)
+
+
+def test_raw_mail_arrives_byte_exact(sink: SmtpSink, mail_dir: Path) -> None:
+    # Lines opening with dots (dot-stuffed on the wire, unstuffed by the server), a lone ".",
+    # a bare CR, and no final line ending: the server must store what aiosmtplib would send.
+    body = b"\n.\n.. two\n.leading\nbare\rcr\n\nlast"
+    data = b"Message-ID: <raw-1@tidings.local>\nSubject: dots\n" + body
+    mail = RawMail("<raw-1@tidings.local>", "notifications@tidings.local", "jane@example.com", data)
+
+    async def go() -> str:
+        async with SmtpSender(smtp_settings(sink.port)) as sender:
+            return await sender.send_raw(mail)
+
+    assert asyncio.run(go()) == "<raw-1@tidings.local>"
+    stored = (mail_dir / "raw-1@tidings.local.eml").read_bytes()
+    expected = data.replace(b"\r", b"\r\n").replace(b"\n", b"\r\n").replace(b"\r\r\n", b"\r\n")
+    trace = b"X-MailFrom: notifications@tidings.local\r\nX-RcptTo: jane@example.com\r\n"
+    assert stored == trace + expected + b"\r\n"
 
 
 def test_message_arrives_with_both_parts_and_headers(sink: SmtpSink, mail_dir: Path) -> None:

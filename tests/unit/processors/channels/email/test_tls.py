@@ -12,13 +12,21 @@ from streams.dev.smtp_sink import SmtpSink
 
 from .helpers import make, send, smtp_settings
 
+# Pipelining swaps the protocol of a TLS transport too: run both paths (see sink_pipelining).
+pytestmark = pytest.mark.usefixtures("sink_pipelining")
+
 
 def trusting(cert: Path) -> ssl.SSLContext:
     """A client context that trusts exactly the throwaway certificate."""
     return ssl.create_default_context(cafile=str(cert))
 
 
-def test_starttls_and_auth(mail_dir: Path, tls_files: tuple[Path, Path]) -> None:
+def test_starttls_and_auth(
+    mail_dir: Path,
+    tls_files: tuple[Path, Path],
+    sink_pipelining: list[int],
+    request: pytest.FixtureRequest,
+) -> None:
     cert, key = tls_files
     creds = {"tidings": "s3cret"}
     with SmtpSink(mail_dir, port=0, tls_cert=cert, tls_key=key, credentials=creds) as sink:
@@ -45,6 +53,8 @@ def test_starttls_and_auth(mail_dir: Path, tls_files: tuple[Path, Path]) -> None
             send(smtp_settings(sink.port), make("tls-5"))  # no STARTTLS at all
         assert info.value.code == "smtp_auth_required"
         assert sink.received == 2
+    # Over TLS, the two delivered mails went through the pipelined path when it was offered.
+    assert len(sink_pipelining) == (3 if "pipelining" in request.node.callspec.id else 0)
 
 
 def test_auth_required_but_not_configured_is_retryable(

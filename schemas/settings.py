@@ -187,6 +187,10 @@ class RuntimeSettings(Frozen):
     # the whole process's in-flight budget and stall the other channels.
     max_in_flight_per_topic: int = Field(default=1000, ge=1)
     send_concurrency: int = Field(default=64, ge=1)
+    # sys.setswitchinterval of a stage process: how long a thread may keep the GIL while
+    # another waits for it. Python's 5 ms default makes deliver's I/O thread wait behind its
+    # consumer thread after every socket call.
+    switch_interval_s: float = Field(default=0.0005, gt=0, le=0.1)
     drain_timeout_s: float = Field(default=20.0, gt=0)
     audit_batch_size: int = Field(default=2000, ge=1)
     commit_interval_s: float = Field(default=0.1, gt=0)

@@ -111,11 +111,18 @@ def stage_accounting(r: dict[str, Any], stages: dict[str, str]) -> list[dict[str
     cpu, counts = r["cpu_s_per_process"], r["counts_per_process"]
     delivered = sum(c.get("sent", 0) for c in counts.values())
     rows = []
+    # Several worker processes of one stage (deliver x2) are one row: their CPU over their
+    # work together, so the sum over stages stays "per notification".
+    by_stage: dict[str, list[str]] = {}
     for proc, which in stages.items():
+        by_stage.setdefault(which, []).append(proc)
+    for which, procs in by_stage.items():
         key, per = _STAGE_WORK.get(which, ("sent", 1))
-        work = counts.get(proc, {}).get(key, 0) / per
+        work = sum(counts.get(proc, {}).get(key, 0) for proc in procs) / per
         unit = f"{key} ÷ {per}" if per > 1 else key
-        rows.append(_row(proc, which.replace(",", "+"), cpu.get(proc, 0.0), work, unit, secs))
+        label = procs[0] if len(procs) == 1 else f"{procs[0].rsplit('-', 1)[0]} x{len(procs)}"
+        used = sum(cpu.get(proc, 0.0) for proc in procs)
+        rows.append(_row(label, which.replace(",", "+"), used, work, unit, secs))
     per_1k = [x["cpu_s_per_1k"] for x in rows]
     if len(rows) > 1 and all(v is not None for v in per_1k):
         total = {

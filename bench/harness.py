@@ -547,21 +547,30 @@ class PipelineScenario:
     name: str
     per_stage: bool
     mix: str
+    deliver_workers: int = 1  # `-2w`: the per-stage form with two deliver processes
 
     @classmethod
     def parse(cls, name: str) -> PipelineScenario:
         rest = name.removeprefix("pipeline")
+        workers = 2 if rest.endswith("-2w") else 1
+        rest = rest.removesuffix("-2w")
         per_stage = rest.startswith("-per-stage")
         mix = rest.removeprefix("-per-stage").removeprefix("-") or "email"
         if mix not in MIXES:
             raise ValueError(f"{name}: unknown channel mix {mix!r} (one of {', '.join(MIXES)})")
-        return cls(name, per_stage, mix)
+        if workers > 1 and not per_stage:
+            raise ValueError(f"{name}: -2w is for the per-stage form")
+        return cls(name, per_stage, mix, workers)
 
 
-PIPELINES = tuple(
-    f"pipeline{form}{'' if mix == 'email' else '-' + mix}"
-    for form in ("", "-per-stage")
-    for mix in MIXES
+PIPELINES = (
+    *(
+        f"pipeline{form}{'' if mix == 'email' else '-' + mix}"
+        for form in ("", "-per-stage")
+        for mix in MIXES
+    ),
+    "pipeline-per-stage-2w",
+    "pipeline-per-stage-mixed-2w",
 )
 LIMITS = ("limit-smtp", "limit-aiohttp", "limit-httpx")
 
@@ -577,14 +586,35 @@ def run_pipeline(w: World, plan: Plan, sc: PipelineScenario, prof: Path | None) 
     """One pipeline row: `tidings run`'s one process, or one process per stage."""
     cfg = w.config(sc.name, sc.name, plan, sc.mix)
     scenario_topics(w, cfg)
-    groups = ("route", "deliver", "audit") if sc.per_stage else ("route,deliver,audit",)
-    stages = {(f"{sc.name}-{g}" if sc.per_stage else sc.name): g for g in groups}
-    procs = [runner(w, proc, "stages", cfg, "--stages", g) for proc, g in stages.items()]
+    if sc.per_stage:
+        stages = {f"{sc.name}-route": "route", f"{sc.name}-audit": "audit"}
+        for i in range(sc.deliver_workers):
+            stages[f"{sc.name}-deliver" + (f"-{i}" if sc.deliver_workers > 1 else "")] = "deliver"
+    else:
+        stages = {sc.name: "route,deliver,audit"}
+    delivers = [proc for proc, g in stages.items() if g == "deliver"]
+    procs = [runner(w, proc, "stages", cfg, "--stages", "deliver") for proc in delivers]
+    if len(delivers) > 1:
+        # Several deliver members join the group one after another: let the rebalances
+        # settle before route feeds them, or the window would see a stall that isn't load.
+        time.sleep(12.0)
+    procs += [
+        runner(w, proc, "stages", cfg, "--stages", g)
+        for proc, g in stages.items()
+        if proc not in delivers
+    ]
     with running(procs):
         r = measure(sc.name, procs, "sent", plan, prof, _observed(w, sc.mix))
     r = _pipeline_result(r) | _crash_window(procs)  # after `running`: the exit line is read
     r["mix"] = sc.mix
-    r["form"] = "one process per stage" if sc.per_stage else "one process (tidings run)"
+    r["form"] = (
+        (
+            "one process per stage"
+            + (f", deliver x{sc.deliver_workers}" if sc.deliver_workers > 1 else "")
+        )
+        if sc.per_stage
+        else "one process (tidings run)"
+    )
     r["sent_per_s"] = r["rates"].get("sent", 0.0)
     r["stage_cpu"] = stage_accounting(r, stages)
     return r

@@ -1,11 +1,12 @@
-"""The SSRF guard in the connection layer: address checks and the network backend that
-enforces them for every new connection of an HTTP provider's pool.
+"""The SSRF guard in the connection layer: address checks, and the two places that enforce them
+for every new connection of an HTTP provider's pool: GuardedConnector (aiohttp, HTTP/1.1) and
+GuardedBackend (httpcore, HTTP/2).
 
-For every new connection the backend resolves the host, refuses it if *any* resolved address is
-not globally routable (loopback, private, link-local such as the cloud metadata address
-169.254.169.254, …; IPv4-mapped, 6to4 and NAT64 IPv6 forms are unwrapped first), and then
-connects to exactly the address it checked, so DNS rebinding between check and connect is
-impossible. TLS SNI, certificate checks and the Host header keep the real hostname.
+For every new connection the guard resolves the host (IP-literal hosts included), refuses it if
+*any* resolved address is not globally routable (loopback, private, link-local such as the cloud
+metadata address 169.254.169.254, …; IPv4-mapped, 6to4 and NAT64 IPv6 forms are unwrapped
+first), and then connects to exactly an address it checked, so DNS rebinding between check and
+connect is impossible. TLS SNI, certificate checks and the Host header keep the real hostname.
 """
 
 from __future__ import annotations
@@ -16,15 +17,19 @@ import select
 import socket
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
+import aiohttp
 import httpcore
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.tracing import Trace
 
 from processors.exceptions import PermanentSendError, RetryableSendError
 
 __all__ = [
     "GuardedBackend",
+    "GuardedConnector",
     "Net",
     "Resolver",
     "SsrfRefusedError",
@@ -100,6 +105,109 @@ async def system_resolver(host: str, port: int) -> list[str]:
         if addr not in out:
             out.append(addr)
     return out
+
+
+async def _resolve(resolver: Resolver, host: str, port: int, dns_timeout_s: float) -> list[str]:
+    """The addresses of host (an IP literal is its own answer); RetryableSendError on failure."""
+    try:
+        return [str(ipaddress.ip_address(host.strip("[]")))]
+    except ValueError:
+        pass
+    try:
+        async with asyncio.timeout(dns_timeout_s):
+            addresses = await resolver(host, port)
+    except (OSError, TimeoutError) as exc:
+        raise RetryableSendError(
+            f"could not resolve {host!r} ({exc!r}): check the hostname and DNS",
+            code="dns_failed",
+        ) from exc
+    if not addresses:
+        raise RetryableSendError(f"{host!r} resolved to no address", code="dns_failed")
+    return addresses
+
+
+def _checked(host: str, addresses: Sequence[str], allow: Iterable[Net]) -> list[str]:
+    """Every address checked (one refused refuses the host); the first _MAX_ADDRESSES to try."""
+    checked = [check_address(host, a, allow) for a in addresses]
+    return checked[:_MAX_ADDRESSES]
+
+
+class _AiohttpResolver(AbstractResolver):
+    """aiohttp's resolver interface over a tidings Resolver (answers are checked later)."""
+
+    def __init__(self, resolver: Resolver, dns_timeout_s: float) -> None:
+        self._resolver = resolver
+        self._dns_timeout_s = dns_timeout_s
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        addresses = await _resolve(self._resolver, host, port, self._dns_timeout_s)
+        return [_result(host, a, port) for a in addresses]
+
+    async def close(self) -> None:
+        pass
+
+
+def _result(host: str, address: str, port: int) -> ResolveResult:
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    return {
+        "hostname": host, "host": address, "port": port, "family": family, "proto": 0,
+        "flags": 0,
+    }  # fmt: skip
+
+
+class RefusedSocketError(OSError):
+    """The connector's last line: a socket was about to connect to an unchecked address."""
+
+    def __init__(self, refusal: SsrfRefusedError) -> None:
+        super().__init__(str(refusal))
+        self.refusal = refusal
+
+
+class GuardedConnector(aiohttp.TCPConnector):
+    """aiohttp's connector with the guard: the one path to a socket for HTTP/1.1 providers.
+
+    aiohttp connects only to the addresses `_resolve_host` returns (IP-literal hosts bypass the
+    resolver there, which is why the check sits on `_resolve_host` and not in the resolver): each
+    is checked and replaced by the checked (unwrapped) address. As a second line, the socket
+    factory (called with the exact address about to be connected, for every attempt) checks
+    again, so a future aiohttp code path that skipped `_resolve_host` would still be refused.
+    Closed connections are noticed by the protocol's connection_lost: no liveness polling.
+    """
+
+    def __init__(
+        self,
+        allow: tuple[Net, ...],
+        resolver: Resolver,
+        dns_timeout_s: float,
+        *,
+        limit: int,
+        ssl: ssl.SSLContext | bool,
+    ) -> None:
+        self._allow = allow
+        super().__init__(
+            resolver=_AiohttpResolver(resolver, dns_timeout_s),
+            limit=limit,
+            limit_per_host=0,
+            ssl=ssl,
+            socket_factory=self._socket,
+        )
+
+    async def _resolve_host(
+        self, host: str, port: int, traces: Sequence[Trace] | None = None
+    ) -> list[ResolveResult]:
+        results = await super()._resolve_host(host, port, traces)
+        checked = _checked(host, [r["host"] for r in results], self._allow)
+        return [_result(host, a, port) for a in checked]
+
+    def _socket(self, addr_info: Any) -> socket.socket:
+        family, type_, proto, _, sockaddr = addr_info
+        try:
+            check_address(str(sockaddr[0]), str(sockaddr[0]), self._allow)
+        except SsrfRefusedError as exc:
+            raise RefusedSocketError(exc) from exc
+        return socket.socket(family=family, type=type_, proto=proto)
 
 
 def _readable(sock: socket.socket | None) -> bool:
@@ -180,8 +288,8 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
         local_address: str | None = None,
         socket_options: Iterable[Any] | None = None,
     ) -> httpcore.AsyncNetworkStream:
-        addresses = await self._resolve(host, port)
-        checked = [check_address(host, a, self._allow) for a in addresses[:_MAX_ADDRESSES]]
+        addresses = await _resolve(self._resolver, host, port, self._dns_timeout_s)
+        checked = _checked(host, addresses, self._allow)
         last: Exception | None = None
         for address in checked:  # bounded by _MAX_ADDRESSES
             try:
@@ -195,23 +303,6 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
                 last = exc
         assert last is not None
         raise last
-
-    async def _resolve(self, host: str, port: int) -> list[str]:
-        try:
-            return [str(ipaddress.ip_address(host.strip("[]")))]
-        except ValueError:
-            pass
-        try:
-            async with asyncio.timeout(self._dns_timeout_s):
-                addresses = await self._resolver(host, port)
-        except (OSError, TimeoutError) as exc:
-            raise RetryableSendError(
-                f"could not resolve {host!r} ({exc!r}): check the hostname and DNS",
-                code="dns_failed",
-            ) from exc
-        if not addresses:
-            raise RetryableSendError(f"{host!r} resolved to no address", code="dns_failed")
-        return addresses
 
     async def sleep(self, seconds: float) -> None:
         await self._inner.sleep(seconds)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable
 
-import httpx
+import yarl
 
 from processors.exceptions import PermanentSendError
 from processors.http import SafeHttp, check_status
@@ -46,6 +46,13 @@ def slack_payload(content: SlackContent) -> dict[str, object]:
     return payload
 
 
+def _host(url: str) -> str:
+    try:
+        return yarl.URL(url).host or ""
+    except ValueError:
+        return ""
+
+
 class SlackProvider:
     """One Slack workspace app's incoming webhooks."""
 
@@ -68,7 +75,7 @@ class SlackProvider:
         """POST the message; returns the notification id (Slack gives no message id)."""
         payload = slack_payload(expect_content(content, SlackContent, self.name))
         url = self._address(n)
-        host = httpx.URL(url).host if url.startswith(("http://", "https://")) else ""
+        host = _host(url) if url.startswith(("http://", "https://")) else ""
         if self._allowed is not None and host not in self._allowed:
             raise PermanentSendError(
                 f"slack webhook host {host!r} is not one of {sorted(self._allowed)}: the "

@@ -5,7 +5,9 @@ Three reasons hold a partition back, and it fetches only when none applies:
 - **back-pressure**: the whole stage is full (`pause_all`); an in-process route stage
   sees it through `deliver_full`;
 - **a topic at its in-flight bound** (`limit_topics`), so one slow channel can't take
-  every in-flight slot;
+  every in-flight slot. This alone does not hold an in-process route stage back: route
+  can't know which channel its next events go to, and held off by one full channel it
+  would stop all the others with it;
 - **a parked partition** whose head record is not due yet (`hold`, `release_due`): a
   retry tier today, the scheduler's timers next.
 
@@ -42,14 +44,16 @@ class FlowController:
         if not self.paused:
             consumer.pause(consumer.assignment())
             self.paused = True
-            self._tell_route()
+            if self._signal is not None:
+                self._signal.set()
 
     def resume_all(self, consumer: Consumer) -> None:
         """The stage has room again: resume what nothing else holds back (idempotent)."""
         if self.paused:
             self.paused = False
             self.wake(consumer, [(p.topic, p.partition) for p in consumer.assignment()])
-            self._tell_route()
+            if self._signal is not None:
+                self._signal.clear()
 
     # ------------------------------------------------------------ per-topic bounds
 
@@ -59,7 +63,6 @@ class FlowController:
             return set()
         added, freed = full - self._full, self._full - full
         self._full = set(full)
-        self._tell_route()
         parts = consumer.assignment()
         if added:
             consumer.pause([p for p in parts if p.topic in added])
@@ -113,17 +116,7 @@ class FlowController:
     def reset(self) -> None:
         """A new consumer: nothing is paused, nothing parked."""
         self.paused, self._full, self._held = False, set(), {}
-        self._tell_route()
-
-    def _tell_route(self) -> None:
-        # An in-process route stage holds off while any input topic is at its bound, not
-        # only when the whole stage is: one full channel already means deliver is behind,
-        # and routing on would only take the CPU (and the GIL) from it.
-        if self._signal is None:
-            return
-        if self.paused or self._full:
-            self._signal.set()
-        else:
+        if self._signal is not None:
             self._signal.clear()
 
     def wake(self, consumer: Consumer, tps: list[TP]) -> None:

@@ -1,18 +1,22 @@
 """SafeHttp against a real local server: SSRF guard, no redirects, caps, timeouts, status mapping.
 
 A guard fixture makes any connection attempt to a non-loopback address fail the test, so even a
-broken SSRF check could never send traffic off this machine.
+broken SSRF check could never send traffic off this machine: tests.peers.guard watches httpcore
+(HTTP/2 providers), `only_loopback` here adds aiohttp's connects (HTTP/1.1 providers).
 """
 
 from __future__ import annotations
 
 import asyncio
 import gzip
+import ipaddress
+import socket
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
+import aiohappyeyeballs
 import pytest
 
 from processors.exceptions import PermanentSendError, RetryableSendError
@@ -24,12 +28,29 @@ from processors.http import (
     check_status,
     parse_retry_after,
 )
+from processors.ssrf import GuardedConnector, RefusedSocketError, system_resolver
 from tests.peers import guard
 from tests.peers.http_server import HttpPeer, Recorded, Reply
 
 LOOPBACK = ("127.0.0.0/8", "::1/128")
-only_loopback = guard.only_loopback
 pytestmark = pytest.mark.usefixtures("only_loopback")
+
+
+@pytest.fixture
+def only_loopback(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """tests.peers.guard's httpcore guard, plus aiohttp's one way to a socket (happy eyeballs)."""
+    seen: list[str] = guard.only_loopback.__wrapped__(monkeypatch)  # type: ignore[attr-defined]
+    real = aiohappyeyeballs.start_connection
+
+    async def guarded(addr_infos: list[Any], **kw: Any) -> socket.socket:
+        for info in addr_infos:
+            host = info[4][0]
+            seen.append(host)
+            assert ipaddress.ip_address(host).is_loopback, f"test tried to connect to {host}"
+        return await real(addr_infos, **kw)
+
+    monkeypatch.setattr(aiohappyeyeballs, "start_connection", guarded)
+    return seen
 
 
 @pytest.fixture
@@ -72,6 +93,21 @@ def test_ssrf_refused_before_connecting(
     assert peer.requests == []
 
 
+@pytest.mark.parametrize(
+    "url",
+    ["http://127.1:{port}/", "http://2130706433:{port}/", "http://0x7f.1:{port}/"],
+)
+def test_legacy_numeric_ipv4_forms_never_connect(
+    peer: HttpPeer, only_loopback: list[str], url: str
+) -> None:
+    # Forms socket would read as 127.0.0.1: aiohttp refuses some as URLs, the guard the rest.
+    with pytest.raises(PermanentSendError) as info:
+        call(SafeHttp(allow_http=True), url.format(port=peer.port))
+    assert info.value.code in ("invalid_url", "ssrf_refused")
+    assert only_loopback == []
+    assert peer.requests == []
+
+
 def test_hostname_resolving_to_private_is_refused_without_dns(only_loopback: list[str]) -> None:
     async def evil(host: str, port: int) -> list[str]:
         return ["93.184.215.14", "10.0.0.7"]  # one bad answer is enough to refuse
@@ -102,6 +138,9 @@ def test_plain_http_and_credentials_in_url_are_refused() -> None:
         call(SafeHttp(allow=LOOPBACK), "https://u:p@127.0.0.1:1/")
     with pytest.raises(PermanentSendError, match="scheme 'file'"):
         call(SafeHttp(allow=LOOPBACK), "file:///etc/passwd")
+    with pytest.raises(PermanentSendError, match="bad host") as info:
+        call(SafeHttp(allow=LOOPBACK), "https://exa mple.com/")
+    assert info.value.code == "invalid_url"
 
 
 def test_redirect_is_not_followed(peer: HttpPeer) -> None:
@@ -191,9 +230,8 @@ def test_check_address(address: str, ok: bool) -> None:
             check_address("h", address)
 
 
-def test_a_large_connection_limit_is_split_over_small_pools_that_share_the_load() -> None:
-    # 40 connections: two pools of 20. 40 requests held at the server at once prove both
-    # pools are used (one pool would stop at 20), and nothing waits in a pool's queue.
+def _peak_in_flight(client: SafeHttp, requests: int, expect_peak: int) -> tuple[list[int], int]:
+    """Send `requests` at once to a server that holds each until `expect_peak` are held."""
     lock = threading.Lock()
     active = [0, 0]  # now, peak
     release = threading.Event()
@@ -202,7 +240,7 @@ def test_a_large_connection_limit_is_split_over_small_pools_that_share_the_load(
         with lock:
             active[0] += 1
             active[1] = max(active[1], active[0])
-            if active[0] >= 40:
+            if active[0] >= expect_peak:
                 release.set()
         release.wait(10)
         with lock:
@@ -210,21 +248,133 @@ def test_a_large_connection_limit_is_split_over_small_pools_that_share_the_load(
         return Reply(200)
 
     with HttpPeer(held) as p:
-        client = SafeHttp(allow=LOOPBACK, allow_http=True, max_connections=40)
-        assert len(client._clients) == 2
 
         async def go() -> list[int]:
             try:
                 got = await asyncio.gather(
-                    *(client.request("POST", p.url, content=b"{}") for _ in range(40))
+                    *(client.request("POST", p.url, content=b"{}") for _ in range(requests))
                 )
                 return [r.status for r in got]
             finally:
                 await client.close()
 
         statuses = asyncio.run(go())
+    return statuses, active[1]
+
+
+def test_connections_are_limited_per_provider_and_all_of_them_are_used() -> None:
+    client = SafeHttp(allow=LOOPBACK, allow_http=True, max_connections=8)
+    statuses, peak = _peak_in_flight(client, 30, expect_peak=8)
+    assert statuses == [200] * 30
+    assert peak == 8  # never more than the limit at once, and the whole limit in use
+
+
+def test_http2_splits_a_large_connection_limit_over_small_pools_that_share_the_load() -> None:
+    # 40 connections: two httpcore pools of 20. 40 requests held at the server at once prove
+    # both pools are used (one pool would stop at 20). Plain http: h2 needs TLS, so this runs
+    # HTTP/1.1 through the HTTP/2 client's pools.
+    client = SafeHttp(allow=LOOPBACK, allow_http=True, max_connections=40, http2=True)
+    assert len(client._clients) == 2
+    statuses, peak = _peak_in_flight(client, 40, expect_peak=40)
     assert statuses == [200] * 40
-    assert active[1] == 40
+    assert peak == 40
+
+
+def test_no_content_type_is_added_and_forms_are_encoded(peer: HttpPeer) -> None:
+    client = SafeHttp(allow=LOOPBACK, allow_http=True)
+
+    async def go() -> None:
+        try:
+            await client.request("POST", peer.url, content=b"raw")
+            await client.request("POST", peer.url, data={"To": "+1 555"}, auth=("ac", "tok"))
+        finally:
+            await client.close()
+
+    asyncio.run(go())
+    raw, form = peer.requests
+    assert "content-type" not in raw.headers and raw.body == b"raw"
+    assert form.headers["content-type"] == "application/x-www-form-urlencoded"
+    assert form.body == b"To=%2B1+555"
+    assert form.headers["authorization"] == "Basic YWM6dG9r"
+    assert raw.headers["user-agent"].startswith("tidings/")
+
+
+def test_environment_proxies_are_ignored_and_cookies_never_kept(
+    peer: HttpPeer, monkeypatch: pytest.MonkeyPatch, only_loopback: list[str]
+) -> None:
+    for var in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "ALL_PROXY"):
+        monkeypatch.setenv(var, "http://10.9.9.9:3128")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    peer.replies.append(Reply(200, {"Set-Cookie": "session=abc; Path=/"}))
+    client = SafeHttp(allow=LOOPBACK, allow_http=True)
+
+    async def go() -> None:
+        try:
+            for _ in range(2):
+                await client.request("POST", peer.url, content=b"{}")
+        finally:
+            await client.close()
+
+    asyncio.run(go())
+    assert len(peer.requests) == 2  # straight to the server, not to the proxy
+    assert "cookie" not in peer.requests[1].headers
+    assert set(only_loopback) == {"127.0.0.1"}
+
+
+def test_the_connector_refuses_an_unchecked_address_at_the_socket() -> None:
+    # The second line behind the resolve-time check: the socket factory sees every address
+    # aiohttp is about to connect to.
+    async def go() -> None:
+        connector = GuardedConnector(
+            (ipaddress.ip_network("127.0.0.0/8"),), system_resolver, 1.0, limit=1, ssl=False
+        )
+        try:
+            info = (socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", ("10.0.0.1", 80))
+            with pytest.raises(RefusedSocketError, match="private-network"):
+                connector._socket(info)
+            ok = (socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", ("127.0.0.1", 80))
+            connector._socket(ok).close()
+        finally:
+            await connector.close()
+
+    asyncio.run(go())
+
+
+def test_a_request_header_with_a_newline_is_refused_as_invalid(peer: HttpPeer) -> None:
+    with pytest.raises(PermanentSendError) as info:
+        call(SafeHttp(allow=LOOPBACK, allow_http=True), peer.url, headers={"x": "a\r\nb: c"})
+    assert info.value.code == "invalid_request"
+    assert peer.requests == []
+
+
+def test_a_broken_answer_is_a_transport_error() -> None:
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+
+    def serve() -> None:
+        conn, _ = srv.accept()
+        conn.recv(65536)
+        conn.sendall(b"NOT HTTP AT ALL\r\n\r\n")
+        conn.close()
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        url = f"http://127.0.0.1:{srv.getsockname()[1]}/"
+        with pytest.raises(RetryableSendError) as info:
+            call(SafeHttp(allow=LOOPBACK, allow_http=True), url)
+        assert info.value.code == "transport_error"
+    finally:
+        t.join(5)
+        srv.close()
+
+
+def test_a_client_is_usable_again_after_close_and_in_a_new_event_loop(peer: HttpPeer) -> None:
+    client = SafeHttp(allow=LOOPBACK, allow_http=True)
+    assert call(client, peer.url).status == 200
+    assert call(client, peer.url).status == 200  # call() closes; the next loop reopens
 
 
 def test_a_compressed_or_broken_answer_is_never_inflated_and_never_escapes(

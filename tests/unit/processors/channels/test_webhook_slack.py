@@ -17,12 +17,12 @@ from processors.exceptions import PermanentSendError, RetryableSendError
 from processors.http import SafeHttp, SsrfRefusedError
 from processors.provider import Provider
 from schemas.content import Content, SlackContent, SmsContent, WebhookContent
-from tests.peers import guard
 from tests.peers.http_server import HttpPeer, Reply
 from tests.unit.processors.fakes import notification
+from tests.unit.processors.test_http import only_loopback
 
 SECRET = "whsec_" + base64.b64encode(b"k" * 32).decode()
-only_loopback = guard.only_loopback
+__all__ = ["only_loopback"]  # the fixture: guards httpcore's and aiohttp's connects
 pytestmark = pytest.mark.usefixtures("only_loopback")
 OLD = "whsec_" + base64.b64encode(b"o" * 32).decode()
 

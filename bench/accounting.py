@@ -8,7 +8,7 @@ divided by *its own* work in that same window, never by another stage's:
 - deliver: notifications it sent (`sent`);
 - audit: status records it wrote (`audited`) ÷ 2, a delivered notification's `queued` and
   `sent` records;
-- one process running all stages (`tidings run`): its `sent`.
+- one process running all stages (`tidings run --threads`): its `sent`.
 
 In a steady state these are all the delivered rate; when route runs ahead of deliver (its
 input pre-produced, no back-pressure across processes) each still gets its own denominator.

@@ -13,8 +13,9 @@ Steps (every wait is bounded in time, every loop in count; traffic only to 127.0
    CPU seconds per 1,000 events (psutil, user+system of the measured processes) and peak RSS
    (VmHWM): raw, faust, route; the limit rows (bench/limits.py: a bare aiosmtplib, aiohttp or
    httpx client → the peer, at tidings' concurrency for that channel: sends/s, client and peer
-   CPU per send); the pipelines, `pipeline[-per-stage][-webhook|-inapp|-mixed]` (one process
-   like `tidings run`, or one per stage; no suffix: email), each with CPU per 1,000
+   CPU per send); the pipelines, `pipeline[-per-stage][-webhook|-inapp|-mixed][-2w]` (one
+   process like `tidings run --threads`, or one per stage like `tidings run`, `-2w` with two
+   deliver processes; no suffix: email), each with CPU per 1,000
    notifications per process (bench/accounting.py: route, deliver, audit, the peers, the Kafka
    broker, Postgres, Redis) and deliver's crash window (p50/p99: provider accepted → first
    durable record, and → Postgres commit), from the deliver process's last line;
@@ -583,7 +584,7 @@ def _observed(w: World, mix: str) -> list[Service]:
 
 
 def run_pipeline(w: World, plan: Plan, sc: PipelineScenario, prof: Path | None) -> dict[str, Any]:
-    """One pipeline row: `tidings run`'s one process, or one process per stage."""
+    """One pipeline row: one process (`tidings run --threads`), or one process per stage."""
     cfg = w.config(sc.name, sc.name, plan, sc.mix)
     scenario_topics(w, cfg)
     if sc.per_stage:
@@ -613,7 +614,7 @@ def run_pipeline(w: World, plan: Plan, sc: PipelineScenario, prof: Path | None) 
             + (f", deliver x{sc.deliver_workers}" if sc.deliver_workers > 1 else "")
         )
         if sc.per_stage
-        else "one process (tidings run)"
+        else "one process (tidings run --threads)"
     )
     r["sent_per_s"] = r["rates"].get("sent", 0.0)
     r["stage_cpu"] = stage_accounting(r, stages)

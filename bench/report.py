@@ -20,6 +20,8 @@ _PIPELINES = (
     "pipeline-per-stage-webhook",
     "pipeline-per-stage-inapp",
     "pipeline-per-stage-mixed",
+    "pipeline-per-stage-2w",
+    "pipeline-per-stage-mixed-2w",
 )
 _ORDER = ("raw", "faust", "route", *_PIPELINES)
 _LIMITS = ("limit-smtp", "limit-aiohttp", "limit-httpx")
@@ -33,8 +35,12 @@ _MIX_LABEL = {
 
 def _pipeline_label(name: str) -> str:
     per_stage = name.startswith("pipeline-per-stage")
-    mix = name.removeprefix("pipeline").removeprefix("-per-stage").removeprefix("-") or "email"
-    form = "1 process per stage (3)" if per_stage else "1 process (`tidings run`)"
+    workers = name.endswith("-2w")
+    base = name.removesuffix("-2w")
+    mix = base.removeprefix("pipeline").removeprefix("-per-stage").removeprefix("-") or "email"
+    form = "1 process per stage (3)" if per_stage else "1 process (`tidings run --threads`)"
+    if workers:
+        form = "1 process per stage, deliver in 2 (4)"
     return f"tidings pipeline, {_MIX_LABEL.get(mix, mix)}, {form}"
 
 
@@ -322,7 +328,7 @@ def _cpu_table(sc: dict[str, Any]) -> list[str]:
         "Each tidings process is divided by its own work in that window, never by another "
         "stage's: route by the notifications it queued, deliver by those it sent, audit by "
         "the status records it wrote ÷ 2 (a delivered notification has a `queued` and a "
-        "`sent` record); a one-process row (`tidings run`) by what it sent. *All tidings "
+        "`sent` record); a one-process row (`tidings run --threads`) by what it sent. *All tidings "
         "stages* is the sum of the per-stage figures (one process: that process). The shared "
         "processes, the peers, the Kafka broker, Postgres (with its backends) and Redis, are "
         "divided by the notifications delivered in the window; other work on this machine "

@@ -226,7 +226,8 @@ def _origin(msg: Any) -> tuple[str, str, str] | None:
     if not all(parts):
         return None
     try:
+        # A dead letter keeps the original bytes: poison (20,000-deep JSON, garbage) included.
         ce_id = str(json.loads(msg.value() or b"null")["id"])
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):
         ce_id = ""
     return "/".join(p for p in parts if p), h.get("tidings-dlq-reason", "?"), ce_id

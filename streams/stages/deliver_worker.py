@@ -136,7 +136,6 @@ class DeliverWorker:
         # Claims in progress (notification id → token): their leases are renewed while the
         # send runs, so a slow send is never taken over by another member.
         self._leases: dict[str, str] = {}
-        self._pending_records: dict[str, _Accepted] = {}  # accepted, being recorded
         self._heartbeat: asyncio.Future[None] | None = None
         self._alive: asyncio.Event | None = None  # set once our liveness key exists
         self._stop_at: float | None = None
@@ -321,12 +320,13 @@ class DeliverWorker:
                     self._claimed += 1
                     if self._send_hook is not None:
                         self._send_hook.after_claim(self._claimed, self)
+                    outcome: bool | _Accepted = False
                     try:
                         outcome = await self._send_claimed(
                             it, n, provider, claim.token, claim.state == "taken"
                         )
                     finally:
-                        if self._recording_of(n.id) is None:
+                        if not isinstance(outcome, _Accepted):
                             # Dropped before a release: a renewal in between must not read
                             # the released claim as taken over from us.
                             self._leases.pop(n.id, None)
@@ -342,13 +342,9 @@ class DeliverWorker:
                     await self._record(it, n, accepted)
                 finally:
                     self._leases.pop(n.id, None)
-                    self._pending_records.pop(n.id, None)
                 return
             # Someone else holds the lease (a live member mid-send): wait it out.
             await asyncio.sleep(min(claim.retry_after_s, 1.0))
-
-    def _recording_of(self, nid: str) -> _Accepted | None:
-        return self._pending_records.get(nid)
 
     async def _send_claimed(
         self, it: Item, n: Notification, provider: Failover | None, token: str, took_over: bool
@@ -389,7 +385,6 @@ class DeliverWorker:
                 # Counted from the provider's answer, with no await in between: a stop waits
                 # for this send to be recorded before it closes anything.
                 self._recording += 1
-                self._pending_records[n.id] = accepted
                 self._accepted += 1
                 if self._send_hook is not None:
                     self._send_hook.after_accept(self._accepted, self)

@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTHON ?= python3
 
-.PHONY: help venv up down status run test lint typecheck unit integration bench chaos clean
+.PHONY: help venv up down status run test lint typecheck unit integration bench chaos clean tools
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -41,14 +41,18 @@ lint: venv
 typecheck: venv
 	$(VENV)/bin/mypy
 
-test: up lint typecheck  ## lint, type-check, and run every test against the real stack
+tools: venv  ## the checkers the tests run: kustomize, hadolint, promtool (into .local/tools/bin)
+	@bash deploy/tools.sh
+	@bash scripts/promtool.sh
+
+test: up lint typecheck tools  ## lint, type-check, and run every test against the real stack
 	$(PY) -m pytest
 
 unit: venv  ## the unit tests only: no stack needed, fuzz tests at a quarter (make test: full)
 	TIDINGS_TEST_FUZZ_SCALE=0.25 $(PY) -m pytest tests/unit -n auto
 
-integration: up  ## the tests against the real stack (integration + the quick chaos subset)
-	$(PY) -m pytest tests/integration tests/chaos
+integration: up tools  ## the tests against the real stack (integration + the quick chaos subset)
+	$(PY) -m pytest tests/integration tests/chaos tests/deploy
 
 chaos: up  ## faults against a private stack, ≤ 20 min; table → docs/reliability.md (SEED=, ONLY=)
 	@bash tests/chaos/deps.sh

@@ -45,7 +45,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -109,11 +109,15 @@ class World:
         return f"bench.{self.run}.{dataset}."
 
     def config(
-        self, name: str, dataset: str, plan: Plan, mix: str = "email", **runtime: Any
-    ) -> Path:
+        self, name: str, dataset: str, plan: Plan, mix: str = "email", observe: str = "",
+        **runtime: Any,
+    ) -> Path:  # fmt: skip
         """Write the tidings config of scenario `name` reading input set `dataset`, whose rules
-        use channel mix `mix` (bench/workload.py MIXES)."""
+        use channel mix `mix` (bench/workload.py MIXES), instrumented as `observe` says
+        (OBSERVE_VARIANTS; "" = the defaults: metrics on, no tracing)."""
         cfg = json.loads(json.dumps(self.base))
+        if observe:
+            cfg["observe"] = {**cfg["observe"], **OBSERVE_VARIANTS[observe](self)}
         p = f"bench.{self.run}.{name}."
         cfg["topics"] = {
             "events": [f"{self.in_prefix(dataset)}{t}" for t in EVENT_TYPES],
@@ -130,6 +134,26 @@ class World:
         path = self.tmp / f"{name}.yaml"
         path.write_text(yaml.safe_dump(cfg))
         return path
+
+
+# What the instrumentation-cost rows change (issue 13: metrics on within 5% of off, tracing
+# at 1% within 10% of none). Spans go to nginx, which answers 204 to OTLP's POST like a
+# collector that keeps nothing: the export's whole client cost, none of a collector's.
+OBSERVE_VARIANTS: dict[str, Callable[[World], dict[str, Any]]] = {
+    "metrics-off": lambda w: {"metrics": False},
+    "traced-1pct": lambda w: {
+        "otlp_endpoint": f"http://127.0.0.1:{w.http.port}/v1/traces",
+        "trace_sample_ratio": 0.01,
+    },
+}
+
+
+def observe_variant(name: str) -> tuple[str, str]:
+    """(`name` without its instrumentation suffix, the variant or "")."""
+    for v in OBSERVE_VARIANTS:
+        if name.endswith(f"-{v}"):
+            return name.removesuffix(f"-{v}"), v
+    return name, ""
 
 
 def _webhook_provider() -> dict[str, Any]:
@@ -166,6 +190,8 @@ def make_world(seed: int) -> World:
         "smtp": {"port": smtp.port},
         "channels": {"webhook": [_webhook_provider()]},
         "runtime": {"local_dir": str(tmp)},
+        # Several stage processes at once: each serves /metrics on a free port.
+        "observe": {"port": 0},
     }
     # A fresh database has no tables yet: the stages need deliveries, audit_log and inbox.
     from streams.state.db import apply_migrations
@@ -487,11 +513,11 @@ def run_faust(w: World, plan: Plan, prof: Path | None) -> dict[str, Any]:
     return r
 
 
-def run_route(w: World, plan: Plan, prof: Path | None) -> dict[str, Any]:
-    cfg = w.config("route", "base", plan)
+def run_route(w: World, plan: Plan, prof: Path | None, name: str = "route") -> dict[str, Any]:
+    cfg = w.config(name, "base", plan, observe=observe_variant(name)[1])
     scenario_topics(w, cfg)
-    with running([runner(w, "route", "stages", cfg, "--stages", "route")]) as procs:
-        r = measure("route", procs, "events_in", plan, prof)
+    with running([runner(w, name, "stages", cfg, "--stages", "route")]) as procs:
+        r = measure(name, procs, "events_in", plan, prof)
     r = _finish(r, r["rates"].get("events_in", 0.0))
     r["notifications_per_s"] = r["rates"].get("queued", 0.0)
     return r
@@ -549,9 +575,12 @@ class PipelineScenario:
     per_stage: bool
     mix: str
     deliver_workers: int = 1  # `-2w`: the per-stage form with two deliver processes
+    observe: str = ""  # `-metrics-off`, `-traced-1pct`: OBSERVE_VARIANTS
 
     @classmethod
     def parse(cls, name: str) -> PipelineScenario:
+        full = name
+        name, observe = observe_variant(name)
         rest = name.removeprefix("pipeline")
         workers = 2 if rest.endswith("-2w") else 1
         rest = rest.removesuffix("-2w")
@@ -561,7 +590,7 @@ class PipelineScenario:
             raise ValueError(f"{name}: unknown channel mix {mix!r} (one of {', '.join(MIXES)})")
         if workers > 1 and not per_stage:
             raise ValueError(f"{name}: -2w is for the per-stage form")
-        return cls(name, per_stage, mix, workers)
+        return cls(full, per_stage, mix, workers, observe)
 
 
 PIPELINES = (
@@ -574,6 +603,9 @@ PIPELINES = (
     "pipeline-per-stage-mixed-2w",
 )
 LIMITS = ("limit-smtp", "limit-aiohttp", "limit-httpx")
+# The instrumentation-cost rows: the same as "route" / "pipeline-per-stage" but for that.
+INSTRUMENTED = tuple(f"{base}-{v}" for base in ("route", "pipeline-per-stage")
+                     for v in OBSERVE_VARIANTS)  # fmt: skip
 
 
 def _observed(w: World, mix: str) -> list[Service]:
@@ -585,7 +617,7 @@ def _observed(w: World, mix: str) -> list[Service]:
 
 def run_pipeline(w: World, plan: Plan, sc: PipelineScenario, prof: Path | None) -> dict[str, Any]:
     """One pipeline row: one process (`tidings run --threads`), or one process per stage."""
-    cfg = w.config(sc.name, sc.name, plan, sc.mix)
+    cfg = w.config(sc.name, sc.name, plan, sc.mix, sc.observe)
     scenario_topics(w, cfg)
     if sc.per_stage:
         stages = {f"{sc.name}-route": "route", f"{sc.name}-audit": "audit"}
@@ -886,7 +918,7 @@ def environment() -> dict[str, Any]:
 # ---------------------------------------------------------------- main
 
 
-SCENARIOS = ("raw", "faust", "route", *LIMITS, *PIPELINES, "latency")
+SCENARIOS = ("raw", "faust", "route", *LIMITS, *PIPELINES, *INSTRUMENTED, "latency")
 # --quick without --only: every kind of row once (each mix, each form, each limit), ~3 min.
 QUICK_SCENARIOS = (
     "raw", "faust", "route", *LIMITS,
@@ -969,7 +1001,9 @@ def _step(w: World, plan: Plan, name: str, pool: EventPool, prof: Path | None) -
     if name.startswith("pipeline"):
         produce(w, pool, name, plan.pipeline_events, f"{name}-{w.run}", plan.in_partitions)
         return run_pipeline(w, plan, PipelineScenario.parse(name), prof)
-    runs = {"raw": run_raw, "faust": run_faust, "route": run_route}
+    if name.startswith("route"):
+        return run_route(w, plan, prof, name)
+    runs = {"raw": run_raw, "faust": run_faust}
     return runs[name](w, plan, prof)
 
 
@@ -977,7 +1011,7 @@ def _run_all(w: World, plan: Plan, args: argparse.Namespace, results: dict[str, 
     pool = EventPool(args.seed)
     results["workload"] = _workload(pool, w)
     print(f"  workload: {results['workload']}", flush=True)
-    if args.wanted & {"raw", "faust", "route"}:
+    if args.wanted & {"raw", "faust", "route", "route-metrics-off", "route-traced-1pct"}:
         secs = produce(w, pool, "base", plan.base_events, f"base-{w.run}", plan.in_partitions)
         print(f"  produced {plan.base_events} events in {secs:.1f} s", flush=True)
     sc: dict[str, Any] = results["scenarios"]
@@ -1081,6 +1115,16 @@ def ratios(sc: dict[str, Any]) -> dict[str, float | None]:
         "route/faust": div("route", "faust"),
         "pipeline/raw": div("pipeline", "raw"),
         "pipeline-per-stage/raw": div("pipeline-per-stage", "raw"),
+        # Issue 13's cost of instrumentation: metrics on ÷ off (target ≥ 0.95), tracing at
+        # 1% ÷ none (target ≥ 0.90).
+        "route metrics on/off": div("route", "route-metrics-off"),
+        "route traced 1%/untraced": div("route-traced-1pct", "route"),
+        "pipeline-per-stage metrics on/off": div(
+            "pipeline-per-stage", "pipeline-per-stage-metrics-off"
+        ),
+        "pipeline-per-stage traced 1%/untraced": div(
+            "pipeline-per-stage-traced-1pct", "pipeline-per-stage"
+        ),
     }
 
 

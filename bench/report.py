@@ -23,7 +23,9 @@ _PIPELINES = (
     "pipeline-per-stage-2w",
     "pipeline-per-stage-mixed-2w",
 )
-_ORDER = ("raw", "faust", "route", *_PIPELINES)
+_VARIANTS = {"metrics-off": "metrics off", "traced-1pct": "traced at 1%"}
+_INSTRUMENTED = tuple(f"{b}-{v}" for b in ("route", "pipeline-per-stage") for v in _VARIANTS)
+_ORDER = ("raw", "faust", "route", *_PIPELINES, *_INSTRUMENTED)
 _LIMITS = ("limit-smtp", "limit-aiohttp", "limit-httpx")
 _MIX_LABEL = {
     "email": "email only",
@@ -49,6 +51,11 @@ _LABEL = {
     "faust": "faust-streaming agent doing route's job (baseline)",
     "route": "tidings route stage, 1 process",
     **{n: _pipeline_label(n) for n in _PIPELINES},
+    **{f"route-{v}": f"tidings route stage, 1 process, {t}" for v, t in _VARIANTS.items()},
+    **{
+        f"pipeline-per-stage-{v}": f"{_pipeline_label('pipeline-per-stage')}, {t}"
+        for v, t in _VARIANTS.items()
+    },
     "limit-smtp": "aiosmtplib → smtp-sink",
     "limit-aiohttp": "aiohttp → nginx",
     "limit-httpx": "httpx → nginx",

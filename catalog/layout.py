@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -10,17 +11,36 @@ from catalog.channels import SPECS
 from catalog.exceptions import Problem
 from catalog.models import KNOWN_CHANNELS
 
-__all__ = ["check_layout", "digest", "read_tree", "template_version"]
+__all__ = ["catalog_files", "check_layout", "digest", "read_tree", "template_version"]
+
+
+def catalog_files(directory: Path) -> list[tuple[str, Path]]:
+    """(posix path relative to `directory`, path) of every non-hidden file below it, sorted.
+
+    Follows symlinked directories: a Kubernetes ConfigMap volume is a tree of symlinks
+    into a hidden `..data` directory (skipped itself, like every name starting with a
+    dot). A directory seen twice (a symlink loop) is walked once. Raises nothing; an
+    unreadable directory is left out.
+    """
+    found: list[tuple[str, Path]] = []
+    seen: set[str] = set()
+    for d, subdirs, files in os.walk(directory, followlinks=True):
+        real = os.path.realpath(d)
+        if real in seen:
+            subdirs[:] = []
+            continue
+        seen.add(real)
+        subdirs[:] = sorted(x for x in subdirs if not x.startswith("."))
+        for f in files:
+            if not f.startswith("."):
+                path = Path(d, f)
+                found.append((path.relative_to(directory).as_posix(), path))
+    return sorted(found)
 
 
 def read_tree(directory: Path) -> dict[str, bytes]:
     """Contents of every non-hidden file under `directory` by posix path; raises OSError."""
-    found: dict[str, bytes] = {}
-    for path in sorted(directory.rglob("*")):
-        rel = path.relative_to(directory)
-        if not any(p.startswith(".") for p in rel.parts) and path.is_file():
-            found[rel.as_posix()] = path.read_bytes()
-    return found
+    return {rel: path.read_bytes() for rel, path in catalog_files(directory) if path.is_file()}
 
 
 def digest(items: Iterable[tuple[str, bytes]]) -> str:

@@ -77,6 +77,13 @@ class CircuitBreaker:
             self._probe_successes = 0
         return self._state
 
+    def peek(self) -> BreakerState:
+        """The state `state` would return, without moving open to half_open: safe to call
+        from another thread (the metrics scrape)."""
+        if self._state == "open" and self._clock() - self._opened_at >= self.config.open_for_s:
+            return "half_open"
+        return self._state
+
     def retry_in(self) -> float:
         """Seconds until an open breaker lets a probe through (0 unless open)."""
         if self.state != "open":

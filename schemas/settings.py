@@ -35,6 +35,8 @@ __all__ = [
     "DecodeLimits",
     "GroupSettings",
     "KafkaSettings",
+    "LogSettings",
+    "ObserveSettings",
     "PostgresSettings",
     "RedisSettings",
     "RouteSettings",
@@ -225,6 +227,38 @@ class RuntimeSettings(Frozen):
         return self.ambiguity.get(channel, "resend")
 
 
+class ObserveSettings(Frozen):
+    """Metrics, health and traces (docs/operations.md#metrics-health-and-traces)."""
+
+    # One HTTP server per process: /metrics, /healthz, /readyz. 0 takes any free port;
+    # None serves nothing. 9464 is the port Prometheus exporters of OpenTelemetry use.
+    host: str = "127.0.0.1"
+    port: int | None = Field(default=9464, ge=0, le=65535)
+    # Record metrics at all: off only to measure what recording costs (make bench).
+    metrics: bool = True
+    # /healthz turns 503 when a stage's loop made no progress for this long (a stage
+    # waiting out an outage counts as progress: it beats while it waits).
+    liveness_bound_s: float = Field(default=60.0, gt=0)
+    # How often /readyz's probe checks Kafka, Postgres and Redis (those the stages need).
+    probe_interval_s: float = Field(default=5.0, gt=0)
+    probe_timeout_s: float = Field(default=2.0, gt=0)
+    # librdkafka statistics interval: how fresh tidings_consumer_lag is; 0 turns it off.
+    lag_interval_s: float = Field(default=5.0, ge=0)
+    # OTLP/HTTP traces endpoint, e.g. http://127.0.0.1:4318/v1/traces; None: no tracing.
+    otlp_endpoint: str | None = None
+    # Share of new traces kept (an incoming traceparent's sampled flag decides for its own).
+    trace_sample_ratio: float = Field(default=0.01, ge=0, le=1)
+    # Service name in traces; the stage is a span attribute.
+    service_name: str = "tidings"
+
+
+class LogSettings(Frozen):
+    """Log lines: text for a terminal, JSON (one object per line) for a collector."""
+
+    format: Literal["text", "json"] = "text"
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
 _CONFIG_FILE: ContextVar[str | None] = ContextVar("tidings_config_file", default=None)
 
 
@@ -269,6 +303,8 @@ class TidingsSettings(BaseSettings):
     route: RouteSettings = RouteSettings()
     callbacks: CallbacksSettings = CallbacksSettings()
     runtime: RuntimeSettings = RuntimeSettings()
+    observe: ObserveSettings = ObserveSettings()
+    log: LogSettings = LogSettings()
 
     @classmethod
     def settings_customise_sources(

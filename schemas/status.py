@@ -85,6 +85,7 @@ class StatusEvent(BaseModel):
             ("ce_type", self.type.encode()),
             ("ce_id", self.id.encode()),
             ("ce_subject", self.subject.encode()),
+            ("tidings-channel", self.data.channel.encode()),
             ("content-type", b"application/cloudevents+json"),
         ]
 

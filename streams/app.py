@@ -19,9 +19,13 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from types import FrameType
 
 from schemas.settings import TidingsSettings
+from streams.observe import ObserveError, ProcessObserver, Tracing
+from streams.observe.metric_defs import CATALOG
+from streams.observe.metric_defs import disable as disable_metrics
 from streams.runtime.metrics import Metrics
 from streams.runtime.stage import SendHook, Stage, StageContext
 from streams.state.catalog import CatalogRef
@@ -145,10 +149,14 @@ def run_stages(
     on_tick: Callable[[Metrics], None] | None = None,
     tick_s: float = 1.0,
     send_hook: SendHook | None = None,
+    announce: Path | None = None,
 ) -> int:
     """Run `stages` until stopped; returns the exit code (0 clean, 1 a stage failed). Blocks.
 
     `stages` None means `default_stages(settings)`. `send_hook`: tests only (fault injection).
+    Serves `/metrics`, `/healthz` and `/readyz` (observe.host:observe.port; its URL is then
+    `metrics.endpoint`) and writes the bound port to `announce` for a supervisor. Exits 1
+    at once, before any stage starts, when that port is taken.
     """
     if stages is None:
         stages = default_stages(settings)
@@ -160,6 +168,26 @@ def run_stages(
     metrics = metrics or Metrics()
     ref = _catalog(settings) if {"route", "deliver"} & set(stages) else None
     errors: list[BaseException] = []
+    if not settings.observe.metrics:
+        disable_metrics()
+    for n in stages:
+        metrics.expect(n)
+    observer = ProcessObserver(
+        settings, stages, metrics, announce=announce,
+        on_scrape=[lambda: CATALOG.info({"version": ref.current.version})] if ref else [],
+    )  # fmt: skip
+    try:
+        observer.start()
+    except ObserveError as exc:
+        log.error("%s", exc)
+        observer.close()
+        if ref is not None:
+            ref.stop()
+        return 1
+    metrics.endpoint = observer.url
+    if observer.url:
+        log.info("metrics at %s/metrics, health at /healthz and /readyz", observer.url)
+    tracing = Tracing.start(settings, "+".join(stages))
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         log.info("signal %s: stopping (finishing in-flight work, committing)", signum)
@@ -179,7 +207,8 @@ def run_stages(
 
     # Route and deliver in one process: route waits while deliver is full (back-pressure).
     full = threading.Event() if {"route", "deliver"} <= set(stages) else None
-    ctx = StageContext(settings, stop, metrics, catalog=ref, deliver_full=full, send_hook=send_hook)
+    ctx = StageContext(settings, stop, metrics, catalog=ref, deliver_full=full,
+                       send_hook=send_hook, tracing=tracing)  # fmt: skip
     # Daemon threads: a stage wedged in a client call (the broker gone for good) must not
     # keep the process alive past the stop bound below.
     threads = [
@@ -214,6 +243,8 @@ def run_stages(
     finally:
         if ref is not None:
             ref.stop()
+        tracing.shutdown()
+        observer.close()
     return 1 if errors else 0
 
 

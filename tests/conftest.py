@@ -12,7 +12,7 @@ from schemas.settings import TidingsSettings, load_settings
 
 
 @pytest.fixture(scope="session")
-def settings() -> TidingsSettings:
+def settings(_settings_env_cleared: None) -> TidingsSettings:
     """The settings tests run with: defaults plus TIDINGS_* from the environment."""
     return load_settings()
 
@@ -34,7 +34,11 @@ def _settings_env_cleared() -> Iterator[None]:
         and not k.startswith(_STACK)
     ]
     saved = {k: os.environ.pop(k) for k in keys}
+    # Many stage processes run at once in the tests: each serves /metrics on a free port
+    # (its URL is Metrics.endpoint) instead of all fighting for 9464.
+    os.environ["TIDINGS_OBSERVE__PORT"] = "0"
     yield
+    os.environ.pop("TIDINGS_OBSERVE__PORT", None)
     os.environ.update(saved)
 
 

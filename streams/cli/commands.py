@@ -17,11 +17,10 @@ if TYPE_CHECKING:
 __all__ = ["register"]
 
 
-def _logging(verbose: bool, label: str = "") -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format=f"%(asctime)s %(levelname)s {label}%(threadName)s %(name)s: %(message)s",
-    )
+def _logging(s: TidingsSettings, verbose: bool, label: str = "") -> None:
+    from streams.observe import configure_logging
+
+    configure_logging(s.log.format, "DEBUG" if verbose else s.log.level, label)
 
 
 # ---------------------------------------------------------------- run
@@ -49,7 +48,13 @@ def _run(args: argparse.Namespace, s: TidingsSettings) -> int:
     from streams.app import default_stages, for_worker, plan_processes, run_stages
 
     index, count = args.worker or (0, 1)
-    _logging(args.verbose, f"w{index}/{count} " if count > 1 else "")
+    _logging(s, args.verbose, f"w{index}/{count} " if count > 1 else "")
+    announce = Path(args.observe_announce) if args.observe_announce else None
+    if announce is not None:
+        # A supervisor's child: it serves on a free loopback port and names it in `announce`;
+        # the supervisor serves observe.host:observe.port for all its children.
+        observe = s.observe.model_copy(update={"host": "127.0.0.1", "port": 0})
+        s = s.model_copy(update={"observe": observe})
     stages = tuple(args.stage) if args.stage else default_stages(s)
     try:
         units = plan_processes(stages, workers=args.workers, threads=args.threads,
@@ -61,7 +66,7 @@ def _run(args: argparse.Namespace, s: TidingsSettings) -> int:
     try:
         if len(units) > 1:
             return _supervise(args, s, units)
-        return run_stages(for_worker(s, index, count), units[0].stages)
+        return run_stages(for_worker(s, index, count), units[0].stages, announce=announce)
     except CatalogLoadError as exc:
         print(f"error: the catalog at {s.catalog.path} is invalid:\n{exc}", file=sys.stderr)
         return 2
@@ -71,21 +76,47 @@ def _run(args: argparse.Namespace, s: TidingsSettings) -> int:
 
 
 def _supervise(args: argparse.Namespace, s: TidingsSettings, units: list[Unit]) -> int:
-    """Run every unit as `tidings run --stage … --threads --worker i/n`, a child of this one."""
+    """Run every unit as `tidings run --stage … --threads --worker i/n`, a child of this one.
+
+    The supervisor serves observe.host:observe.port for all of them (streams/observe/merge.py).
+    """
+    import tempfile
+
     from streams.app import stop_bound_s
+    from streams.observe import Checks, Children, ObserveError, ObserveServer
     from streams.runtime.workers import Worker, supervise
 
     base = [sys.executable, "-m", "streams.cli"]
     if args.config:
         base += ["--config", args.config]
-    workers = []
-    for u in units:
-        argv = [*base, "run", *(a for st in u.stages for a in ("--stage", st)), "--threads"]
-        argv += ["-v"] if args.verbose else []
-        argv += ["--worker", f"{u.index}/{u.count}"]
-        workers.append(Worker(u.name, tuple(argv)))
-    # The children's own bound, plus their interpreter start-up and exit.
-    return supervise(workers, stop_bound_s=stop_bound_s(s) + 15)
+    s.runtime.local_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="observe-", dir=s.runtime.local_dir) as tmp:
+        children = Children([u.name for u in units], Path(tmp))
+        workers = []
+        for u in units:
+            argv = [*base, "run", *(a for st in u.stages for a in ("--stage", st)), "--threads"]
+            argv += ["-v"] if args.verbose else []
+            argv += ["--worker", f"{u.index}/{u.count}"]
+            argv += ["--observe-announce", str(children.port_file(u.name))]
+            workers.append(Worker(u.name, tuple(argv)))
+        server = None
+        if s.observe.port is not None:
+            checks = Checks(children.live, children.ready, children.metrics)
+            server = ObserveServer(s.observe.host, s.observe.port, checks)
+            try:
+                server.start()
+            except ObserveError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 1
+            logging.getLogger("tidings").info(
+                "metrics of all %d workers at %s/metrics", len(units), server.url
+            )
+        try:
+            # The children's own bound, plus their interpreter start-up and exit.
+            return supervise(workers, stop_bound_s=stop_bound_s(s) + 15)
+        finally:
+            if server is not None:
+                server.close()
 
 
 def _start_sink(directory: str, s: TidingsSettings) -> Any:
@@ -199,6 +230,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     # Internal: set by the supervisor on its children ("INDEX/COUNT").
     run.add_argument("--worker", type=_worker_of, help=argparse.SUPPRESS)
+    # Internal: set by the supervisor; the child writes its metrics port there.
+    run.add_argument("--observe-announce", help=argparse.SUPPRESS)
     run.add_argument("--smtp-sink", metavar="DIR",
                      help="also run a local SMTP sink storing .eml files in DIR")  # fmt: skip
     run.add_argument("-v", "--verbose", action="store_true")

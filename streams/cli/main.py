@@ -44,11 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     doctor.set_defaults(handler=_doctor)
 
-    from streams.cli import catalog, commands, dlq
+    from streams.cli import catalog, commands, dlq, status
 
     commands.register(sub)
     catalog.register(sub)
     dlq.register(sub)
+    status.register(sub)
     return parser
 
 

@@ -55,7 +55,13 @@ def run_dev(settings: TidingsSettings, *, rate: float, mail_dir: Path, seed: int
     )
     demo.start()
 
+    shown: list[str] = []
+
     def tick(m: Metrics) -> None:
+        if m.endpoint and not shown:
+            shown.append(m.endpoint)
+            print(f"metrics at {m.endpoint}/metrics, health at {m.endpoint}/healthz and "
+                  f"{m.endpoint}/readyz (observe.port)\n", flush=True)  # fmt: skip
         line = summary_line(m.snapshot(), mail_dir, sink.received)
         print(f"\r{line}", end="", flush=True) if sys.stdout.isatty() else print(line, flush=True)
 

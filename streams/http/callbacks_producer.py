@@ -19,6 +19,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from schemas.settings import TidingsSettings
 from streams.exceptions import StreamsError
 from streams.runtime.kafka import make_producer
+from streams.runtime.output_metrics import OutputCounter
 from streams.runtime.records import Out
 
 __all__ = ["ACK_TIMEOUT_S", "AckProducer", "NotAcknowledgedError"]
@@ -46,6 +47,7 @@ class AckProducer:
         self._settings = settings
         self._ack_timeout_s = ack_timeout_s
         self._producer: Producer | None = None
+        self._counter = OutputCounter("callbacks", settings.topics)
         self._poller: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._in_flight = 0
@@ -100,6 +102,7 @@ class AckProducer:
             ) from exc
         finally:
             self._in_flight -= 1
+        self._counter.produced([out])
 
     async def _serve(self) -> None:
         assert self._producer is not None

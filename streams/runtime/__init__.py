@@ -33,6 +33,7 @@ from streams.runtime.member import MemberIdentity, claim_identity
 from streams.runtime.metrics import Metrics
 from streams.runtime.offsets import OffsetTracker
 from streams.runtime.outage import Outage, backoff_s
+from streams.runtime.output_metrics import CHANNEL_HEADER, OutputCounter
 from streams.runtime.reader import TopicReader, TopicRecord
 from streams.runtime.records import TP, Out, RawHeaders, norm_headers
 from streams.runtime.stage import SendControl, SendHook, Stage, StageContext, poll_batch
@@ -40,6 +41,7 @@ from streams.runtime.transactions import TransactionalOutput
 from streams.runtime.workers import Worker, clean_stop, die_with_parent, supervise
 
 __all__ = [
+    "CHANNEL_HEADER",
     "DLQ_HEADERS",
     "DLQ_MAX_MESSAGE_BYTES",
     "INTERNAL_ERROR",
@@ -51,6 +53,7 @@ __all__ = [
     "OffsetTracker",
     "Out",
     "Outage",
+    "OutputCounter",
     "RawHeaders",
     "SendControl",
     "SendHook",

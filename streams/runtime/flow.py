@@ -36,6 +36,7 @@ class FlowController:
         self.paused = False  # back-pressure: the whole stage
         self._full: set[str] = set()  # topics at their in-flight bound
         self._held: dict[TP, float] = {}  # parked partition → when its head is due (epoch ms)
+        self._assigned: set[TP] = set()  # for `paused_count` only
 
     # ------------------------------------------------------------ back-pressure
 
@@ -92,6 +93,18 @@ class FlowController:
         return due
 
     @property
+    def paused_count(self) -> int:
+        """How many assigned partitions are paused (whole stage, full topic or parked).
+
+        Read by the metrics scrape from another thread: a racy but safe snapshot.
+        """
+        assigned = list(self._assigned)
+        if self.paused:
+            return len(assigned)
+        full, held = self._full, self._held
+        return sum(1 for tp in assigned if tp[0] in full or tp in held)
+
+    @property
     def held(self) -> list[TP]:
         """The parked partitions."""
         return list(self._held)
@@ -100,6 +113,7 @@ class FlowController:
 
     def on_assign(self, consumer: Consumer, parts: list[TopicPartition]) -> None:
         """Newly assigned partitions join the state the stage is in."""
+        self._assigned.update((p.topic, p.partition) for p in parts)
         if self.paused:
             consumer.pause(parts)
             return
@@ -111,11 +125,13 @@ class FlowController:
 
     def forget(self, tps: Iterable[TP]) -> list[TP]:
         """Stop tracking `tps` (revoked or lost); returns those that were parked."""
+        tps = list(tps)
+        self._assigned.difference_update(tps)
         return [tp for tp in tps if self._held.pop(tp, None) is not None]
 
     def reset(self) -> None:
         """A new consumer: nothing is paused, nothing parked."""
-        self.paused, self._full, self._held = False, set(), {}
+        self.paused, self._full, self._held, self._assigned = False, set(), {}, set()
         if self._signal is not None:
             self._signal.clear()
 

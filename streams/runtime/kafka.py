@@ -31,6 +31,8 @@ from confluent_kafka.cimpl import NewTopic, TopicPartition
 from catalog import KNOWN_CHANNELS
 from schemas.settings import TidingsSettings
 from streams.exceptions import ConsumerFenced, FatalStageError
+from streams.observe.consumer_stats import LagStats
+from streams.observe.metric_defs import RECORDS_CONSUMED
 from streams.runtime.dead_letter import DLQ_MAX_MESSAGE_BYTES
 from streams.runtime.member import MemberIdentity
 from streams.runtime.records import Out
@@ -77,6 +79,9 @@ def make_consumer(
         "max.poll.interval.ms": 300000,
         "fetch.wait.max.ms": 50,
     }
+    if settings.observe.lag_interval_s > 0:
+        conf["statistics.interval.ms"] = int(settings.observe.lag_interval_s * 1000)
+        conf["stats_cb"] = LagStats(group).on_stats
     if member is not None and settings.runtime.static_membership:
         conf["group.instance.id"] = member.instance
     conf.update(extra)
@@ -330,14 +335,22 @@ def records(msgs: list[Message], stage: str) -> Iterator[tuple[Message, str, int
 
     Error events are logged (once per change) and skipped (partition EOF silently):
     librdkafka reports transient broker errors this way and recovers on its own. A fatal
-    consumer error raises ConsumerFenced: the stage rebuilds its consumer.
+    consumer error raises ConsumerFenced: the stage rebuilds its consumer. Counts the
+    records into `tidings_records_consumed_total` (once per batch and topic).
     """
-    for m in msgs:
-        err = m.error()
-        if err is not None:
-            if consumer_fatal(err):
-                raise ConsumerFenced(f"{stage}: consumer unusable: {err.str()}")
-            if err.code() != KafkaError._PARTITION_EOF:
-                _log_consume_error(stage, err.str())
-            continue
-        yield m, m.topic() or "", m.partition() or 0, m.offset() or 0
+    counts: dict[str, int] = {}
+    try:
+        for m in msgs:
+            err = m.error()
+            if err is not None:
+                if consumer_fatal(err):
+                    raise ConsumerFenced(f"{stage}: consumer unusable: {err.str()}")
+                if err.code() != KafkaError._PARTITION_EOF:
+                    _log_consume_error(stage, err.str())
+                continue
+            topic = m.topic() or ""
+            counts[topic] = counts.get(topic, 0) + 1
+            yield m, topic, m.partition() or 0, m.offset() or 0
+    finally:
+        for topic, n in counts.items():
+            RECORDS_CONSUMED.labels(stage, topic).inc(n)

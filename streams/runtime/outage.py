@@ -82,6 +82,8 @@ class Outage:
                 if self._metrics is not None:
                     self._metrics.set_down(f"{self.stage}:{self.dependency}", True)
             self._failures += 1
+            if self._metrics is not None:
+                self._metrics.beat(self.stage)  # waiting out an outage is progress (/healthz)
             if self._limit_s is not None and now - self._since > self._limit_s:
                 raise FatalStageError(
                     f"{self.stage}: {self.dependency} unreachable for {now - self._since:.0f} s, "

@@ -15,12 +15,13 @@ sleeping (deliver: `DeliverStage._pause`), and an in-process route stage reads
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from confluent_kafka import Consumer, Message
 
 from schemas.settings import TidingsSettings
+from streams.observe.tracing import Tracing
 from streams.runtime.metrics import Metrics
 
 if TYPE_CHECKING:  # the catalog lives a floor up (streams.state); only its type is needed here
@@ -69,6 +70,8 @@ class StageContext:
     deliver_full: threading.Event | None = None
     # Tests only (fault injection); None in production.
     send_hook: SendHook | None = None
+    # The process's tracer (streams.observe.tracing); off unless observe.otlp_endpoint is set.
+    tracing: Tracing = field(default_factory=Tracing.off)
 
     def require_catalog(self, stage: str) -> CatalogRef:
         """The catalog; raises ValueError (a wiring bug) if this context has none."""

@@ -33,8 +33,10 @@ from typing import Any, cast
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from streams.exceptions import FatalStageError, TransactionAborted
+from streams.observe.metric_defs import TRANSACTIONS
 from streams.runtime.dead_letter import refused_output
 from streams.runtime.outage import Outage
+from streams.runtime.output_metrics import OutputCounter
 from streams.runtime.records import TP, Out
 
 __all__ = ["TransactionalOutput"]
@@ -90,6 +92,7 @@ class TransactionalOutput:
         stop_grace_s: float = 10.0,
         metrics_incr: Callable[[str, int], None] | None = None,
         dlq_topic: str | None = None,
+        counter: OutputCounter | None = None,
     ) -> None:
         self._make = make_producer
         self._dlq = dlq_topic
@@ -101,6 +104,7 @@ class TransactionalOutput:
         self._stop_grace_s = stop_grace_s
         self._stop_seen: float | None = None
         self._incr = metrics_incr or (lambda _name, _n: None)
+        self._counter = counter
         self._producer: Producer | None = None
         self._last_error = ""
         self._gave_up = False
@@ -152,6 +156,7 @@ class TransactionalOutput:
                 self._attempt(outs, offsets, group_metadata)
             except _Abort as exc:
                 self._incr("txn_aborts", 1)
+                TRANSACTIONS.labels(self._name, "abort").inc()
                 self._abort()
                 if attempt == 1 and self._refused and self._dlq and not self._gave_up:
                     outs = self._divert(outs)
@@ -159,9 +164,13 @@ class TransactionalOutput:
                 raise TransactionAborted(f"transaction aborted: {exc}") from exc
             except _Rebuild as exc:
                 self._incr("txn_aborts", 1)
+                TRANSACTIONS.labels(self._name, "abort").inc()
                 self._rebuild(exc)
                 raise TransactionAborted(f"producer rebuilt after a fatal error: {exc}") from exc
             self._incr("txn_commits", 1)
+            TRANSACTIONS.labels(self._name, "commit").inc()
+            if self._counter is not None:
+                self._counter.produced(outs)
             return
 
     def _attempt(self, outs: list[Out], offsets: dict[TP, int], group_metadata: Any) -> None:

@@ -7,6 +7,14 @@ from __future__ import annotations
 from streams.stages.audit import AUDIT_COLUMNS, AuditStage, audit_record, audit_row
 from streams.stages.callbacks import CallbacksStage
 from streams.stages.deliver import DeliverStage
+from streams.stages.deliver_observe import (
+    failed_provider,
+    provider_span,
+    trace_headers,
+    traced,
+    watch_breakers,
+    where,
+)
 from streams.stages.deliver_outputs import DUE_HEADER, Item, Outputs
 from streams.stages.deliver_worker import Completion, DeliverWorker
 from streams.stages.route import RouteStage, UnknownEventType, route_record
@@ -25,5 +33,11 @@ __all__ = [
     "UnknownEventType",
     "audit_record",
     "audit_row",
+    "failed_provider",
+    "provider_span",
     "route_record",
+    "trace_headers",
+    "traced",
+    "watch_breakers",
+    "where",
 ]

@@ -24,6 +24,7 @@ from streams.runtime.dead_letter import dead_letter, reason_for
 from streams.runtime.kafka import consumer_fatal, make_consumer, make_producer, records
 from streams.runtime.member import claim_identity
 from streams.runtime.outage import Outage
+from streams.runtime.output_metrics import OutputCounter
 from streams.runtime.records import Out, norm_headers
 from streams.runtime.stage import StageContext
 from streams.state.db import audit_partition_ddl, check_login, month_start, wait_for_migrations
@@ -110,6 +111,7 @@ class AuditStage:
         consumer.subscribe([s.topics.status])
         try:
             while not self._stop.is_set():
+                self._metrics.beat("audit")
                 try:
                     msgs = consumer.consume(s.runtime.audit_batch_size, s.runtime.poll_timeout_s)
                     if msgs:
@@ -155,6 +157,7 @@ class AuditStage:
             dead += [self._refused(m, exc) for m, exc in refused]
         if dead:
             self._deliver(dlq, dead)  # dead letters are durable before their offsets commit
+            OutputCounter("audit", self._s.topics).produced(dead)
         if offsets:
             self._commit(consumer, offsets)
         self._metrics.incr("audited", len(rows))

@@ -72,6 +72,7 @@ class CallbacksStage:
             for problem in callback_url_problems(s):
                 log.warning("callbacks: %s", problem)
             while not self._stop.is_set():
+                self._metrics.beat("callbacks")
                 if producer.fatal is not None:
                     raise FatalStageError(
                         f"callbacks: Kafka producer failed fatally: {producer.fatal.str()}"

@@ -30,6 +30,7 @@ from streams.exceptions import (
     StageStopping,
     TransactionAborted,
 )
+from streams.observe.metric_defs import IN_FLIGHT, PAUSED_PARTITIONS
 from streams.runtime.flow import FlowController
 from streams.runtime.kafka import (
     TransactionalOutput,
@@ -42,6 +43,7 @@ from streams.runtime.kafka import (
 from streams.runtime.member import MemberIdentity, claim_identity
 from streams.runtime.offsets import OffsetTracker
 from streams.runtime.outage import Outage
+from streams.runtime.output_metrics import OutputCounter
 from streams.runtime.records import TP, norm_headers
 from streams.runtime.stage import StageContext, poll_batch
 from streams.stages.deliver_worker import DUE_HEADER, Completion, DeliverWorker, Item
@@ -76,6 +78,7 @@ class DeliverStage:
         self._done: queue.SimpleQueue[Completion] = queue.SimpleQueue()
         self._flow = FlowController(ctx.deliver_full)
         self._send_hook = ctx.send_hook
+        self._tracing = ctx.tracing
         self._closing = False
         self._retry_topics = {retry_topic(settings, t) for t in settings.runtime.retry_tiers_s}
         self._consumer: Consumer | None = None
@@ -110,7 +113,7 @@ class DeliverStage:
         self._worker = DeliverWorker(
             s, self._catalog, providers, claims, self._done,
             metrics=self._metrics, slot=f"{member.group}:{member.instance}",
-            send_hook=self._send_hook,
+            send_hook=self._send_hook, tracing=self._tracing,
         )  # fmt: skip
         self._worker.start()
         consumer = self._consumer = make_consumer(s, s.groups.deliver, member)
@@ -118,7 +121,7 @@ class DeliverStage:
         self._txn = TransactionalOutput(
             lambda: make_producer(s, member.transactional_id), consumer, self._kafka, self._stop,
             stop_grace_s=s.runtime.drain_timeout_s, metrics_incr=self._metrics.incr,
-            dlq_topic=s.topics.dlq,
+            dlq_topic=s.topics.dlq, counter=OutputCounter("deliver", s.topics),
         )  # fmt: skip
         try:
             log.info("deliver: registering producer %s", member.transactional_id)
@@ -131,9 +134,12 @@ class DeliverStage:
             return
         log.info("deliver: joining group %s as %s", s.groups.deliver, member.instance)
         self._subscribe(consumer)
+        IN_FLIGHT.labels("deliver").set_function(lambda: self._tracker.in_flight)
+        PAUSED_PARTITIONS.labels("deliver").set_function(lambda: self._flow.paused_count)
         last_commit = time.monotonic()
         try:
             while not self._stop.is_set():
+                self._metrics.beat("deliver")
                 try:
                     self._step()
                     if time.monotonic() - last_commit >= s.runtime.commit_interval_s:

@@ -12,6 +12,7 @@ from schemas.settings import TidingsSettings
 from schemas.status import ErrorInfo, Status, build_status
 from streams.runtime.dead_letter import dead_letter
 from streams.runtime.kafka import retry_topic
+from streams.runtime.output_metrics import CHANNEL_HEADER
 from streams.runtime.records import TP, Out
 from streams.state import SentRecord
 
@@ -65,7 +66,7 @@ class Outputs:
             retry_topic(self._s, tier_s),
             again.encode(),
             n.recipient.encode(),
-            [(DUE_HEADER, str(int(due_at * 1000)).encode())],
+            [(DUE_HEADER, str(int(due_at * 1000)).encode()), (CHANNEL_HEADER, n.channel.encode())],
         )
 
     def failed(

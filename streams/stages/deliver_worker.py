@@ -39,11 +39,26 @@ from schemas.notification import Notification
 from schemas.settings import TidingsSettings
 from schemas.status import ErrorInfo
 from streams.exceptions import DependencyDown, FatalStageError, StageStopping
+from streams.observe.metric_defs import (
+    CLAIMS_TAKEN_OVER,
+    EVENT_TO_SENT,
+    SEND_DURATION,
+    SENDS,
+)
+from streams.observe.tracing import Tracing
 from streams.runtime.dead_letter import reason_for
 from streams.runtime.metrics import Metrics
 from streams.runtime.outage import Outage
 from streams.runtime.records import TP, Out
 from streams.runtime.stage import SendHook
+from streams.stages.deliver_observe import (
+    failed_provider,
+    provider_span,
+    trace_headers,
+    traced,
+    watch_breakers,
+    where,
+)
 from streams.stages.deliver_outputs import DUE_HEADER, Item, Outputs
 from streams.state import ClaimStore, SentRecord
 from streams.state.catalog import CatalogRef
@@ -92,9 +107,11 @@ class DeliverWorker:
         metrics: Metrics | None = None,
         slot: str | None = None,
         send_hook: SendHook | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self._s = settings
         self._send_hook = send_hook
+        self._tracing = tracing or Tracing.off()
         self._metrics = metrics or Metrics()
         self._slot = slot  # this member's stable identity: retire a dead predecessor at once
         self._out = Outputs(settings)
@@ -109,6 +126,7 @@ class DeliverWorker:
         self._providers = {
             ch: p if isinstance(p, Failover) else Failover(ch, [p]) for ch, p in providers.items()
         }
+        watch_breakers(self._providers.values())
         self._claims = claims
         self._done = done
         self._loop = asyncio.new_event_loop()
@@ -261,12 +279,17 @@ class DeliverWorker:
             while chain:
                 it, n, sent = chain[0]
                 try:
-                    await self._one(it, n, sent)
+                    await traced(self._tracing, self._s.groups.deliver, it, n,
+                                 functools.partial(self._one, it, n, sent))  # fmt: skip
                 except FatalStageError as exc:
                     self._fail(exc)
                 except Exception as exc:
                     log.exception(
-                        "deliver: unexpected error on %s/%s/%s", it.tp[0], it.tp[1], it.offset
+                        "deliver: unexpected error on %s/%s/%s",
+                        it.tp[0],
+                        it.tp[1],
+                        it.offset,
+                        extra=where(it),
                     )
                     self._fail(exc)
                 chain.popleft()
@@ -373,15 +396,19 @@ class DeliverWorker:
             return True
         attempt = n.attempt
         loop = asyncio.get_running_loop()
+        started = loop.time()
         try:
             if self._frozen:
                 await asyncio.Event().wait()  # held by a send hook (the crash tests kill us next)
             self._active += 1
+            started = loop.time()  # after a hold: the provider call alone
             try:
-                result = await provider.send_with(n, content)
+                with provider_span(self._tracing, n):
+                    result = await provider.send_with(n, content)
                 accepted = _Accepted(
                     SentRecord(result.provider, result.message_id, attempt), loop.time(), took_over
                 )
+                SEND_DURATION.labels(n.channel, result.provider).observe(accepted.at - started)
                 # Counted from the provider's answer, with no await in between: a stop waits
                 # for this send to be recorded before it closes anything.
                 self._recording += 1
@@ -401,13 +428,17 @@ class DeliverWorker:
             else:
                 # A bug in a provider adapter: the same input fails the same way, so it is
                 # dead-lettered for a replay after the fix instead of stopping every channel.
-                log.exception("deliver: unexpected error sending %s via %s", n.id, n.channel)
+                log.exception("deliver: unexpected error sending %s via %s", n.id, n.channel,
+                              extra=where(it, n))  # fmt: skip
                 err = PermanentSendError(
                     f"unexpected {type(exc).__name__} from the {n.channel} provider: {exc}; "
                     "a bug in the provider adapter: report it, and replay after the fix",
                     code=codes.UNEXPECTED_ERROR,
                 )
-            self._after_failure(it, n, attempt, err)
+            SEND_DURATION.labels(n.channel, failed_provider(provider)).observe(
+                loop.time() - started
+            )
+            self._after_failure(it, n, attempt, err, failed_provider(provider))
             return True
         return accepted
 
@@ -426,6 +457,7 @@ class DeliverWorker:
             log.error(
                 "deliver: the send of %s was accepted by %s but could not be recorded before "
                 "stopping (Postgres down); a redelivery may send it again", n.id, rec.provider,
+                extra=where(it, n),
             )  # fmt: skip
             return
         finally:
@@ -435,7 +467,11 @@ class DeliverWorker:
         self._metrics.observe("crash_window_postgres_s", pg_s)
         self._metrics.observe("crash_window_s", min(pg_s, redis_s))
         self._sends += 1
+        SENDS.labels(n.channel, rec.provider, "sent").inc()
+        if n.event_time_ms is not None:
+            EVENT_TO_SENT.labels(n.channel).observe(max(0.0, time.time() - n.event_time_ms / 1000))
         if acc.took_over:
+            CLAIMS_TAKEN_OVER.labels(n.channel).inc()
             self._finish(
                 it, [self._out.status(n, "sent", rec, possible_duplicate=True)],
                 sent=1, claims_taken_over=1,
@@ -454,10 +490,12 @@ class DeliverWorker:
             "deliver: took over the claim of %s from a sender that died mid-send; policy %s: %s",
             n.id, policy,
             "resending with the same Message-ID / webhook-id (a possible duplicate)"
-            if policy == "resend" else "not resending; status `unknown`",
+            if policy == "resend" else "not resending; status `unknown`", extra=where(it, n),
         )  # fmt: skip
         if policy == "resend":
-            return False
+            return False  # counted as a takeover once the resend is recorded
+        CLAIMS_TAKEN_OVER.labels(n.channel).inc()
+        SENDS.labels(n.channel, "none", "skipped").inc()
         err = ErrorInfo(
             code=codes.AMBIGUOUS_TAKEOVER,
             message="the previous sender died between the provider call and its record; "
@@ -469,11 +507,18 @@ class DeliverWorker:
         return True
 
     def _after_failure(
-        self, it: Item, n: Notification, attempt: int, exc: PermanentSendError | RetryableSendError
+        self,
+        it: Item,
+        n: Notification,
+        attempt: int,
+        exc: PermanentSendError | RetryableSendError,
+        provider: str,
     ) -> None:
         d = self._policy.decide(
             exc, attempt=attempt, priority=n.priority, now=time.time(), rng=self._rng
         )
+        retry = d.outcome == "retry" and d.tier_s is not None and d.due_at is not None
+        SENDS.labels(n.channel, provider, "retry" if retry else "failed").inc()
         if d.outcome == "retry" and d.tier_s is not None and d.due_at is not None:
             # Park it on its delay tier's topic: the main topic never waits for it.
             self._finish(it, [self._out.retry(n, d.tier_s, d.due_at)], retried=1)
@@ -541,8 +586,13 @@ class DeliverWorker:
     # ------------------------------------------------------------ outputs
 
     def _finish(self, it: Item, outs: list[Out], **counts: int) -> None:
-        if counts.get("dlq") is None and any(o.topic == self._s.topics.dlq for o in outs):
+        dlq = self._s.topics.dlq
+        if counts.get("dlq") is None and any(o.topic == dlq for o in outs):
             counts["dlq"] = 1
+        if th := trace_headers(self._tracing, it):
+            # Dead letters keep the input's headers as they were (its trace context among them).
+            outs = [o if o.topic == dlq else Out(o.topic, o.value, o.key, [*o.headers, *th])
+                    for o in outs]  # fmt: skip
         self._done.put(Completion(it.tp, it.offset, it.gen, outs, counts))
 
     def _fail(self, exc: BaseException) -> None:

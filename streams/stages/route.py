@@ -22,6 +22,8 @@ from schemas.notification import Notification, notification_id
 from schemas.settings import TidingsSettings
 from schemas.status import build_status
 from streams.exceptions import ConsumerFenced, StreamsError, TransactionAborted
+from streams.observe.metric_defs import EVENTS_ROUTED, IN_FLIGHT, PAUSED_PARTITIONS
+from streams.observe.tracing import carried, context_of, span_headers
 from streams.runtime.dead_letter import INTERNAL_ERROR, dead_letter
 from streams.runtime.kafka import (
     TransactionalOutput,
@@ -31,6 +33,7 @@ from streams.runtime.kafka import (
 )
 from streams.runtime.member import MemberIdentity, claim_identity
 from streams.runtime.outage import Outage
+from streams.runtime.output_metrics import OutputCounter
 from streams.runtime.records import TP, Out, norm_headers
 from streams.runtime.stage import StageContext, poll_batch
 
@@ -80,8 +83,9 @@ def route_record(
         raise
     except Exception as exc:
         log.error(
-            "route: %s: unexpected %s; dead-lettered", origin, type(exc).__name__, exc_info=True
-        )
+            "route: %s: unexpected %s; dead-lettered", origin, type(exc).__name__, exc_info=True,
+            extra={"stage": "route", "topic": topic, "partition": partition, "offset": offset},
+        )  # fmt: skip
         return dlq(exc, INTERNAL_ERROR)
 
 
@@ -158,6 +162,7 @@ class RouteStage:
         # Set by an in-process deliver stage while it is full: routing further ahead would
         # only take the CPU (and the GIL) from the stage that is behind.
         self._deliver_full = ctx.deliver_full
+        self._tracing = ctx.tracing
         self._epoch = 0  # counts rebalance callbacks: a batch fetched across one is redone
 
     def run(self) -> None:
@@ -172,7 +177,7 @@ class RouteStage:
         txn = TransactionalOutput(
             lambda: make_producer(s, member.transactional_id), consumer, outage, self._stop,
             stop_grace_s=s.runtime.drain_timeout_s, metrics_incr=self._metrics.incr,
-            dlq_topic=s.topics.dlq,
+            dlq_topic=s.topics.dlq, counter=OutputCounter("route", s.topics),
         )  # fmt: skip
         try:
             log.info("route: registering producer %s", member.transactional_id)
@@ -186,6 +191,7 @@ class RouteStage:
         paused = False
         try:
             while not self._stop.is_set():
+                self._metrics.beat("route")
                 try:
                     paused = self._step(consumer, txn, paused)
                 except ConsumerFenced as exc:
@@ -227,7 +233,9 @@ class RouteStage:
         s = self._s
         if self._deliver_full is not None:
             if self._deliver_full.is_set():
-                consumer.pause(consumer.assignment())
+                assigned = consumer.assignment()
+                consumer.pause(assigned)
+                PAUSED_PARTITIONS.labels("route").set(len(assigned))
                 # Serves rebalances. Paused (new partitions are paused on assignment), so no
                 # record should come back; one that does is put back, never dropped.
                 m = consumer.poll(0.05)
@@ -238,6 +246,7 @@ class RouteStage:
                 return True
             if paused:
                 consumer.resume(consumer.assignment())
+                PAUSED_PARTITIONS.labels("route").set(0)
                 paused = False
         epoch = self._epoch
         # Wait for the first record only, then take what is already fetched: a batch never
@@ -251,6 +260,8 @@ class RouteStage:
             # back (owned partitions) instead of committing offsets that are no longer ours.
             self._rewind(consumer, msgs)
             return paused
+        in_flight = IN_FLIGHT.labels("route")
+        in_flight.set(len(msgs))
         outs, offsets, counts = self._route_batch(msgs)
         try:
             txn.commit(outs, offsets)
@@ -258,8 +269,15 @@ class RouteStage:
             log.warning("route: %s; rewinding %d partition(s)", exc, len(offsets))
             self._rewind(consumer, msgs)
             return paused
+        finally:
+            in_flight.set(0)
         for k, v in counts.items():
             self._metrics.incr(k, v)
+        routed = counts["events_in"] - counts["dlq"] - counts["unmatched"]
+        for outcome, n in (("matched", routed), ("unmatched", counts["unmatched"]),
+                           ("dead_lettered", counts["dlq"])):  # fmt: skip
+            if n:
+                EVENTS_ROUTED.labels(outcome).inc(n)
         return paused
 
     def _route_batch(self, msgs: list[Message]) -> tuple[list[Out], dict[TP, int], dict[str, int]]:
@@ -269,11 +287,14 @@ class RouteStage:
         offsets: dict[TP, int] = {}
         counts: dict[str, int] = {"events_in": 0, "queued": 0, "dlq": 0, "unmatched": 0}
         for m, topic, part, off in records(msgs, "route"):
+            headers = norm_headers(m.headers())
             got, outcome = route_record(
                 topic=topic, partition=part, offset=off, timestamp_ms=m.timestamp()[1],
-                key=m.key(), value=m.value(), headers=norm_headers(m.headers()),
+                key=m.key(), value=m.value(), headers=headers,
                 catalog=catalog, settings=self._s, now=now,
             )  # fmt: skip
+            if got and outcome == "routed":
+                got = self._traced(m, topic, part, off, headers, got)
             outs.extend(got)
             offsets[(topic, part)] = off + 1
             counts["events_in"] += 1
@@ -282,6 +303,37 @@ class RouteStage:
             else:
                 counts[outcome] += 1
         return outs, offsets, counts
+
+    def _traced(
+        self, m: Message, topic: str, part: int, off: int, headers: list[tuple[str, bytes | None]],
+        outs: list[Out],
+    ) -> list[Out]:  # fmt: skip
+        """`outs` carrying the trace context on: the event's own (no tracer), or the spans'.
+
+        The `queued` statuses carry the route span; each dispatch record its publish span.
+        """
+        tracing = self._tracing
+        if tracing.tracer is None:
+            passed = [(k, v.encode()) for k, v in carried(headers).items()]
+            if not passed:
+                return outs
+            return [Out(o.topic, o.value, o.key, [*o.headers, *passed]) for o in outs]
+        span = tracing.consume_span(topic, part, off, m.key(), self._s.groups.route,
+                                    context_of(headers))  # fmt: skip
+        try:
+            mine = span_headers(span)
+            traced = []
+            for o in outs:
+                if o.topic == self._s.topics.status:
+                    traced.append(Out(o.topic, o.value, o.key, [*o.headers, *mine]))
+                    continue
+                pub = tracing.publish_span(o.topic, o.key, span)
+                traced.append(Out(o.topic, o.value, o.key, [*o.headers, *span_headers(pub)]))
+                pub.end()
+            span.set_attribute("tidings.notifications", len(outs) // 2)
+            return traced
+        finally:
+            span.end()
 
     @staticmethod
     def _rewind(consumer: Consumer, msgs: list[Message]) -> None:

@@ -25,7 +25,7 @@ from typing import Any
 
 from catalog import Catalog, CatalogError, CatalogLoadError, load_catalog, load_catalog_files
 from catalog.bundle import decode_bundle
-from catalog.layout import digest, read_tree
+from catalog.layout import catalog_files, digest, read_tree
 from schemas.settings import TidingsSettings
 from streams.exceptions import ReadStalled, TopicMissing
 from streams.runtime.kafka import make_consumer
@@ -219,12 +219,11 @@ def _fingerprint(path: Path) -> str:
     # Names, sizes and mtimes: cheap to poll; the content hash decides whether it changed.
     h = hashlib.sha256()
     try:
-        for item in sorted(path.rglob("*")):
-            rel = item.relative_to(path)
-            if any(p.startswith(".") for p in rel.parts) or not item.is_file():
+        for rel, item in catalog_files(path):
+            if not item.is_file():
                 continue
             st = item.stat()
-            h.update(f"{rel.as_posix()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+            h.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     except OSError as exc:
         return f"error:{exc}"
     return h.hexdigest()

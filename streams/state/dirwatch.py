@@ -70,7 +70,8 @@ class DirWatch:
 
     def _add_tree(self) -> bool:
         assert self._lib is not None
-        for d, subdirs, _ in os.walk(self._root):
+        # followlinks: a ConfigMap volume's directories are symlinks into `..data`.
+        for d, subdirs, _ in os.walk(self._root, followlinks=True):
             subdirs[:] = [s for s in subdirs if not s.startswith(".")]
             wd = self._lib.inotify_add_watch(self._fd, os.fsencode(d), _MASK)
             if wd < 0:

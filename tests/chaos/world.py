@@ -122,6 +122,8 @@ class ChaosWorld:
             "catalog": {"path": str(cat), "watch_interval_s": 0},
             "channels": channels,
             "runtime": runtime,
+            # Many stage processes at once: each serves /metrics on a free port.
+            "observe": {"port": 0},
         }  # fmt: skip
         if self.callbacks_port:
             base = f"http://127.0.0.1:{self.callbacks_port}"

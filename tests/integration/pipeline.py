@@ -284,6 +284,7 @@ def make_world(
         "catalog": {"path": str(cat)},
         "runtime": {"claim_lease_s": 3.0, "drain_timeout_s": 15.0, "retry_backoff_s": 0.05,
                     **(runtime or {})},
+        "observe": {"port": 0},
     }  # fmt: skip
     # `extra` gets the sink's port, so provider chains can point at it.
     cfg.update(extra(sink.port) if extra else {})

@@ -9,7 +9,7 @@ import pytest
 
 import streams
 
-ROOMS = ["cli", "dev", "dlq", "http", "runtime", "stages", "state"]
+ROOMS = ["cli", "dev", "dlq", "http", "observe", "runtime", "stages", "state"]
 
 
 @pytest.mark.parametrize("room", ROOMS)

@@ -161,6 +161,29 @@ def markdown(res: dict[str, Any], png: str, js: str) -> str:
     ]
     for k, v in ra.items():
         lines.append(f"| {k} | {_f(v, 3) if v is not None else '-'} |")
+    paired = [(n, sc[n]["paired"]) for n in _INSTRUMENTED if (sc.get(n) or {}).get("paired")]
+    if paired:
+        lines += [
+            "",
+            "### What instrumentation costs (issue 13)",
+            "",
+            "Each `-metrics-off` / `-traced-1pct` row ran ABBA with its base row (base, it, it, "
+            "base: a drift of the machine over the four windows costs both alike); the ratios "
+            "above are of the sums. *metrics off*: `observe.metrics: false`, every metric a "
+            "no-op. *traced at 1%*: `observe.otlp_endpoint` set (spans exported over OTLP/HTTP "
+            "to nginx, which answers 204 like a collector that keeps nothing), "
+            "`trace_sample_ratio: 0.01`. Targets: metrics on within 5% of off, tracing at 1% "
+            "within 10% of none.",
+            "",
+            "| row | base events/s | its events/s | base CPU s/1k | its CPU s/1k |",
+            "|---|---|---|---|---|",
+        ]
+        for n, p in paired:
+            cells = [", ".join(_f(x) for x in p[k]) for k in
+                     ("base_events_per_s", "events_per_s")]  # fmt: skip
+            cpus = [", ".join(_f(x, 3) for x in p[k]) for k in
+                    ("base_cpu_s_per_1k", "cpu_s_per_1k")]  # fmt: skip
+            lines.append(f"| {_LABEL[n]} | {cells[0]} | {cells[1]} | {cpus[0]} | {cpus[1]} |")
     lat = res.get("latency")
     if lat:
         lines += [

@@ -102,7 +102,7 @@ def _channel(mix: str, rule: str) -> str:
     return _MIXED[rule] if mix == "mixed" else mix
 
 
-def _recipient(channel: str, who: str, rule: str, webhook_base: str) -> dict[str, str]:
+def _recipient(channel: str, who: str, rule: str, webhook_base: str) -> dict[str, str] | str:
     """The declared recipient of a rule shape on `channel` (a CEL expression)."""
     if channel == "email":
         expr = {
@@ -115,7 +115,9 @@ def _recipient(channel: str, who: str, rule: str, webhook_base: str) -> dict[str
     key = "event.data.customer.id" if who == "customer" else "event.data.account.id"
     if channel == "webhook":
         return {"url": f"'{webhook_base.rstrip('/')}/hooks/' + {key}"}
-    return {"user": f"'u-' + {key}"}
+    # The inbox id as the address itself (a plain expression), not `user:`: these rows
+    # measure delivery, not the recipient directory (which `user:` would consult per batch).
+    return f"'u-' + {key}"
 
 
 def write_catalog(root: Path, mix: str = "email", webhook_base: str = "http://127.0.0.1:9") -> Path:

@@ -5,8 +5,27 @@ everything in it and returns an immutable `Catalog`; `Catalog.evaluate(envelope,
 one `Match` per (recipient, channel); `Catalog.render(match)` and
 `Catalog.render_content(template_id, channel, context, locale)` yield the channel's content
 model from schemas/content.py. The format is documented in docs/catalog.md.
+
+`decide` (catalog/preferences.py) is the preference decision for one notification (opt-outs,
+quiet hours, critical bypass); catalog/caps.py holds the caps' rules, keys and reasons.
 """
 
+from catalog.caps import (
+    CAP_BEHAVIOURS,
+    CAP_KEY_PREFIX,
+    CAP_SCOPES,
+    CapBehaviour,
+    CapCheck,
+    CapConfigError,
+    CapRequest,
+    CapResult,
+    CapRule,
+    CapScope,
+    cap_checks,
+    cap_keys,
+    check_references,
+    parse_caps,
+)
 from catalog.catalog import ENVELOPE_KEYS, Catalog
 from catalog.exceptions import (
     CatalogError,
@@ -30,6 +49,7 @@ from catalog.models import (
     RecipientKind,
     Rule,
 )
+from catalog.preferences import Decision, decide
 from catalog.templates import (
     DEFAULT_MAX_OUTPUT_BYTES,
     DEFAULT_MAX_RENDER_SECONDS,
@@ -39,6 +59,9 @@ from catalog.templates import (
 from schemas.content import Content
 
 __all__ = [
+    "CAP_BEHAVIOURS",
+    "CAP_KEY_PREFIX",
+    "CAP_SCOPES",
     "CHANNEL_POLICIES",
     "DEFAULT_MAX_OUTPUT_BYTES",
     "DEFAULT_MAX_RENDER_SECONDS",
@@ -48,11 +71,19 @@ __all__ = [
     "PRIORITIES",
     "RECIPIENT_KINDS",
     "RENDERABLE_CHANNELS",
+    "CapBehaviour",
+    "CapCheck",
+    "CapConfigError",
+    "CapRequest",
+    "CapResult",
+    "CapRule",
+    "CapScope",
     "Catalog",
     "CatalogError",
     "CatalogLoadError",
     "ChannelPolicy",
     "Content",
+    "Decision",
     "EmailContent",
     "EventError",
     "Match",
@@ -63,6 +94,11 @@ __all__ = [
     "Rule",
     "RuleEvaluationError",
     "TemplateSet",
+    "cap_checks",
+    "cap_keys",
+    "check_references",
+    "decide",
     "load_catalog",
     "load_catalog_files",
+    "parse_caps",
 ]

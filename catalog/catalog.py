@@ -40,6 +40,10 @@ class CompiledRule:
     idempotency_key: cel.Expression | None = None
     locale: cel.Expression | None = None
     tenants: re.Pattern[str] | None = None  # None: every tenant
+    recipient_when: cel.Expression | None = None
+    # Names of the variables that read `recipient`: for a directory recipient they are
+    # evaluated by `Catalog.personalize`, once its record is known.
+    profile_variables: frozenset[str] = frozenset()
 
 
 class Catalog:
@@ -63,6 +67,7 @@ class Catalog:
                 else:
                     self._exact.setdefault(pattern, []).append(index)
         self._cache: dict[str, tuple[CompiledRule, ...]] = {}
+        self._by_id = {c.rule.id: c for c in self._rules}
 
     @property
     def rules(self) -> tuple[Rule, ...]:
@@ -139,14 +144,22 @@ class Catalog:
         recipients = _recipients(compiled, bindings, event_id)
         if not recipients:
             return []
+        # Variables that read `recipient` wait for the directory's record of a `- user:`
+        # recipient (`personalize`); for an address they see `recipient` as {}.
+        deferred = compiled.profile_variables
         variables = {
             name: _run(compiled, f"variables.{name}", expr, bindings, event_id)
             for name, expr in compiled.variables
+            if name not in deferred
         }
+        with_profile = dict(variables)
+        for name, expr in compiled.variables:
+            if name in deferred and any(not d for _, d in recipients.values()):
+                with_profile[name] = _run(compiled, f"variables.{name}", expr, bindings, event_id)
         key = _text(compiled, "idempotency_key", compiled.idempotency_key, bindings, event_id)
         locale = _text(compiled, "locale", compiled.locale, bindings, event_id)
         matches: list[Match] = []
-        for recipient, kind in recipients.items():
+        for recipient, (kind, _) in recipients.items():
             reachable = [c for c in rule.channels if c in REACHES[kind]]
             if not reachable:
                 expr = compiled.recipients[0]
@@ -158,7 +171,7 @@ class Catalog:
                     f"recipient {recipient!r} is a {kind} address, which none of the channels "
                     f"{list(rule.channels)} can reach; add a channel that can, or yield a user id",
                 )
-        for recipient, kind in recipients.items():
+        for recipient, (kind, directory) in recipients.items():
             reachable = [c for c in rule.channels if c in REACHES[kind]]
             chosen = reachable if rule.channel_policy == "all" else reachable[:1]
             for channel in chosen:
@@ -173,8 +186,9 @@ class Catalog:
                         template_version=compiled.template_version,
                         priority=rule.priority,
                         category=rule.category,
-                        variables=variables,
+                        variables=variables if directory else with_profile,
                         recipient_kind=kind,
+                        directory=directory,
                         fallback_channels=rest,
                         idempotency_key=key,
                         locale=locale,
@@ -182,6 +196,41 @@ class Catalog:
                     )
                 )
         return matches
+
+    def personalize(
+        self,
+        match: Match,
+        envelope: Mapping[str, Any],
+        profile: Mapping[str, Any],
+        now: dt.datetime,
+    ) -> Match | None:
+        """`match` for one directory recipient whose record is `profile`: None when the rule's
+        `recipient_when` says no; else with the variables that read `recipient` evaluated and
+        the recipient's locale as the default. Raises RuleEvaluationError like `evaluate`."""
+        compiled = self._by_id.get(match.rule_id)
+        if compiled is None:
+            return match
+        if compiled.recipient_when is None and not compiled.profile_variables:
+            if match.locale or not profile.get("locale"):
+                return match
+            return match.model_copy(update={"locale": profile["locale"]})
+        event: dict[str, Any] = dict.fromkeys(ENVELOPE_KEYS)
+        event.update(envelope)
+        bindings = cel.bind(event, now, profile)
+        event_id = event["id"]
+        if compiled.recipient_when is not None:
+            verdict = _run(compiled, "recipient_when", compiled.recipient_when, bindings, event_id)
+            if verdict is not True:
+                if verdict is not False:
+                    raise _error(compiled, "recipient_when", compiled.recipient_when, event_id,
+                                 f"yields {_describe(verdict)}, not a bool")  # fmt: skip
+                return None
+        variables = dict(match.variables)
+        for name, expr in compiled.variables:
+            if name in compiled.profile_variables:
+                variables[name] = _run(compiled, f"variables.{name}", expr, bindings, event_id)
+        locale = match.locale or profile.get("locale") or None
+        return match.model_copy(update={"variables": variables, "locale": locale})
 
     def render(self, match: Match, locale: str | None = None) -> Content:
         """Render `match` on its channel, for `locale` (else the match's); raises RenderError."""
@@ -231,8 +280,9 @@ def _run(
 
 def _recipients(
     compiled: CompiledRule, bindings: cel.Bindings, event_id: object
-) -> dict[str, RecipientKind]:
-    found: dict[str, RecipientKind] = {}  # ordered: first occurrence wins, duplicates dropped
+) -> dict[str, tuple[RecipientKind, bool]]:
+    # recipient → (kind, whether the directory resolves it: a declared `- user:` entry)
+    found: dict[str, tuple[RecipientKind, bool]] = {}  # first occurrence wins
     kinds = compiled.recipient_kinds or (None,) * len(compiled.recipients)
     for index, (expr, declared) in enumerate(zip(compiled.recipients, kinds, strict=True)):
         field = f"recipients[{index}]"
@@ -256,7 +306,7 @@ def _recipients(
                     event_id,
                     f"yields a recipient that is {_describe(item)}, not a non-empty string",
                 )
-            found.setdefault(item.strip(), declared or _kind_of(item.strip()))
+            found.setdefault(item.strip(), (declared or _kind_of(item.strip()), declared == "user"))
     return found
 
 

@@ -88,7 +88,12 @@ def _fn(name: str, result: Any, params: list[Any], impl: Any) -> Any:
 FUNCTIONS: tuple[str, ...] = ("bucket", "sha256", "emailDomain", "isEmail", "isPhone")
 
 _env: Any = cel.NewEnv(
-    variables={"event": _T.Map(_T.STRING, _T.DYN), "now": _T.TIMESTAMP},
+    # `recipient`: the directory's record of a `- user:` recipient ({} for any other).
+    variables={
+        "event": _T.Map(_T.STRING, _T.DYN),
+        "now": _T.TIMESTAMP,
+        "recipient": _T.Map(_T.STRING, _T.DYN),
+    },
     extensions=[ext_strings.ExtStrings(), ext_math.ExtMath(), ext_optional.ExtOptional()],
     functions=[
         _fn("bucket", _T.INT, [_T.STRING, _T.INT], _bucket),
@@ -126,9 +131,14 @@ class Bindings:
         self._activation = activation
 
 
-def bind(event: Mapping[str, Any], now: dt.datetime) -> Bindings:
-    """Bind `event` and `now` for evaluation; raises nothing (bad values surface at evaluation)."""
-    return Bindings(_env.Activation(data={"event": event, "now": now}))
+def bind(
+    event: Mapping[str, Any], now: dt.datetime, recipient: Mapping[str, Any] | None = None
+) -> Bindings:
+    """Bind `event`, `now` and `recipient` ({} when None) for evaluation; raises nothing (bad
+    values surface at evaluation)."""
+    return Bindings(
+        _env.Activation(data={"event": event, "now": now, "recipient": recipient or {}})
+    )
 
 
 class Expression:

@@ -264,6 +264,7 @@ def _check_rule(
     ]
     key = compiler.compile(["idempotency_key"], raw.get("idempotency_key"), "string")
     locale = compiler.compile(["locale"], raw.get("locale"), "string")
+    recipient_when = compiler.compile(["recipient_when"], raw.get("recipient_when"), "bool")
     # Checked on the raw data so these show up even while the schema check fails.
     _check_delivery(file, node, label, raw, templates, problems)
     _check_reach(file, node, label, raw, problems)
@@ -282,7 +283,17 @@ def _check_rule(
         idempotency_key=key,
         locale=locale,
         tenants=tenants,
+        recipient_when=recipient_when,
+        profile_variables=frozenset(
+            name
+            for name, expr in variables
+            if expr is not None and _READS_RECIPIENT.search(expr.source)
+        ),
     )
+
+
+# A variable whose expression reads `recipient` is evaluated per directory recipient.
+_READS_RECIPIENT = re.compile(r"\brecipient\b")
 
 
 class _Compiler:

@@ -138,6 +138,9 @@ class Rule(BaseModel):
     idempotency_key: NonEmptyStr | None = None
     tenants: tuple[NonEmptyStr, ...] = ()
     locale: NonEmptyStr | None = None
+    # Per directory recipient (`- user:` entries): a CEL condition over `event`, `now` and
+    # `recipient` (the directory's record: locale, timezone, attributes, ...).
+    recipient_when: NonEmptyStr | None = None
 
 
 class Match(BaseModel):
@@ -161,3 +164,6 @@ class Match(BaseModel):
     idempotency_key: str | None = None
     locale: str | None = None
     tenant: str | None = None
+    # A `- user:` recipient: an id the recipient directory resolves to addresses (route does,
+    # per batch); False: `recipient` is the address itself.
+    directory: bool = False

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 from processors.breaker import BreakerConfig, CircuitBreaker
 from processors.exceptions import PermanentSendError, RetryableSendError
+from processors.pacing import Pacer
 from processors.provider import Provider
 from schemas.content import Content
 from schemas.notification import Notification
@@ -58,6 +59,7 @@ class Failover:
         breaker_config: BreakerConfig | None = None,
         clock: Callable[[], float] = time.monotonic,
         limits: Mapping[str, int] | None = None,
+        rates: Mapping[str, float] | None = None,
     ) -> None:
         if not providers:
             raise ValueError(f"channel {channel!r}: no providers configured: list at least one")
@@ -83,6 +85,10 @@ class Failover:
         # asyncio primitives bind to the loop that first waits on them, not to this thread.
         self._slots = {name: asyncio.Semaphore(v) for name, v in sizes.items()}
         self.slot = asyncio.Semaphore(max(sizes.values()))
+        # Providers with a send rate (`rate_per_s`): a send waits for its token, in order.
+        self._pacers = {
+            name: Pacer(rate, clock=clock) for name, rate in (rates or {}).items() if rate
+        }
 
     async def send(self, n: Notification, content: Content) -> str:
         """Provider protocol: the message id of whichever provider carried it."""
@@ -102,6 +108,9 @@ class Failover:
             tried.append(provider.name)
             try:
                 async with self._slots[provider.name]:
+                    pacer = self._pacers.get(provider.name)
+                    if pacer is not None:
+                        await pacer.acquire()
                     msgid = await provider.send(n, content)
             except RetryableSendError as exc:
                 breaker.failure()

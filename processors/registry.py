@@ -81,8 +81,11 @@ class _Chain(Failover):
         breaker_config: BreakerConfig,
         limits: Mapping[str, int],
         shared: Sequence[PostgresDeadTokens],
+        rates: Mapping[str, float] | None = None,
     ) -> None:
-        super().__init__(channel, providers, breaker_config=breaker_config, limits=limits)
+        super().__init__(
+            channel, providers, breaker_config=breaker_config, limits=limits, rates=rates
+        )
         self._shared = tuple(shared)
 
     async def close(self) -> None:
@@ -266,6 +269,7 @@ def _chain(
         breaker_config=breaker,
         limits={p.name: _limit(p) for p in chain},
         shared=[dead] if dead is not None else [],
+        rates={p.name: p.rate_per_s for p in chain if p.rate_per_s},
     )
 
 

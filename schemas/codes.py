@@ -16,6 +16,7 @@ __all__ = [
     "INTERNAL_ERROR",
     "INVALID_EVENT",
     "INVALID_NOTIFICATION",
+    "INVALID_RECIPIENT",
     "INVALID_STATUS_EVENT",
     "NO_PROVIDER",
     "OUTPUT_REFUSED",
@@ -41,6 +42,7 @@ RETRIES_EXHAUSTED = "retries_exhausted"  # deliver: the retry tiers ran out
 AMBIGUOUS_TAKEOVER = "ambiguous_takeover"  # deliver: `skip` policy after a mid-send crash
 INVALID_STATUS_EVENT = "invalid_status_event"  # audit: a status record that can't decode
 AUDIT_WRITE_REFUSED = "audit_write_refused"  # audit: Postgres refused the row for good
+INVALID_RECIPIENT = "invalid_recipient"  # recipients: a recipients record that can't decode
 OUTPUT_REFUSED = "output_refused"  # any stage: the broker refused an output for good
 INTERNAL_ERROR = "internal_error"  # any stage: handling raised something unforeseen (a bug)
 
@@ -48,7 +50,8 @@ STAGE_CODES = frozenset(
     {
         INVALID_EVENT, UNKNOWN_TYPE, RULE_ERROR, INVALID_NOTIFICATION, RENDER_ERROR,
         NO_PROVIDER, SEND_FAILED, UNEXPECTED_ERROR, RETRIES_EXHAUSTED, AMBIGUOUS_TAKEOVER,
-        INVALID_STATUS_EVENT, AUDIT_WRITE_REFUSED, OUTPUT_REFUSED, INTERNAL_ERROR,
+        INVALID_STATUS_EVENT, AUDIT_WRITE_REFUSED, INVALID_RECIPIENT, OUTPUT_REFUSED,
+        INTERNAL_ERROR,
     }
 )  # fmt: skip
 

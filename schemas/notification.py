@@ -52,6 +52,9 @@ class Notification(BaseModel):
     attempt: int = 1
     # Produce timestamp of the source event (ms): end-to-end latency is measured from it.
     event_time_ms: int | None = None
+    # A directory recipient's id (`- user:` in the rule); `recipient` is then the address
+    # the directory gave for this channel (one notification per device for push).
+    user: str | None = None
 
     def encode(self) -> bytes:
         """Compact JSON for the dispatch topic."""

@@ -53,6 +53,9 @@ class ProviderBase(Frozen):
     # At most this many sends in flight to this provider at once, so a slow provider cannot
     # take the whole process's send slots (`runtime.send_concurrency`); also its HTTP pool size.
     max_concurrency: int = Field(default=32, ge=1, le=10000)
+    # At most this many sends per second to this provider (its API's rate limit, e.g.
+    # Twilio's 100/s): sends wait their turn (pacing), none is dropped. None: no pacing.
+    rate_per_s: float | None = Field(default=None, gt=0, le=100000)
 
 
 def _exactly_one(owner: str, a: str, a_set: bool, b: str, b_set: bool) -> None:

@@ -83,6 +83,8 @@ class TopicSettings(Frozen):
     status: str = "notification.status"
     dlq: str = "notification.dlq"
     retry_prefix: str = "notification.retry."
+    # Recipient changes (compacted, keyed <tenant>/<id>): docs/contracts.md#recipients-topic.
+    recipients: str = "tidings.recipients"
     partitions: int = Field(default=6, ge=1)
     status_partitions: int = Field(default=6, ge=1)
 
@@ -97,6 +99,7 @@ class GroupSettings(Frozen):
     route: str = "tidings-route"
     deliver: str = "tidings-deliver"
     audit: str = "tidings-audit"
+    recipients: str = "tidings-recipients"
 
 
 class PostgresSettings(Frozen):
@@ -156,6 +159,10 @@ class RouteSettings(Frozen):
     # skip: shared topics carry types tidings doesn't care about.
     unknown_types: Literal["dlq", "skip"] = "dlq"
     limits: DecodeLimits = DecodeLimits()
+    # Rate limits and frequency caps on directory recipients (docs/recipients.md#caps), e.g.
+    # {scope: recipient, limit: 10, window: 1d}; checked in Redis once per batch. Parsed and
+    # checked when the route stage starts (catalog.caps.parse_caps).
+    caps: tuple[dict[str, Any], ...] = ()
 
 
 class CallbacksSettings(Frozen):

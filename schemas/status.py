@@ -54,6 +54,11 @@ class StatusData(BaseModel):
     # True on a `sent` that followed a takeover of a sender that died mid-send: the
     # recipient may have this notification twice (same Message-ID / webhook-id to drop it).
     possible_duplicate: bool | None = None
+    # `suppressed`: why (`no-address`, `opt-out:category:marketing`, `cap:…`).
+    reason: str | None = None
+    # A critical rule or a required category went past the recipient's opt-outs, quiet hours
+    # and caps: which (`critical`, `required-category:security`).
+    bypassed: str | None = None
 
 
 class StatusEvent(BaseModel):
@@ -130,7 +135,8 @@ def build_status(
             template_version=n.template_version,
             catalog_version=n.catalog_version,
             channel=n.channel,
-            recipient_id=n.recipient,
+            # A directory recipient is named by its id, not by the address it was sent to.
+            recipient_id=n.user or n.recipient,
             attempt=att,
             provider=provider,
             provider_message_id=provider_message_id,

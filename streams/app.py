@@ -44,7 +44,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 # Every stage `--stage` accepts. `tidings run` without --stage runs `default_stages(settings)`.
-STAGES = ("route", "deliver", "audit", "callbacks")
+STAGES = ("route", "deliver", "audit", "recipients", "callbacks")
 
 
 def default_stages(settings: TidingsSettings) -> tuple[str, ...]:
@@ -133,6 +133,10 @@ def _build(name: str, ctx: StageContext) -> Stage:
         from streams.stages.audit import AuditStage
 
         return AuditStage(ctx)
+    if name == "recipients":
+        from streams.stages.recipients import RecipientsStage
+
+        return RecipientsStage(ctx)
     if name == "callbacks":
         from streams.stages.callbacks import CallbacksStage
 

@@ -44,11 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     doctor.set_defaults(handler=_doctor)
 
-    from streams.cli import catalog, commands, dlq, status
+    from streams.cli import catalog, commands, dlq, recipients, status
 
     commands.register(sub)
     catalog.register(sub)
     dlq.register(sub)
+    recipients.register(sub)
     status.register(sub)
     return parser
 

@@ -46,7 +46,7 @@ __all__ = [
     "to_json",
 ]
 
-STAGES = ("route", "deliver", "audit")
+STAGES = ("route", "deliver", "audit", "recipients")
 BREAKER_STATES = {0: "closed", 1: "half-open", 2: "open"}
 _DEFAULT_MAX_LAG = 1000
 _DEFAULT_TIMEOUT_S = 10.0
@@ -118,6 +118,7 @@ def stage_topics(settings: TidingsSettings) -> dict[str, tuple[str, ...]]:
         "route": tuple(t.events),
         "deliver": tuple(t.dispatch(c) for c in KNOWN_CHANNELS) + retry_topics(settings),
         "audit": (t.status,),
+        "recipients": (t.recipients,),
     }
 
 

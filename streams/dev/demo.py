@@ -11,10 +11,43 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any, Literal, cast
 
+from schemas.recipient import Preferences, Recipient
 from schemas.settings import TidingsSettings
 from streams.runtime.kafka import make_producer
 
-__all__ = ["Mode", "cloudevent", "encode", "produce_demo", "sample_event"]
+__all__ = [
+    "DEMO_USER_IDS",
+    "Mode",
+    "cloudevent",
+    "demo_recipients",
+    "encode",
+    "produce_demo",
+    "sample_event",
+]
+
+# The demo directory: `make run` loads these recipients (tidings dev).
+DEMO_USER_IDS = tuple(f"demo-{i:02d}" for i in range(1, 13))
+
+
+def demo_recipients() -> list[Recipient]:
+    """The demo's directory: a dozen users in the demo's tenants, with email addresses; two
+    opted out of onboarding mail, one marked internal (the rule's recipient_when skips it),
+    one German-speaking."""
+    out = []
+    for i, rid in enumerate(DEMO_USER_IDS):
+        first = _FIRST[i % len(_FIRST)]
+        prefs = Preferences(categories=("onboarding",)) if i in (3, 7) else Preferences()
+        out.append(
+            Recipient(
+                tenant=("acme", "globex", "initech")[i % 3], id=rid,
+                email=f"{first.lower()}.{rid}@example.com",
+                locale="de-AT" if i == 5 else "en", timezone="Europe/Vienna",
+                attributes={"first_name": first, "plan": "internal" if i == 9 else "pro"},
+                preferences=prefs,
+            )
+        )  # fmt: skip
+    return out
+
 
 Mode = Literal["structured", "binary", "bare"]
 
@@ -93,7 +126,11 @@ def sample_event(rng: random.Random, etype: str | None = None) -> dict[str, Any]
             "currency": "EUR",
         }
     else:
-        data = {"user_id": f"u-{rng.randrange(10**6)}", "name": first, "email": email}
+        # Half of the demo's users are in the demo directory (`demo_recipients`): the
+        # directory rule (examples/catalog/rules/directory.yaml) reaches them; the others
+        # come out `suppressed` (no-address).
+        uid = rng.choice(DEMO_USER_IDS) if rng.random() < 0.5 else f"u-{rng.randrange(10**6)}"
+        data = {"user_id": uid, "name": first, "email": email}
     return cloudevent(etype, data, tenant=tenant, event_id=eid)
 
 

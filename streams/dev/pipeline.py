@@ -1,8 +1,8 @@
 """`tidings dev` (what `make run` runs): the whole pipeline on the local stack, with demo traffic.
 
-Ensures topics, migrates, starts an SMTP sink that keeps every mail as an .eml
-file, runs all stages, produces demo events, and prints a live summary until
-Ctrl-C.
+Ensures topics, migrates, loads a demo recipient directory, starts an SMTP sink that
+keeps every mail as an .eml file, runs all stages, produces demo events, and prints a
+live summary until Ctrl-C.
 """
 
 from __future__ import annotations
@@ -14,11 +14,12 @@ from pathlib import Path
 
 from schemas.settings import TidingsSettings
 from streams.app import run_stages
-from streams.dev.demo import produce_demo
+from streams.dev.demo import demo_recipients, produce_demo
 from streams.dev.smtp_sink import SmtpSink
 from streams.runtime.kafka import ensure_topics, pipeline_topics
 from streams.runtime.metrics import Metrics
 from streams.state.db import apply_migrations
+from streams.state.directory import Directory
 
 __all__ = ["run_dev", "summary_line"]
 
@@ -40,6 +41,12 @@ def run_dev(settings: TidingsSettings, *, rate: float, mail_dir: Path, seed: int
         print(f"created topic {name}")
     for m in apply_migrations(settings.postgres.conninfo()):
         print(f"applied migration {m.version:04d}_{m.name}")
+    directory = Directory(settings.postgres.conninfo())
+    try:
+        seeded = directory.import_rows(demo_recipients())
+    finally:
+        directory.close()
+    print(f"demo directory: {seeded} recipients (`tidings recipients show acme/demo-01`)")
     mail_dir.mkdir(parents=True, exist_ok=True)
     sink = SmtpSink(mail_dir, port=settings.smtp.port)
     sink.start()

@@ -27,6 +27,7 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "route": ("kafka",),
     "deliver": ("kafka", "postgres", "redis"),
     "audit": ("kafka", "postgres"),
+    "recipients": ("kafka", "postgres"),
     "callbacks": ("kafka", "postgres"),
 }
 

@@ -34,6 +34,7 @@ from streams.runtime.metrics import Metrics
 from streams.runtime.offsets import OffsetTracker
 from streams.runtime.outage import Outage, backoff_s
 from streams.runtime.output_metrics import CHANNEL_HEADER, OutputCounter
+from streams.runtime.plain_output import TRANSIENT_COMMIT_ERRORS, commit_sync, produce_all
 from streams.runtime.reader import TopicReader, TopicRecord
 from streams.runtime.records import TP, Out, RawHeaders, norm_headers
 from streams.runtime.stage import SendControl, SendHook, Stage, StageContext, poll_batch
@@ -47,6 +48,7 @@ __all__ = [
     "INTERNAL_ERROR",
     "OUTPUT_REFUSED",
     "TP",
+    "TRANSIENT_COMMIT_ERRORS",
     "FlowController",
     "MemberIdentity",
     "Metrics",
@@ -67,6 +69,7 @@ __all__ = [
     "backoff_s",
     "claim_identity",
     "clean_stop",
+    "commit_sync",
     "consumer_fatal",
     "dead_letter",
     "die_with_parent",
@@ -79,6 +82,7 @@ __all__ = [
     "pipeline_topics",
     "poll_batch",
     "produce",
+    "produce_all",
     "raise_dlq_max_message_bytes",
     "reason_for",
     "records",

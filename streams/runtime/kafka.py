@@ -158,6 +158,7 @@ def pipeline_topics(
         {retry_topic(settings, tier): t.partitions for tier in settings.runtime.retry_tiers_s}
     )
     topics[t.status] = t.status_partitions
+    topics[t.recipients] = t.partitions
     topics[t.dlq] = 1
     return topics
 
@@ -174,16 +175,19 @@ def ensure_topics(
 
     The DLQ topic (when in `topics`) is created with max.message.bytes DLQ_MAX_MESSAGE_BYTES;
     one that exists already with less is raised to it (`raise_dlq_max_message_bytes`, which
-    only warns when the broker refuses).
+    only warns when the broker refuses). The recipients topic is created compacted.
     """
     admin = AdminClient(settings.kafka.client_config())
     existing = set(admin.list_topics(timeout=timeout_s).topics)
     dlq = settings.topics.dlq
-    dlq_config = {"max.message.bytes": str(DLQ_MAX_MESSAGE_BYTES)}
+    configs = {
+        dlq: {"max.message.bytes": str(DLQ_MAX_MESSAGE_BYTES)},
+        settings.topics.recipients: {"cleanup.policy": "compact"},
+    }
     new = [
         NewTopic(
             name, parts, settings.kafka.replication_factor,
-            config=dlq_config if name == dlq else {},
+            config=configs.get(name, {}),
         )
         for name, parts in topics.items()
         if name not in existing

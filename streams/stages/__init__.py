@@ -1,5 +1,5 @@
 """One module per consumer-group stage: route, deliver (with its worker and outputs),
-audit, and the provider callbacks stage.
+audit, recipients (the directory's materialiser), and the provider callbacks stage.
 """
 
 from __future__ import annotations
@@ -15,26 +15,67 @@ from streams.stages.deliver_observe import (
     watch_breakers,
     where,
 )
-from streams.stages.deliver_outputs import DUE_HEADER, Item, Outputs
+from streams.stages.deliver_outputs import (
+    DUE_HEADER,
+    HOLD_HEADER,
+    Item,
+    Outputs,
+    hold_until_ms,
+    park,
+)
 from streams.stages.deliver_worker import Completion, DeliverWorker
+from streams.stages.recipients import RecipientsStage, decode_change
+from streams.stages.resolve import (
+    NO_ADDRESS,
+    Resolution,
+    profile_of,
+    resolve,
+)
 from streams.stages.route import RouteStage, UnknownEventType, route_record
+from streams.stages.route_caps import apply_caps, cap_requests, capped_group
+from streams.stages.route_decide import (
+    DirectoryView,
+    Outcome,
+    Planned,
+    TenantPrefs,
+    finish_record,
+    plan_record,
+)
 
 __all__ = [
     "AUDIT_COLUMNS",
     "DUE_HEADER",
+    "HOLD_HEADER",
+    "NO_ADDRESS",
     "AuditStage",
     "CallbacksStage",
     "Completion",
     "DeliverStage",
     "DeliverWorker",
+    "DirectoryView",
     "Item",
+    "Outcome",
     "Outputs",
+    "Planned",
+    "RecipientsStage",
+    "Resolution",
     "RouteStage",
+    "TenantPrefs",
     "UnknownEventType",
+    "apply_caps",
     "audit_record",
     "audit_row",
+    "cap_requests",
+    "capped_group",
+    "decode_change",
     "failed_provider",
+    "finish_record",
+    "hold_until_ms",
+    "park",
+    "plan_record",
+    "profile_of",
     "provider_span",
+    "resolve",
     "route_record",
     "trace_headers",
     "traced",

@@ -8,23 +8,23 @@ Offsets are committed only after the database transaction commits.
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any
 
 import psycopg
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, Producer
 from pydantic import ValidationError
 
 from schemas import codes
 from schemas.status import StatusEvent
 from streams.exceptions import ConsumerFenced, DependencyDown, StageStopping
 from streams.runtime.dead_letter import dead_letter, reason_for
-from streams.runtime.kafka import consumer_fatal, make_consumer, make_producer, records
+from streams.runtime.kafka import make_consumer, make_producer, records
 from streams.runtime.member import claim_identity
 from streams.runtime.outage import Outage
 from streams.runtime.output_metrics import OutputCounter
+from streams.runtime.plain_output import commit_sync, produce_all
 from streams.runtime.records import Out, norm_headers
 from streams.runtime.stage import StageContext
 from streams.state.db import audit_partition_ddl, check_login, month_start, wait_for_migrations
@@ -33,14 +33,6 @@ __all__ = ["AUDIT_COLUMNS", "AuditStage", "audit_record", "audit_row"]
 
 log = logging.getLogger(__name__)
 
-
-# Commit errors that mean "the coordinator is away or moving": try again.
-_TRANSIENT = {
-    KafkaError._WAIT_COORD, KafkaError._TRANSPORT, KafkaError._TIMED_OUT,
-    KafkaError._ALL_BROKERS_DOWN, KafkaError.COORDINATOR_NOT_AVAILABLE,
-    KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
-    KafkaError.REQUEST_TIMED_OUT, KafkaError.NETWORK_EXCEPTION,
-}  # fmt: skip
 
 AUDIT_COLUMNS = (
     "notification_id", "status", "attempt", "event_at", "status_at", "status_event_id",
@@ -213,48 +205,10 @@ class AuditStage:
 
     def _deliver(self, dlq: Producer, outs: list[Out]) -> None:
         """Produce `outs` and wait until the broker has every one; rides out an outage."""
-        todo = list(outs)
-        while todo:
-            failed: list[Out] = []
-
-            def report(err: Any, _msg: Any, o: Out, failed: list[Out] = failed) -> None:
-                if err is not None:
-                    failed.append(o)
-
-            for o in todo:
-                dlq.produce(
-                    o.topic, value=o.value, key=o.key, headers=cast(Any, o.headers),
-                    on_delivery=functools.partial(report, o=o),
-                )  # fmt: skip
-            while dlq.flush(1.0):
-                self._kafka.failed(KafkaException(KafkaError(KafkaError._TIMED_OUT)))
-                if self._stop.is_set():
-                    raise StageStopping("the dead-letter topic is unreachable")
-            if failed:  # timed out in the client: produce those again
-                self._kafka.failed(KafkaException(KafkaError(KafkaError._MSG_TIMED_OUT)))
-            else:
-                self._kafka.ok()
-            todo = failed
+        produce_all(dlq, outs, self._kafka, self._stop)
 
     def _commit(self, consumer: Consumer, offsets: dict[tuple[str, int], int]) -> None:
-        tps = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
-        while True:
-            try:
-                consumer.commit(offsets=tps, asynchronous=False)
-                self._kafka.ok()
-                return
-            except KafkaException as exc:
-                err: KafkaError = exc.args[0]
-                if consumer_fatal(err):
-                    raise ConsumerFenced(f"audit: commit failed: {err.str()}") from exc
-                if err.code() not in _TRANSIENT and not err.retriable():
-                    # Not ours any more (a rebalance) or refused: the rows are written, and
-                    # whoever reads these records next writes them again, adding nothing.
-                    log.info("audit: offsets not committed (%s); redone idempotently", err.str())
-                    return
-                wait = self._kafka.failed(exc)
-                if self._stop.wait(wait):
-                    raise StageStopping(str(exc)) from exc
+        commit_sync(consumer, offsets, self._kafka, self._stop, "audit")
 
     def _write(self, conn: psycopg.Connection[Any], rows: list[tuple[Any, ...]]) -> None:
         months = {month_start(r[3]) for r in rows} - self._months

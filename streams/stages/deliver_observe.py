@@ -46,8 +46,16 @@ async def traced(
     if tracing.tracer is None:
         await work()
         return
-    span = tracing.consume_span(it.tp[0], it.tp[1], it.offset, it.key, group,
-                                context_of(it.headers))  # fmt: skip
+    parent = context_of(it.headers)
+    if (
+        parent is not None
+        and not trace.get_current_span(parent).get_span_context().trace_flags.sampled
+    ):
+        # Not sampled upstream: no span (ParentBased would not record one); the outputs
+        # pass the record's own context on (`trace_headers`).
+        await work()
+        return
+    span = tracing.consume_span(it.tp[0], it.tp[1], it.offset, it.key, group, parent)
     span.set_attribute("tidings.channel", n.channel)
     span.set_attribute("tidings.notification_id", n.id)
     # Attached in this task's context: the provider span and the outputs' headers are
@@ -62,7 +70,7 @@ async def traced(
 
 def provider_span(tracing: Tracing, n: Notification) -> contextlib.AbstractContextManager[object]:
     """The CLIENT span of one provider call (a no-op without a tracer)."""
-    if tracing.tracer is None:
+    if tracing.tracer is None or not trace.get_current_span().is_recording():
         return contextlib.nullcontext()
     return tracing.tracer.start_as_current_span(
         f"send {n.channel}", kind=SpanKind.CLIENT,

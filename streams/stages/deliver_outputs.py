@@ -16,10 +16,45 @@ from streams.runtime.output_metrics import CHANNEL_HEADER
 from streams.runtime.records import TP, Out
 from streams.state import SentRecord
 
-__all__ = ["DUE_HEADER", "Item", "Outputs"]
+__all__ = ["DUE_HEADER", "HOLD_HEADER", "Item", "Outputs", "hold_until_ms", "park"]
 
 # When a parked retry is due (epoch ms); the deliver consumer holds its partition until then.
 DUE_HEADER = "tidings-due-ms"
+# On a notification held for quiet hours: not to be sent before this (epoch ms).
+HOLD_HEADER = "tidings-hold-until-ms"
+
+
+def hold_until_ms(headers: list[tuple[str, bytes | None]]) -> int | None:
+    """The quiet-hours hold a dispatch record carries (epoch ms), if any; unreadable: None."""
+    for k, v in headers:
+        if k == HOLD_HEADER and v:
+            try:
+                return int(v)
+            except ValueError:
+                return None
+    return None
+
+
+def park(settings: TidingsSettings, n: Notification, key: bytes, hold_ms: int, now_ms: int) -> Out:
+    """`n` on the longest retry tier, due at its hold or after the tier's delay if sooner.
+
+    Route parks a notification that falls in the recipient's quiet hours so; deliver parks
+    it again, a tier's delay at a time, until the hold is over. A long hold so never keeps
+    a tier's partition paused longer than the tier's own delay (the records behind it on
+    that partition wait at most that long). `attempt` is unchanged: holding is no retry.
+    """
+    tier = max(settings.runtime.retry_tiers_s)
+    due_ms = min(hold_ms, now_ms + int(tier * 1000))
+    return Out(
+        retry_topic(settings, tier),
+        n.encode(),
+        key,
+        [
+            (DUE_HEADER, str(due_ms).encode()),
+            (CHANNEL_HEADER, n.channel.encode()),
+            (HOLD_HEADER, str(hold_ms).encode()),
+        ],
+    )
 
 
 @dataclass(frozen=True, slots=True)

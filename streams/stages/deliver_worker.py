@@ -59,7 +59,7 @@ from streams.stages.deliver_observe import (
     watch_breakers,
     where,
 )
-from streams.stages.deliver_outputs import DUE_HEADER, Item, Outputs
+from streams.stages.deliver_outputs import DUE_HEADER, Item, Outputs, hold_until_ms, park
 from streams.state import ClaimStore, SentRecord
 from streams.state.catalog import CatalogRef
 
@@ -300,6 +300,13 @@ class DeliverWorker:
                 del self._chains[key]
 
     async def _one(self, it: Item, n: Notification, sent: SentRecord | None) -> None:
+        hold = hold_until_ms(it.headers)
+        now_ms = int(time.time() * 1000)
+        if hold is not None and hold > now_ms and sent is None:
+            # Quiet hours are not over: park it again (route parked it first).
+            key = (n.user or n.recipient).encode()
+            self._finish(it, [park(self._s, n, key, hold, now_ms)], held=1)
+            return
         if sent is not None:  # the Postgres backstop knows it: Redis lost its memory
             self._finish(it, [self._out.status(n, "sent", sent)], dup=1)
             return

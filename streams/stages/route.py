@@ -1,30 +1,23 @@
 """The route stage: domain events → one Notification per (recipient, channel) + `queued` status.
 
-`route_record` is the pure decision for one record; `RouteStage` is the loop:
-batch `consume()`, route each record, then produce every output and commit the
-batch's offsets in one Kafka transaction (read-process-write exactly once).
+`RouteStage` is the loop: batch `consume()`, decide each record (streams/stages/
+route_decide.py: pure), with one recipient-directory lookup for the whole batch's
+`- user:` recipients, then produce every output and commit the batch's offsets in one
+Kafka transaction (read-process-write exactly once).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
-from catalog import Catalog, CatalogError
-from schemas import codes
-from schemas.envelope import Origin, decode_event
-from schemas.exceptions import InvalidEventError
-from schemas.notification import Notification, notification_id
-from schemas.settings import TidingsSettings
-from schemas.status import build_status
-from streams.exceptions import ConsumerFenced, StreamsError, TransactionAborted
+from catalog.caps import CapConfigError, CapRule, parse_caps
+from streams.exceptions import ConsumerFenced, FatalStageError, StageStopping, TransactionAborted
 from streams.observe.metric_defs import EVENTS_ROUTED, IN_FLIGHT, PAUSED_PARTITIONS
 from streams.observe.tracing import carried, context_of, span_headers
-from streams.runtime.dead_letter import INTERNAL_ERROR, dead_letter
 from streams.runtime.kafka import (
     TransactionalOutput,
     make_consumer,
@@ -36,117 +29,23 @@ from streams.runtime.outage import Outage
 from streams.runtime.output_metrics import OutputCounter
 from streams.runtime.records import TP, Out, norm_headers
 from streams.runtime.stage import StageContext, poll_batch
+from streams.stages.route_caps import apply_caps, cap_requests
+from streams.stages.route_decide import (
+    DirectoryView,
+    Outcome,
+    Planned,
+    TenantPrefs,
+    UnknownEventType,
+    finish_record,
+    plan_record,
+    route_record,
+)
+from streams.state.caps import CapStore
+from streams.state.directory import Directory
 
 __all__ = ["RouteStage", "UnknownEventType", "route_record"]
 
 log = logging.getLogger(__name__)
-
-
-class UnknownEventType(StreamsError):
-    """No rule of the catalog listens to this event type."""
-
-
-def route_record(
-    *,
-    topic: str,
-    partition: int,
-    offset: int,
-    timestamp_ms: int | None,
-    key: bytes | None,
-    value: bytes | None,
-    headers: Sequence[tuple[str, bytes | None]],
-    catalog: Catalog,
-    settings: TidingsSettings,
-    now: datetime,
-) -> tuple[list[Out], str]:
-    """Decide what one record becomes; returns (outputs, outcome). Pure: never raises, never blocks.
-
-    Outcome is `routed`, `unmatched` (rules listen, none matched) or `dlq`. Any exception
-    while deciding (a bug, or a shape decoding let through) dead-letters the record with
-    reason `internal_error` and the exception's class, so one record can't stop the stage.
-    MemoryError alone propagates: the process is then in no state to go on.
-    """
-    origin = Origin(topic=topic, partition=partition, offset=offset, timestamp_ms=timestamp_ms)
-
-    def dlq(exc: BaseException, reason: str) -> tuple[list[Out], str]:
-        return [
-            dead_letter(
-                settings.topics.dlq, topic=topic, partition=partition, offset=offset,
-                timestamp_ms=timestamp_ms, key=key, value=value, headers=headers, error=exc,
-                stage="route", reason=reason,
-            )
-        ], "dlq"  # fmt: skip
-
-    try:
-        return _decide(value, headers, origin, catalog, settings, now, dlq)
-    except MemoryError:
-        raise
-    except Exception as exc:
-        log.error(
-            "route: %s: unexpected %s; dead-lettered", origin, type(exc).__name__, exc_info=True,
-            extra={"stage": "route", "topic": topic, "partition": partition, "offset": offset},
-        )  # fmt: skip
-        return dlq(exc, INTERNAL_ERROR)
-
-
-def _decide(
-    value: bytes | None,
-    headers: Sequence[tuple[str, bytes | None]],
-    origin: Origin,
-    catalog: Catalog,
-    settings: TidingsSettings,
-    now: datetime,
-    dlq: Callable[[BaseException, str], tuple[list[Out], str]],
-) -> tuple[list[Out], str]:
-    # The decision proper; every expected failure is a dlq() with its own reason.
-    t = settings.topics
-    timestamp_ms = origin.timestamp_ms
-    try:
-        env = decode_event(value, headers, origin, settings.route.limits)
-    except InvalidEventError as exc:
-        return dlq(exc, codes.INVALID_EVENT)
-    if not catalog.rules_for(env.type):
-        if settings.route.unknown_types == "skip":
-            return [], "unmatched"
-        return dlq(
-            UnknownEventType(
-                f"{origin}: no rule of catalog {catalog.version} listens to event type "
-                f"{env.type!r}; add a rule for it, or set TIDINGS_ROUTE__UNKNOWN_TYPES=skip"
-            ),
-            codes.UNKNOWN_TYPE,
-        )
-    try:
-        matches = catalog.evaluate(env.as_cel(), now)
-    except CatalogError as exc:
-        return dlq(exc, codes.RULE_ERROR)
-    if not matches:
-        return [], "unmatched"
-    outs: list[Out] = []
-    for m in matches:
-        n = Notification(
-            id=notification_id(env.source, env.id, m.rule_id, m.recipient, m.channel),
-            event_id=env.id,
-            event_source=env.source,
-            event_type=env.type,
-            tenant=env.tenant,
-            rule_id=m.rule_id,
-            rule_version=m.rule_version,
-            template_id=m.template_id,
-            template_version=m.template_version,
-            catalog_version=catalog.version,
-            channel=m.channel,
-            recipient=m.recipient,
-            priority=m.priority,
-            category=m.category,
-            variables=m.variables,
-            locale=m.locale or None,
-            event_time_ms=timestamp_ms,
-        )
-        # Keyed by recipient: one recipient's notifications stay in order on one partition.
-        outs.append(Out(t.dispatch(m.channel), n.encode(), m.recipient.encode()))
-        st = build_status(n, "queued", stage="route", now=now)
-        outs.append(Out(t.status, st.encode(), st.key(), st.headers()))
-    return outs, "routed"
 
 
 class RouteStage:
@@ -163,6 +62,13 @@ class RouteStage:
         # only take the CPU (and the GIL) from the stage that is behind.
         self._deliver_full = ctx.deliver_full
         self._tracing = ctx.tracing
+        self._directory: Directory | None = None  # connects on the first `- user:` lookup
+        self._cap_store: CapStore | None = None  # connects on the first capped batch
+        self._redis = Outage("route", "redis", limit_s=ctx.settings.runtime.outage_limit_s,
+                             metrics=ctx.metrics)  # fmt: skip
+        self._caps: tuple[CapRule, ...] = ()
+        self._pg = Outage("route", "postgres", limit_s=ctx.settings.runtime.outage_limit_s,
+                          metrics=ctx.metrics)  # fmt: skip
         self._epoch = 0  # counts rebalance callbacks: a batch fetched across one is redone
 
     def run(self) -> None:
@@ -171,6 +77,10 @@ class RouteStage:
         A broker outage is ridden out: the transaction is retried until the broker is back.
         """
         s = self._s
+        try:
+            self._caps = parse_caps(list(s.route.caps), where="route.caps")
+        except CapConfigError as exc:
+            raise FatalStageError(f"route: the caps setting is invalid: {exc}") from exc
         member = claim_identity(s.groups.route, s.runtime.local_dir, s.runtime.instance_id)
         consumer = make_consumer(s, s.groups.route, member)
         outage = Outage("route", "kafka", limit_s=None, metrics=self._metrics)
@@ -201,6 +111,10 @@ class RouteStage:
             consumer.close()
             txn.close()
             member.release()
+            if self._directory is not None:
+                self._directory.close()
+            if self._cap_store is not None:
+                self._cap_store.close()
 
     def _rebuild(
         self, old: Consumer, member: MemberIdentity, txn: TransactionalOutput, exc: BaseException
@@ -262,7 +176,12 @@ class RouteStage:
             return paused
         in_flight = IN_FLIGHT.labels("route")
         in_flight.set(len(msgs))
-        outs, offsets, counts = self._route_batch(msgs)
+        try:
+            outs, offsets, counts = self._route_batch(msgs)
+        except StageStopping:
+            self._rewind(consumer, msgs)  # stopping with Postgres away: redone after restart
+            in_flight.set(0)
+            return paused
         try:
             txn.commit(outs, offsets)
         except TransactionAborted as exc:
@@ -281,28 +200,69 @@ class RouteStage:
         return paused
 
     def _route_batch(self, msgs: list[Message]) -> tuple[list[Out], dict[TP, int], dict[str, int]]:
+        """Decide every record of the batch: rules first, then one directory lookup for all
+        the batch's `- user:` recipients, then the outputs. Raises StageStopping when asked to
+        stop while Postgres is away (the batch is then redone)."""
         catalog = self._catalog.current  # one version for the whole batch
         now = datetime.now(UTC)
-        outs: list[Out] = []
+        s = self._s
         offsets: dict[TP, int] = {}
-        counts: dict[str, int] = {"events_in": 0, "queued": 0, "dlq": 0, "unmatched": 0}
+        planned: list[tuple[Message, list[tuple[str, bytes | None]], Planned | Outcome]] = []
         for m, topic, part, off in records(msgs, "route"):
             headers = norm_headers(m.headers())
-            got, outcome = route_record(
+            plan = plan_record(
                 topic=topic, partition=part, offset=off, timestamp_ms=m.timestamp()[1],
                 key=m.key(), value=m.value(), headers=headers,
-                catalog=catalog, settings=self._s, now=now,
+                catalog=catalog, settings=s, now=now,
             )  # fmt: skip
-            if got and outcome == "routed":
-                got = self._traced(m, topic, part, off, headers, got)
-            outs.extend(got)
+            planned.append((m, headers, plan))
             offsets[(topic, part)] = off + 1
-            counts["events_in"] += 1
-            if outcome == "routed":
-                counts["queued"] += len(got) // 2
+        keys = {k for _, _, p in planned if isinstance(p, Planned) for k in p.directory_keys()}
+        found, tenants = self._lookup(keys) if keys else ({}, {})
+        outs: list[Out] = []
+        counts: dict[str, int] = {"events_in": 0, "queued": 0, "dlq": 0, "unmatched": 0}
+        for m, headers, plan in planned:
+            if isinstance(plan, Planned):
+                got, outcome = finish_record(plan, catalog=catalog, settings=s, now=now,
+                                             directory=found, tenants=tenants)  # fmt: skip
+            else:
+                got, outcome = plan
+            if got and outcome == "routed":
+                got = self._traced(m, m.topic() or "", m.partition() or 0, m.offset() or 0,
+                                   headers, got)  # fmt: skip
+                counts["queued"] += sum(1 for o in got if o.topic != s.topics.status)
             else:
                 counts[outcome] += 1
+            counts["events_in"] += 1
+            outs.extend(got)
+        if self._caps and keys:
+            outs, refused = self._apply_caps(outs, tenants, now)
+            counts["queued"] -= refused
         return outs, offsets, counts
+
+    def _apply_caps(
+        self, outs: list[Out], tenants: TenantPrefs, now: datetime
+    ) -> tuple[list[Out], int]:
+        """The batch's caps in one Redis round trip; rides out a Redis outage."""
+        required = {t: tuple(req) for t, (_, req) in tenants.items()}
+        requests = cap_requests(self._s, self._caps, outs, required)
+        if not requests:
+            return outs, 0
+        if self._cap_store is None:
+            self._cap_store = CapStore(self._s.redis.url.get_secret_value())
+        store, now_ms = self._cap_store, int(now.timestamp() * 1000)
+        results = self._redis.retry(lambda: store.check(requests, now_ms), self._stop)
+        return apply_caps(self._s, outs, requests, results, now)
+
+    def _lookup(self, keys: set[tuple[str, str]]) -> tuple[DirectoryView, TenantPrefs]:
+        """The directory's records of `keys` and their tenants' defaults: one round trip
+        each, for the whole batch; rides out a Postgres outage (raises StageStopping)."""
+        if self._directory is None:
+            self._directory = Directory(self._s.postgres.conninfo(), name="route")
+        d = self._directory
+        found = self._pg.retry(lambda: d.lookup(keys), self._stop)
+        tenants = self._pg.retry(lambda: d.tenant_defaults({t for t, _ in keys}), self._stop)
+        return found, tenants
 
     def _traced(
         self, m: Message, topic: str, part: int, off: int, headers: list[tuple[str, bytes | None]],
@@ -322,6 +282,10 @@ class RouteStage:
                                     context_of(headers))  # fmt: skip
         try:
             mine = span_headers(span)
+            if not span.is_recording():
+                # Not sampled: every output carries the same context (flag 0, so nothing
+                # downstream records either), and no child span is made at all.
+                return [Out(o.topic, o.value, o.key, [*o.headers, *mine]) for o in outs]
             traced = []
             for o in outs:
                 if o.topic == self._s.topics.status:

@@ -1,9 +1,10 @@
 """State outside Kafka: Redis send claims and the Postgres deliveries log, migrations,
-and the live catalog read from its topic.
+the live catalog read from its topic, and the recipient directory (with its file formats).
 """
 
 from __future__ import annotations
 
+from streams.state.caps import CAP_MAX_CHECKS, CapStore
 from streams.state.catalog import DEFAULT_CATALOG_KEY, DEFAULT_CATALOG_TOPIC, CatalogRef
 from streams.state.claims import Claim, ClaimStore
 from streams.state.db import (
@@ -18,26 +19,67 @@ from streams.state.db import (
     wait_for_migrations,
 )
 from streams.state.deliveries import LOOKUP_TIMEOUT_S, Delivery, DeliveryLog, SentRecord
+from streams.state.directory import Directory, DirectoryRefused
+from streams.state.directory_rows import (
+    IMPORT_CHUNK,
+    NO_PREFERENCES,
+    Change,
+    Prepared,
+    change_target,
+    prepare,
+)
 from streams.state.dirwatch import DirWatch
+from streams.state.recipient_rows import (
+    CSV_COLUMNS,
+    count_lines,
+    delete_change,
+    describe,
+    parse_csv_row,
+    parse_json_line,
+    prepare_csv_row,
+    read_prepared,
+    read_recipients,
+    upsert_change,
+)
 
 __all__ = [
+    "CAP_MAX_CHECKS",
+    "CSV_COLUMNS",
     "DEFAULT_CATALOG_KEY",
     "DEFAULT_CATALOG_TOPIC",
+    "IMPORT_CHUNK",
     "LOOKUP_TIMEOUT_S",
+    "NO_PREFERENCES",
+    "CapStore",
     "CatalogRef",
+    "Change",
     "Claim",
     "ClaimStore",
     "Delivery",
     "DeliveryLog",
     "DirWatch",
+    "Directory",
+    "DirectoryRefused",
     "Migration",
+    "Prepared",
     "SentRecord",
     "apply_migrations",
     "audit_partition_ddl",
+    "change_target",
     "check_login",
+    "count_lines",
+    "delete_change",
+    "describe",
     "login_fix",
     "migrations",
     "month_start",
+    "parse_csv_row",
+    "parse_json_line",
+    "prepare",
+    "prepare_csv_row",
+    "read_prepared",
+    "read_recipients",
     "require_migrations",
+    "upsert_change",
     "wait_for_migrations",
 ]

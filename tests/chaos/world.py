@@ -76,6 +76,13 @@ class ChaosWorld:
         u, tmp = self.unique, self.tmp
         cat = tmp / "catalog"
         shutil.copytree(ROOT / "examples/catalog", cat)
+        # These events address people directly; the directory's rules have their own tests.
+        (cat / "rules/directory.yaml").unlink()
+        # order.shipped's push goes to the user id as its device token, as the traffic's
+        # expectations say: the rule's `- user:` (a directory lookup) becomes a plain address.
+        orders = cat / "rules/orders.yaml"
+        declared, plain = '- user: "event.data.customer.user_id"', '- "event.data.customer.user_id"'
+        orders.write_text(orders.read_text().replace(declared, plain))
         infra = cat / "rules/infra.yaml"  # the webhook rule only: no Slack peer here
         doc = yaml.safe_load(infra.read_text())
         doc["rules"] = [r for r in doc["rules"] if r["id"] == "infra-alert-webhook"]

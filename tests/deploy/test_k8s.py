@@ -28,14 +28,17 @@ from pydantic import BaseModel
 from catalog import load_catalog
 from schemas.channels import CHANNELS
 from schemas.settings import TidingsSettings, load_settings
+from streams.app import STAGES as APP_STAGES
 from streams.runtime.kafka import pipeline_topics, retry_topic
 from tests.deploy.conftest import ROOT, TARGETS
 
 Obj = dict[str, Any]
 Builds = dict[str, list[Obj]]
 
-STAGES = ("route", "deliver", "audit", "callbacks")
-CONSUMER_STAGES = ("route", "deliver", "audit")  # a consumer group each: KEDA scales these
+# Every stage `tidings run --stage` knows: a stage added to the code without its manifests
+# fails here. All but callbacks (an HTTP server) consume a group each: KEDA scales those.
+STAGES = APP_STAGES
+CONSUMER_STAGES = tuple(s for s in STAGES if s != "callbacks")
 CONTAINER = "tidings"
 # The oldest Kubernetes these manifests are meant for, and the newest schemas shipped.
 K8S_VERSIONS = ("1.31.0", kubernetes_validate.latest_version())
@@ -139,12 +142,18 @@ def input_topics(stage: str, s: TidingsSettings) -> dict[str, int]:
     elif stage == "deliver":
         names = [s.topics.dispatch(c) for c in CHANNELS]
         names += [retry_topic(s, tier) for tier in s.runtime.retry_tiers_s]
-    else:
+    elif stage == "audit":
         names = [s.topics.status]
+    elif stage == "recipients":
+        names = [s.topics.recipients]
+    else:
+        raise AssertionError(f"input_topics: no inputs known for stage {stage!r}: add them")
     return {name: every[name] for name in names}
 
 
 def group_of(stage: str, s: TidingsSettings) -> str:
+    """A consumer stage's group: the setting of its name (groups.route … groups.recipients)."""
+    assert stage in type(s.groups).model_fields, f"no setting groups.{stage}"
     group = getattr(s.groups, stage)
     assert isinstance(group, str)
     return group

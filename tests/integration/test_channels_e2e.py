@@ -21,9 +21,9 @@ exactly the expected dead letters (none, except where a test lists them).
   this test's catalog copy (before the pipeline starts) to the peer, and the webhook signature is
   verified with the standardwebhooks library.
 
-Nothing resolves user ids to addresses (there is no directory yet), so the FCM token is the user
-id, and `payment-completed`'s email to a user id is refused as `invalid_address` and dead-lettered:
-that test lists it as its one expected dead letter.
+`user:` recipients are resolved by the recipient directory (Postgres): the push test puts its
+users and their FCM tokens there first; `payment-completed`'s user is not in it, so its email leg
+is `suppressed` (no-address) while in-app, which needs no address but the id, is delivered.
 """
 
 from __future__ import annotations
@@ -50,7 +50,9 @@ import redis
 from standardwebhooks import Webhook
 
 from schemas.notification import Notification, notification_id
+from schemas.recipient import Address, Recipient
 from streams.dev.demo import cloudevent
+from streams.state.directory import Directory
 from tests.integration.pipeline import World, wait_until
 from tests.peers.fcm import FcmPeer, make_key
 from tests.peers.http_server import HttpPeer, Recorded, Reply
@@ -165,16 +167,21 @@ def _check_outcome(
     *,
     sent: dict[str, tuple[str, str]],
     failed: dict[str, tuple[str, str]] | None = None,
+    suppressed: dict[str, tuple[str, str]] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """The status topic holds exactly these notifications, `queued` once and then `sent`
-    (channel, provider) or `failed` (channel, error code) once; audit_log holds the same.
-    Returns the final status data per notification id."""
+    (channel, provider) or `failed` (channel, error code) once, or only `suppressed`
+    (channel, reason); audit_log holds the same. Returns the final status data per id."""
     failed = failed or {}
+    suppressed = suppressed or {}
     records = [json.loads(m.value())["data"] for m in w.read(w.settings.topics.status)]
     by: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for d in records:
         by[d["notification_id"]].append(d)
-    assert set(by) == set(sent) | set(failed), "exactly the expected notifications"
+    assert set(by) == set(sent) | set(failed) | set(suppressed), "exactly the expected ones"
+    for nid, (channel, reason) in suppressed.items():
+        [d] = by[nid]
+        assert (d["status"], d["channel"], d["reason"]) == ("suppressed", channel, reason), d
     final: dict[str, dict[str, Any]] = {}
     for nid, (channel, provider) in sent.items():
         assert Counter(d["status"] for d in by[nid]) == Counter(queued=1, sent=1), by[nid]
@@ -332,7 +339,6 @@ def test_order_shipped_goes_to_fcm_push_only(
             "order_id": order, "packages": 2, "carrier": "DHL", "tracking_url": tracking,
             "eta": "2026-01-08T12:00:00Z", "customer": {"user_id": user, "name": "Bob"},
         })  # fmt: skip
-        push_id = _nid(doc, "order-shipped", user, "push")
         # The same for a German-speaking user: the rule's `locale` picks the de templates.
         user_de, order_de = f"u-de-{w.unique}", f"B-{w.unique}"
         doc_de = _event(w, "order.shipped", {
@@ -340,7 +346,18 @@ def test_order_shipped_goes_to_fcm_push_only(
             "eta": "2026-01-08T12:00:00Z",
             "customer": {"user_id": user_de, "name": "Anna", "locale": "de-AT"},
         })  # fmt: skip
-        push_de = _nid(doc_de, "order-shipped", user_de, "push")
+        # Their devices, in the recipient directory: one FCM token each.
+        directory = Directory(w.settings.postgres.conninfo())
+        try:
+            directory.import_rows([
+                Recipient(id=u, addresses=(Address(channel="push", address=f"tok-{u}",
+                                                   platform="fcm"),))
+                for u in (user, user_de)
+            ])  # fmt: skip
+        finally:
+            directory.close()
+        push_id = _nid(doc, "order-shipped", f"{user}\x1ftok-{user}", "push")
+        push_de = _nid(doc_de, "order-shipped", f"{user_de}\x1ftok-{user_de}", "push")
         _produce(w, doc)
         _produce(w, doc_de)
         with w.pipeline():
@@ -359,12 +376,12 @@ def test_order_shipped_goes_to_fcm_push_only(
     assert (send.method, send.path) == ("POST", "/v1/projects/demo-project/messages:send")
     assert send.headers["authorization"].startswith("Bearer ya29.local-")
     by_token = {m["token"]: m for m in fcm.messages}
-    german = by_token[user_de]["notification"]
+    german = by_token[f"tok-{user_de}"]["notification"]
     assert german["title"] == f"Deine Bestellung {order_de} ist unterwegs"
     assert german["body"].startswith("1 Paket mit DHL, Zustellung am ")
-    message = by_token[user]
+    message = by_token[f"tok-{user}"]
     assert message == {
-        "token": user,  # the recipient is the address: the user id stands for the device token
+        "token": f"tok-{user}",  # the device token the directory holds for the user
         "notification": {
             "title": f"Your order {order} has shipped",
             "body": "2 parcels with DHL, expected January 8, 2026.",
@@ -414,17 +431,18 @@ def test_payment_completed_lands_in_the_inbox_and_on_redis(
         _produce(w, doc)
         with w.pipeline():
             wait_until(got_published, 90, "the Redis inbox message")
-            _wait_audited(w, [inapp_id, mail_id])
+            wait_until(lambda: len(_audit(w, [inapp_id, mail_id])) >= 3, 90, "audit rows")
         extra = pubsub.get_message(timeout=0.5)
         assert extra is None, f"published once only: {extra}"
     finally:
         pubsub.close()
 
-    # The email leg addresses a user id, which no directory resolves: refused, dead-lettered.
+    # The user is not in the directory: no email address, so the email leg is suppressed
+    # (a normal outcome, not a dead letter); in-app needs only the id.
     _check_outcome(
-        w, sent={inapp_id: ("inapp", "inbox")}, failed={mail_id: ("email", "invalid_address")}
+        w, sent={inapp_id: ("inapp", "inbox")}, suppressed={mail_id: ("email", "no-address")}
     )
-    assert _dead_letters(w) == [("deliver", "invalid_address", mail_id)]
+    assert _dead_letters(w) == []
     assert w.mail() == Counter()
 
     rows = pg.execute(

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka.admin import AdminClient
 
+from streams.app import default_stages
 from tests.integration.pipeline import ROOT, World, wait_until
 
 pytestmark = pytest.mark.integration
@@ -102,7 +103,8 @@ def test_plain_run_is_a_process_per_stage_and_kill_9_takes_them_all(world: World
     got = world.wait_mail(4)
     assert set(first) <= set(got), log_path.read_text(errors="replace")[-4000:]
     kids = _children(p.pid)
-    assert len(kids) == 3, f"route, deliver, audit: one process each: {kids}"
+    stages = default_stages(world.settings)  # route, deliver, audit, recipients
+    assert len(kids) == len(stages), f"{stages}: one process each: {kids}"
     p.kill()
     assert p.wait(10) == -signal.SIGKILL
     assert _all_dead(kids), "the stages died with the command (PR_SET_PDEATHSIG)"

@@ -2,8 +2,11 @@
 
 `PostgresDeadTokens(conninfo)` is a DeadTokenHook (`await hook(dead)`). It upserts one row per
 (channel, token): a token reported again keeps `first_seen_at` and moves `last_seen_at`, so
-replays and retries add nothing. The recipient directory reads the table to stop sending to the
-address. The table comes from migration `0005_dead_tokens.sql` (`tidings db migrate`).
+replays and retries add nothing. The same statement deletes the address from the recipient
+directory (`recipient_addresses`, matched by channel and token, or for Web Push by the
+subscription's endpoint), so the next send skips it; the directory also refuses to write it
+back unless it was seen after it was reported (streams/state/directory.py). The tables come
+from migrations `0005_dead_tokens.sql` and `0006_recipients.sql` (`tidings db migrate`).
 
 One connection, opened on the first call (never in `__init__`, so building providers connects
 to nothing and the connection belongs to the event loop that sends), calls serialised on it.
@@ -22,9 +25,12 @@ from processors.channels.push.deadtoken import DeadToken
 
 __all__ = ["PostgresDeadTokens"]
 
+# One statement, so one transaction: the address leaves the directory iff the report is kept.
 _UPSERT = (
+    "WITH removed AS (DELETE FROM recipient_addresses "
+    "WHERE channel = %(channel)s AND (address = %(token)s OR endpoint = %(token)s)) "
     "INSERT INTO dead_tokens (channel, token, recipient, provider, reason, notification_id) "
-    "VALUES (%s, %s, %s, %s, %s, %s) "
+    "VALUES (%(channel)s, %(token)s, %(recipient)s, %(provider)s, %(reason)s, %(nid)s) "
     "ON CONFLICT (channel, token) DO UPDATE SET recipient = EXCLUDED.recipient, "
     "provider = EXCLUDED.provider, reason = EXCLUDED.reason, "
     "notification_id = EXCLUDED.notification_id, last_seen_at = now()"
@@ -49,15 +55,17 @@ class PostgresDeadTokens:
         self._lock = asyncio.Lock()  # binds to the loop of its first use, not to this thread
 
     async def __call__(self, dead: DeadToken) -> None:
-        """Upsert the row; awaits Postgres for at most `timeout_s`.
+        """Upsert the row and delete the address from the directory; awaits Postgres for at
+        most `timeout_s`.
 
         Raises psycopg.Error or TimeoutError when Postgres is down, and RuntimeError (with the
-        fix) when the table is missing; the providers' `report_dead` logs these, never raises.
+        fix) when a table is missing; the providers' `report_dead` logs these, never raises.
         """
-        params = (
-            dead.channel, dead.token, dead.recipient, dead.provider, dead.reason,
-            _uuid_or_none(dead.notification_id),
-        )  # fmt: skip
+        params = {
+            "channel": dead.channel, "token": dead.token, "recipient": dead.recipient,
+            "provider": dead.provider, "reason": dead.reason,
+            "nid": _uuid_or_none(dead.notification_id),
+        }  # fmt: skip
         async with self._lock:
             try:
                 async with asyncio.timeout(self._timeout_s):
@@ -70,7 +78,7 @@ class PostgresDeadTokens:
                     await self._conn.execute(_UPSERT, params)
             except psycopg.errors.UndefinedTable as exc:
                 raise RuntimeError(
-                    "table dead_tokens does not exist: apply the migrations (`tidings db migrate`)"
+                    f"a table is missing ({exc}): apply the migrations (`tidings db migrate`)"
                 ) from exc
             except (psycopg.Error, TimeoutError):
                 await self._drop()

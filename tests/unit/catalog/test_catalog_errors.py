@@ -51,7 +51,7 @@ CASES = [
         "rules.yaml:9:5: rule 'r1': unknown field 'prority'; did you mean 'priority'? (known "
         "fields: id, version, description, events, when, recipients, channels, "
         "channel_policy, template, priority, category, enabled, variables, idempotency_key, "
-        "tenants, locale)",
+        "tenants, locale, recipient_when)",
         id="unknown-field",
     ),
     pytest.param(

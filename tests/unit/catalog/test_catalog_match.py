@@ -34,6 +34,7 @@ def test_example_catalog_loads(example: Catalog) -> None:
     assert [r.id for r in example.rules] == [
         "order-confirmation",
         "welcome",
+        "welcome-app",
         "infra-alert-slack",
         "infra-alert-webhook",
         "order-shipped",

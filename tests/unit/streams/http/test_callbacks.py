@@ -176,9 +176,9 @@ def test_intermediate_statuses_emit_nothing(status: str) -> None:
 
 def test_run_without_stages_includes_callbacks_only_when_enabled() -> None:
     assert "callbacks" in STAGES
-    assert default_stages(TidingsSettings()) == ("route", "deliver", "audit")
+    assert default_stages(TidingsSettings()) == ("route", "deliver", "audit", "recipients")
     enabled = TidingsSettings.model_validate({"callbacks": {"enabled": True}})
-    assert default_stages(enabled) == ("route", "deliver", "audit", "callbacks")
+    assert default_stages(enabled) == ("route", "deliver", "audit", "recipients", "callbacks")
 
 
 def test_urls_in_logs_and_answers_never_carry_credentials() -> None:

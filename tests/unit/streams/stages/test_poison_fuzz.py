@@ -205,7 +205,7 @@ def test_good_events_are_routed() -> None:
 def test_an_unexpected_exception_is_an_internal_error_and_memory_error_propagates(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import streams.stages.route as route_module
+    import streams.stages.route_decide as route_module
 
     def boom(*_: Any, **__: Any) -> Any:
         raise RecursionError("maximum recursion depth exceeded")

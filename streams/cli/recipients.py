@@ -1,0 +1,257 @@
+"""`tidings recipients import FILE | show TENANT/ID | publish FILE`: the directory by hand.
+
+`import` checks every row (streams/state/recipient_rows.py), reports each bad one as
+`FILE:LINE: what is wrong` on stderr and skips it, and writes the good ones in one
+transaction (nothing is visible until all are in; a Postgres refusal writes nothing). Exit
+1 if any row was refused or the import failed, 0 otherwise. `publish` produces the rows as
+`tidings.recipient.upserted` records on the recipients topic instead, for the recipients
+stage to apply (docs/recipients.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from array import array
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO, TypeVar
+
+from confluent_kafka import KafkaException
+
+from schemas.recipient import Recipient
+from schemas.settings import TidingsSettings
+from streams.exceptions import DependencyDown, FatalStageError
+from streams.runtime.kafka import ensure_topics, make_producer
+from streams.state.directory import Directory, DirectoryRefused
+from streams.state.directory_rows import Prepared
+from streams.state.recipient_rows import count_lines, read_prepared, read_recipients, upsert_change
+
+__all__ = ["register"]
+
+_MAX_SHOWN = 1000  # refused rows reported one by one; past this, only counted
+T = TypeVar("T")
+
+
+class _Bar:
+    """A one-line progress bar on a terminal (nothing when stderr isn't one)."""
+
+    def __init__(self, total: int, out: TextIO | None = None) -> None:
+        self._total = max(1, total)
+        self._out = out = out or sys.stderr
+        self._tty = out.isatty()
+        self._t0 = self._last = time.monotonic()
+        self._drawn = False
+
+    def update(self, line: int, rows: int, *, force: bool = False, note: str = "") -> None:
+        now = time.monotonic()
+        if not self._tty or (not force and now - self._last < 0.1):
+            return
+        self._last = now
+        share = min(1.0, line / self._total)
+        filled = int(share * 30)
+        rate = rows / max(now - self._t0, 1e-9)
+        self._out.write(
+            f"\r[{'#' * filled}{'.' * (30 - filled)}] {share:4.0%} {rows:,} rows "
+            f"{rate:,.0f} rows/s{note}\x1b[K"
+        )
+        self._out.flush()
+        self._drawn = True
+
+    def say(self, text: str) -> None:
+        """A line of its own (an error), above the bar."""
+        if self._drawn:
+            self._out.write("\r\x1b[K")
+            self._drawn = False
+        print(text, file=self._out)
+
+    def done(self) -> None:
+        if self._drawn:
+            self._out.write("\r\x1b[K")
+            self._out.flush()
+            self._drawn = False
+
+
+class _Rows:
+    """The good rows of a file (to hand on), reporting and counting the bad ones.
+
+    Iterating yields Recipients; `prepared()` yields them as the directory stores them.
+    """
+
+    def __init__(self, path: Path, bar: _Bar) -> None:
+        self.path = path
+        self.bar = bar
+        self.refused = 0
+        self.rows = 0
+        self.lines = array("q")  # the file line of each row handed on, to name a refused one
+
+    def __iter__(self) -> Iterator[Recipient]:
+        return self._good(read_recipients(self.path))
+
+    def prepared(self) -> Iterator[Prepared]:
+        return self._good(read_prepared(self.path))
+
+    def _good(self, rows: Iterator[tuple[int, T | str]]) -> Iterator[T]:
+        line = 0
+        for line, r in rows:
+            if isinstance(r, str):
+                self.refused += 1
+                if self.refused <= _MAX_SHOWN:
+                    self.bar.say(f"{self.path}:{line}: {r}")
+                elif self.refused == _MAX_SHOWN + 1:
+                    self.bar.say(f"{self.path}: more refused rows; only counted from here on")
+                continue
+            self.rows += 1
+            self.lines.append(line)
+            self.bar.update(line, self.rows)
+            yield r
+        self.bar.update(line, self.rows, force=True, note="; writing to the directory…")
+
+    def line_of(self, row: int | None) -> str:
+        """`FILE:LINE: ` of the `row`-th row handed on, if known."""
+        if row is None or not 1 <= row <= len(self.lines):
+            return ""
+        return f"{self.path}:{self.lines[row - 1]}: "
+
+
+def _open(args: argparse.Namespace) -> tuple[_Rows, _Bar] | None:
+    path = Path(args.file)
+    try:
+        bar = _Bar(count_lines(path))
+        read_recipients(path)  # the suffix is checked now, before anything connects
+    except (OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None
+    return _Rows(path, bar), bar
+
+
+def _import(args: argparse.Namespace, s: TidingsSettings) -> int:
+    opened = _open(args)
+    if opened is None:
+        return 1
+    rows, bar = opened
+    directory = Directory(s.postgres.conninfo(), name="import")
+    t0 = time.monotonic()
+    try:
+        n = directory.import_rows(rows.prepared())
+    except DirectoryRefused as exc:
+        bar.done()
+        print(f"error: {rows.line_of(exc.row)}{exc}; fix the row and import again",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    except (DependencyDown, FatalStageError, ValueError, OSError) as exc:
+        bar.done()
+        print(f"error: {exc}; nothing was imported", file=sys.stderr)
+        return 1
+    finally:
+        directory.close()
+    took = time.monotonic() - t0
+    bar.done()
+    print(
+        f"imported {n:,} recipient(s) from {rows.path} in {took:.1f} s "
+        f"({n / max(took, 1e-9):,.0f} rows/s); {rows.refused:,} row(s) refused"
+    )
+    return 1 if rows.refused else 0
+
+
+def _show(args: argparse.Namespace, s: TidingsSettings) -> int:
+    tenant, sep, rid = str(args.who).partition("/")
+    if not sep:
+        tenant, rid = "", tenant
+    directory = Directory(s.postgres.conninfo(), name="show")
+    try:
+        found = directory.lookup([(tenant, rid)])
+    except (DependencyDown, FatalStageError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        directory.close()
+    r = found.get((tenant, rid))
+    if r is None:
+        print(f"error: no recipient {rid!r} of tenant {tenant!r} in the directory",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    print(r.model_dump_json(indent=2))
+    return 0
+
+
+def _publish(args: argparse.Namespace, s: TidingsSettings) -> int:
+    opened = _open(args)
+    if opened is None:
+        return 1
+    rows, bar = opened
+    topic = s.topics.recipients
+    try:
+        ensure_topics(s, {topic: s.topics.partitions})
+    except FatalStageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    producer = make_producer(s)
+    failed: list[str] = []
+
+    def report(err: Any, _msg: Any) -> None:
+        if err is not None:
+            failed.append(err.str())
+
+    n = 0
+    now = datetime.now(UTC)
+    try:
+        for r in rows:
+            value = (
+                upsert_change(r).model_copy(update={"time": now}).model_dump_json(exclude_none=True)
+            )
+            while True:
+                try:
+                    producer.produce(
+                        topic,
+                        value=value.encode(),
+                        key=r.key(),
+                        on_delivery=report,
+                        headers=[("content-type", b"application/cloudevents+json")],
+                    )
+                    break
+                except BufferError:
+                    producer.poll(0.05)
+            n += 1
+            producer.poll(0)
+    except (ValueError, OSError, KafkaException) as exc:
+        bar.done()
+        print(f"error: {exc}; {n} record(s) produced before it", file=sys.stderr)
+        producer.flush(30)
+        return 1
+    left = producer.flush(60)
+    bar.done()
+    if left or failed:
+        print(f"error: {left + len(failed)} of {n} record(s) not acknowledged by Kafka "
+              f"({failed[0] if failed else 'timed out'}); publish them again (upserts are "
+              "idempotent)", file=sys.stderr)  # fmt: skip
+        return 1
+    print(f"published {n:,} upsert(s) to {topic}; {rows.refused:,} row(s) refused")
+    return 1 if rows.refused else 0
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add `recipients import | show | publish` to `sub`."""
+    rec = sub.add_parser("recipients", help="import, show and publish directory recipients")
+    rsub = rec.add_subparsers(dest="recipients_command", required=True)
+    imp = rsub.add_parser(
+        "import",
+        help="load FILE.csv or FILE.jsonl into the directory in one transaction",
+        description="Check every row, report bad ones as FILE:LINE: what is wrong, and write "
+        "the good ones in one transaction. Exit 1 if any row was refused. CSV columns: "
+        "tenant, id, email, phone, locale, timezone, attributes (JSON), preferences (JSON), "
+        "push_tokens (fcm:TOKEN|apns:TOKEN), addresses (JSON list); docs/recipients.md.",
+    )
+    imp.add_argument("file", help="a .csv or .jsonl file")
+    imp.set_defaults(handler=_import)
+    show = rsub.add_parser("show", help="print one stored recipient as JSON")
+    show.add_argument("who", metavar="TENANT/ID", help="`acme/u-1`; `u-1` alone: no tenant")
+    show.set_defaults(handler=_show)
+    pub = rsub.add_parser(
+        "publish",
+        help="produce FILE's rows as upserts on the recipients topic (the stage applies them)",
+    )
+    pub.add_argument("file", help="a .csv or .jsonl file")
+    pub.set_defaults(handler=_publish)

@@ -1,0 +1,364 @@
+"""The recipient directory in Postgres: who a `user:` recipient is and how to reach them.
+
+`Directory(conninfo)` is the one way in to the tables of migration 0006 (docs/recipients.md):
+`recipients` (one row per tenant and id, preferences inside), `recipient_addresses` (their
+device tokens, Web Push subscriptions, Slack and webhook URLs, in order) and
+`tenant_preferences`. Every method is one transaction and, on the read side, one round trip
+for a whole batch (the SQL and the row layout: streams/state/directory_rows.py):
+
+- `apply` materialises a batch of the recipients topic, in offset order, idempotently: a
+  change is applied only when its (partition, offset) is newer than the row's, so a
+  redelivered batch changes nothing and an older record never overwrites a newer one;
+- `lookup` reads a batch of (tenant, id) at once (route: one query per consume batch);
+- `import_rows` bulk-loads with COPY into temporary tables and an upsert per chunk of
+  20,000 rows, all in one transaction: all or nothing;
+- `remove_address` forgets a dead device token or subscription.
+
+Addresses a push service reported dead (`dead_tokens`) are not written back by `apply` or
+`import_rows` unless the address was seen since (`last_seen` later than the report).
+
+Sync (psycopg 3), blocking, thread-safe (calls are serialised on one connection). Nothing
+connects in `__init__`; the first call (or `connect()`) does. Errors: Postgres unreachable
+→ `DependencyDown("postgres", …)` (retry later; the connection is dropped and the next call
+reconnects); a login Postgres refuses, or tables missing → `FatalStageError` naming the fix;
+Postgres refusing the data itself (a NUL in a text, say) → `DirectoryRefused`, with nothing
+of that call written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
+
+import psycopg
+from pydantic import ValidationError
+
+from schemas.recipient import Preferences, Recipient
+from streams.exceptions import DependencyDown, FatalStageError, StreamsError
+from streams.state.db import check_login
+from streams.state.directory_rows import (
+    _ADDR_TYPES,
+    _BATCH_TYPES,
+    _COPY,
+    _COPY_ADDR,
+    _DEDUPED,
+    _DELETE,
+    _LOOKUP,
+    _ONLY_APPLIED,
+    _ONLY_LAST,
+    _TEMP,
+    IMPORT_CHUNK,
+    Change,
+    Prepared,
+    _addresses,
+    _Batch,
+    _batch_rows,
+    _Feed,
+    _upsert,
+    change_target,
+    prepare,
+)
+
+__all__ = ["Directory", "DirectoryRefused"]
+
+log = logging.getLogger(__name__)
+
+_COPY_LINE = re.compile(r"COPY dir_batch, line (\d+)")
+
+
+class DirectoryRefused(StreamsError):
+    """Postgres refused the data of one call for good (nothing of it was written).
+
+    `row`: the 1-based place in `import_rows`' input of the row Postgres named, when it did.
+    """
+
+    def __init__(self, message: str, row: int | None = None) -> None:
+        super().__init__(message)
+        self.row = row
+
+
+class Directory:
+    """The recipient directory's Postgres tables; one lazily opened connection."""
+
+    def __init__(self, conninfo: str, *, name: str = "directory") -> None:
+        self._conninfo = conninfo
+        self._name = name  # who uses it, for error messages (`recipients`, `route`)
+        self._conn: psycopg.Connection[Any] | None = None
+        self._temp = False
+        self._lock = threading.RLock()
+        self._row_base = 0  # import: rows written in earlier chunks (to name a refused row)
+
+    # ------------------------------------------------------------ connection
+
+    def connect(self) -> None:
+        """Connect now unless connected; blocks (bounded by the conninfo's connect_timeout).
+
+        Raises DependencyDown when Postgres is unreachable, FatalStageError when it refuses
+        the login (a setting to fix).
+        """
+        with self._lock:
+            self._connection()
+
+    def _connection(self) -> psycopg.Connection[Any]:
+        if self._conn is None or self._conn.closed:
+            self._temp = False
+            try:
+                self._conn = psycopg.connect(self._conninfo, autocommit=True)
+            except psycopg.OperationalError as exc:
+                check_login(exc, self._name)
+                raise DependencyDown(
+                    "postgres", f"{self._name}: Postgres unreachable ({exc}); `tidings doctor`"
+                ) from exc
+        return self._conn
+
+    def close(self) -> None:
+        """Close the connection if one is open; the next call opens a new one."""
+        with self._lock:
+            self._drop()
+
+    def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None and not conn.closed:
+            with contextlib.suppress(psycopg.Error):  # already broken: nothing to release
+                conn.close()
+
+    @contextlib.contextmanager
+    def _session(self, what: str) -> Iterator[psycopg.Connection[Any]]:
+        """The connection, serialised, with psycopg's errors translated (module docstring)."""
+        with self._lock:
+            conn = self._connection()
+            try:
+                yield conn
+            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                self._drop()
+                raise DependencyDown(
+                    "postgres", f"{self._name}: {what} failed, Postgres unreachable ({exc}); "
+                    "check it with `tidings doctor`",
+                ) from exc  # fmt: skip
+            except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn) as exc:
+                raise FatalStageError(
+                    f"{self._name}: {what}: the recipient tables are missing or old ({exc}); "
+                    "apply the migrations with `tidings db migrate`"
+                ) from exc
+            except psycopg.Error as exc:
+                diag = exc.diag
+                m = _COPY_LINE.search(diag.context or "") if diag else None
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                raise DirectoryRefused(
+                    f"{self._name}: Postgres refused the {what} ({exc.sqlstate}: {first}); "
+                    "nothing of it was written",
+                    row=self._row_base + int(m.group(1)) if m else None,
+                ) from exc
+
+    def _batch_table(self, conn: psycopg.Connection[Any]) -> None:
+        if not self._temp:
+            conn.execute(_TEMP)
+            self._temp = True
+
+    def _copy(
+        self, conn: psycopg.Connection[Any], rows: list[_Batch]
+    ) -> None:  # fmt: skip
+        cur = conn.cursor()
+        with cur.copy(_COPY) as cp:
+            cp.set_types(list(_BATCH_TYPES))
+            for row, _ in rows:
+                cp.write_row(row)
+        with cur.copy(_COPY_ADDR) as cp:
+            cp.set_types(list(_ADDR_TYPES))
+            for _, addrs in rows:
+                for a in addrs:
+                    cp.write_row(a)
+
+    # ------------------------------------------------------------ the topic
+
+    def apply(self, changes: Sequence[Change]) -> int:
+        """Apply a batch of recipients-topic changes in ONE transaction; returns rows changed.
+
+        `changes` are (partition, offset, change, key) in offset order; a None change is a
+        tombstone (a delete of the key's recipient). Per recipient only the batch's last
+        change counts, and only if newer than the row's (partition, offset): an upsert
+        replaces the row and all its addresses, a delete erases the row, its addresses
+        (the trigger) and its preferences. Redelivering a batch returns 0 and changes nothing.
+        Raises ValueError (pydantic's ValidationError) for a change that doesn't validate
+        (nothing written; the stage validates first), and the errors of the module docstring.
+        """
+        latest: dict[tuple[str, str], tuple[int, int, Recipient | None]] = {}
+        for part, off, change, key in changes:
+            target = change_target(change, key)
+            up = change is not None and change.type == "tidings.recipient.upserted"
+            latest.pop(target, None)  # keep the offset order of the last change per key
+            latest[target] = (part, off, change.recipient() if up and change else None)
+        ups = [_batch_rows(prepare(r), i, p, o) for i, (p, o, r) in enumerate(latest.values()) if r]
+        dels = [(t, i, p, o) for (t, i), (p, o, r) in latest.items() if r is None]
+        if not latest:
+            return 0
+        with self._session("write of a recipients batch") as conn:
+            self._batch_table(conn)
+            return self._apply(conn, ups, dels)
+
+    def _apply(
+        self, conn: psycopg.Connection[Any],
+        ups: list[_Batch],
+        dels: list[tuple[str, str, int, int]],
+    ) -> int:  # fmt: skip
+        with conn.transaction():
+            changed = 0
+            if ups:
+                self._copy(conn, ups)
+                conn.execute(_upsert("dir_batch", from_topic=True))
+                row = conn.execute("select count(*) from dir_applied").fetchone()
+                changed += row[0] if row else 0
+                conn.execute("analyze dir_applied")  # temp tables have no statistics otherwise
+                for stmt in _addresses("dir_applied", _ONLY_APPLIED):
+                    conn.execute(stmt)
+            if dels:
+                cur = conn.execute(_DELETE, [list(c) for c in zip(*dels, strict=True)])
+                changed += cur.rowcount
+            return int(changed)
+
+    # ------------------------------------------------------------ reads
+
+    def lookup(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], Recipient]:
+        """The stored recipients among `keys` ((tenant, id) pairs), in ONE round trip.
+
+        Missing ones are absent from the result. Addresses come in their stored order. A
+        row that no longer validates (edited by hand) is left out with a warning. Blocks;
+        raises the errors of the module docstring.
+        """
+        wanted = list(dict.fromkeys(keys))
+        if not wanted:
+            return {}
+        tenants, ids = [t for t, _ in wanted], [i for _, i in wanted]
+        with self._session("recipient lookup") as conn:
+            rows = conn.execute(_LOOKUP, (tenants, ids)).fetchall()
+        found: dict[tuple[str, str], Recipient] = {}
+        for (doc,) in rows:
+            try:
+                r = Recipient.model_validate_json(doc)
+            except ValidationError as exc:
+                log.warning("%s: a stored recipient doesn't validate, skipped: %s",
+                            self._name, exc)  # fmt: skip
+                continue
+            found[(r.tenant, r.id)] = r
+        return found
+
+    def tenant_defaults(
+        self, tenants: Iterable[str]
+    ) -> dict[str, tuple[Preferences, tuple[str, ...]]]:
+        """Each tenant's (default preferences, required categories), in ONE round trip.
+
+        Every tenant asked for is in the result: one without a row gets `(Preferences(), ())`.
+        A stored row that doesn't validate counts as none (with a warning). Blocks; raises
+        the errors of the module docstring.
+        """
+        wanted = list(dict.fromkeys(tenants))
+        out: dict[str, tuple[Preferences, tuple[str, ...]]] = {
+            t: (Preferences(), ()) for t in wanted
+        }
+        if not wanted:
+            return out
+        with self._session("tenant preferences lookup") as conn:
+            rows = conn.execute(
+                "select tenant, preferences::text, required_categories from tenant_preferences "
+                "where tenant = any(%s::text[])",
+                (wanted,),
+            ).fetchall()
+        for tenant, prefs, required in rows:
+            try:
+                out[tenant] = (Preferences.model_validate_json(prefs), tuple(required))
+            except ValidationError as exc:
+                log.warning("%s: tenant %r's default preferences don't validate: %s",
+                            self._name, tenant, exc)  # fmt: skip
+        return out
+
+    def set_tenant_defaults(
+        self, tenant: str, preferences: Preferences, required: Sequence[str] = ()
+    ) -> None:
+        """Store a tenant's default preferences and required categories (replacing them)."""
+        with self._session("tenant preferences write") as conn:
+            conn.execute(
+                "insert into tenant_preferences (tenant, preferences, required_categories) "
+                "values (%s, %s::jsonb, %s::text[]) on conflict (tenant) do update set "
+                "preferences = excluded.preferences, "
+                "required_categories = excluded.required_categories, updated_at = now()",
+                (tenant, preferences.model_dump_json(exclude_defaults=True), list(required)),
+            )
+
+    # ------------------------------------------------------------ writes
+
+    def remove_address(self, channel: str, address: str) -> int:
+        """Forget a dead address everywhere it is listed; returns how many rows went.
+
+        `address` is the device token (push) or, for webpush, the subscription's endpoint
+        URL or its whole JSON. Blocks; raises the errors of the module docstring.
+        """
+        with self._session("address removal") as conn:
+            cur = conn.execute(
+                "delete from recipient_addresses where channel = %s "
+                "and (address = %s or endpoint = %s)",
+                (channel, address, address),
+            )
+            return cur.rowcount
+
+    def import_rows(
+        self,
+        rows: Iterable[Recipient | Prepared],
+        *,
+        progress: Callable[[int], None] | None = None,
+    ) -> int:
+        """Upsert every recipient of `rows` in ONE transaction; returns how many were written.
+
+        `rows` are Recipients, or recipients already `Prepared` (a fast path for a reader
+        that validated them itself: `streams.state.recipient_rows`).
+
+        COPY into a temporary table and an upsert, chunk by chunk, in one transaction: all
+        or nothing (nothing is visible until the end, and a refusal leaves the directory as
+        it was). `rows` is read on a thread of its own, so reading the next chunk overlaps
+        Postgres merging the last (it must not share this Directory). Each recipient
+        replaces the row and all its addresses; the row's topic position is kept (module
+        docstring). A recipient listed twice: the last one wins. `progress(n)` after each
+        chunk written. Blocks (seconds per 100,000 rows); raises what `rows` raises, and the
+        errors of the module docstring (DirectoryRefused.row: which row Postgres refused).
+        """
+        feed = _Feed(rows, IMPORT_CHUNK)
+        try:
+            with self._session("import") as conn:
+                self._batch_table(conn)  # outside the transaction: a rollback must not drop it
+                return self._import(conn, feed, progress)
+        finally:
+            feed.close()
+            self._row_base = 0
+
+    def _import(
+        self, conn: psycopg.Connection[Any], feed: _Feed,
+        progress: Callable[[int], None] | None,
+    ) -> int:  # fmt: skip
+        written = 0
+        with conn.transaction():
+            for chunk in feed:
+                self._copy(conn, chunk)
+                # Temp tables get no statistics by themselves: without them the planner reads
+                # the whole of recipient_addresses for every chunk (quadratic in the import).
+                source, only = "dir_batch", ""
+                try:
+                    with conn.transaction():  # a savepoint: a key listed twice in the chunk
+                        counts = conn.execute(_upsert(source, from_topic=False)).fetchone()
+                except psycopg.errors.CardinalityViolation:
+                    source, only = _DEDUPED, _ONLY_LAST
+                    counts = conn.execute(_upsert(source, from_topic=False)).fetchone()
+                n, existed = counts if counts else (0, 0)
+                delete, insert = _addresses("dir_applied", only)
+                if existed:  # a new recipient has no addresses to delete
+                    conn.execute("analyze dir_applied")  # temp tables get no statistics else
+                    conn.execute(delete)
+                conn.execute(insert)
+                conn.execute("truncate dir_batch, dir_addr, dir_applied")
+                written += n
+                self._row_base += len(chunk)
+                if progress is not None:
+                    progress(self._row_base)
+        return written

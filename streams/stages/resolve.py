@@ -24,9 +24,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from catalog.preferences import decide
-
 from catalog import Catalog, Match
+from catalog.preferences import decide
 from schemas.recipient import Preferences, Recipient
 
 __all__ = ["NO_ADDRESS", "Resolution", "profile_of", "resolve"]

@@ -88,15 +88,9 @@ def _check_grid(v: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
     return v
 
 
-class OptIn(_Model):
-    """What a recipient turns back on that the tenant's defaults opt out of.
-
-    Same four dimensions as `Preferences`. An entry lifts a default opt-out when it is at
-    least as specific as that opt-out and inside it (a rule lifts its category; a
-    category x channel cell lifts its category and its channel); it never lifts the
-    recipient's own opt-outs. The table is in docs/recipients-preferences.md; the tenant's
-    defaults' own `opt_in` means nothing and is ignored.
-    """
+class _Grid(_Model):
+    """The four dimensions of opting out (or back in): categories, channels, rules, and
+    category x channel cells; unknown channels refused."""
 
     categories: tuple[Annotated[str, Field(max_length=128)], ...] = ()
     channels: tuple[str, ...] = ()
@@ -114,7 +108,18 @@ class OptIn(_Model):
         return _check_grid(v)
 
 
-class Preferences(_Model):
+class OptIn(_Grid):
+    """What a recipient turns back on that the tenant's defaults opt out of.
+
+    Same four dimensions as `Preferences`. An entry lifts a default opt-out when it is at
+    least as specific as that opt-out and inside it (a rule lifts its category; a
+    category x channel cell lifts its category and its channel); it never lifts the
+    recipient's own opt-outs. The table is in docs/recipients.md; the tenant's
+    defaults' own `opt_in` means nothing and is ignored.
+    """
+
+
+class Preferences(_Grid):
     """What a recipient opted out of, and when not to be disturbed (Knock's grid).
 
     `categories`, `channels`, `rules`: names opted out of entirely; `category_channels`:
@@ -125,22 +130,8 @@ class Preferences(_Model):
     An entry both opted out of and opted in to is refused (say one or the other).
     """
 
-    categories: tuple[Annotated[str, Field(max_length=128)], ...] = ()
-    channels: tuple[str, ...] = ()
-    rules: tuple[Annotated[str, Field(max_length=MAX_ID_LENGTH)], ...] = ()
-    category_channels: dict[str, tuple[str, ...]] = Field(default_factory=dict)
     quiet_hours: QuietHours | None = None
     opt_in: OptIn = Field(default_factory=OptIn)
-
-    @field_validator("channels")
-    @classmethod
-    def _known_channels(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        return _check_channels(v)
-
-    @field_validator("category_channels")
-    @classmethod
-    def _known_grid(cls, v: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
-        return _check_grid(v)
 
     @model_validator(mode="after")
     def _no_contradiction(self) -> Preferences:

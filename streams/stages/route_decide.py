@@ -17,6 +17,7 @@ import logging
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from catalog import Catalog, CatalogError, Match
 from schemas import codes
@@ -63,6 +64,7 @@ class Planned:
 
     origin: Origin
     env: Envelope
+    event: dict[str, Any]  # env.as_cel(): what the rules saw, and `recipient_when` sees again
     matches: tuple[Match, ...]
     key: bytes | None
     value: bytes | None
@@ -132,13 +134,14 @@ def plan_record(
                 ),
                 codes.UNKNOWN_TYPE,
             )
+        event = env.as_cel()
         try:
-            matches = catalog.evaluate(env.as_cel(), now)
+            matches = catalog.evaluate(event, now)
         except CatalogError as exc:
             return dlq(exc, codes.RULE_ERROR)
         if not matches:
             return [], "unmatched"
-        return Planned(origin, env, tuple(matches), key, value, headers)
+        return Planned(origin, env, event, tuple(matches), key, value, headers)
     except MemoryError:
         raise
     except Exception as exc:
@@ -239,7 +242,7 @@ def _finish(
         tenant = m.tenant or ""
         defaults, required = tenants.get(tenant, (None, ()))
         res = resolve(m, directory.get((tenant, m.recipient)), catalog=catalog,
-                      envelope=p.env.as_cel(), defaults=defaults,
+                      envelope=p.event, defaults=defaults,
                       required_categories=required, now=now)  # fmt: skip
         if res is None:
             continue  # recipient_when: not for this recipient

@@ -513,8 +513,11 @@ def run_faust(w: World, plan: Plan, prof: Path | None) -> dict[str, Any]:
     return r
 
 
-def run_route(w: World, plan: Plan, prof: Path | None, name: str = "route") -> dict[str, Any]:
-    cfg = w.config(name, "base", plan, observe=observe_variant(name)[1])
+def run_route(
+    w: World, plan: Plan, prof: Path | None, name: str = "route", cfg: Path | None = None
+) -> dict[str, Any]:
+    """The route stage alone on the base events, or as config `cfg` says (bench/directory.py)."""
+    cfg = cfg or w.config(name, "base", plan, observe=observe_variant(name)[1])
     scenario_topics(w, cfg)
     with running([runner(w, name, "stages", cfg, "--stages", "route")]) as procs:
         r = measure(name, procs, "events_in", plan, prof)
@@ -835,6 +838,9 @@ def cleanup(w: World) -> None:
     """Stop the peers; delete the run's topics, its Postgres rows and its tmp dir."""
     from confluent_kafka.admin import AdminClient
 
+    from bench import directory
+
+    directory.cleanup(w)  # the run's recipients and cap keys, if it made any
     w.smtp.stop()
     w.http.stop()
     if w.topics:
@@ -918,7 +924,11 @@ def environment() -> dict[str, Any]:
 # ---------------------------------------------------------------- main
 
 
-SCENARIOS = ("raw", "faust", "route", *LIMITS, *PIPELINES, *INSTRUMENTED, "latency")
+# The recipient directory's rows (bench/directory.py): the import first (it generates the
+# directory route-directory reads). Not in the quick set: even at 100,000 recipients its
+# import and four route windows take a minute and a half.
+DIRECTORY = ("directory-import", "route-directory")
+SCENARIOS = ("raw", "faust", "route", *LIMITS, *PIPELINES, *INSTRUMENTED, *DIRECTORY, "latency")
 # --quick without --only: every kind of row once (each mix, each form, each limit), ~3 min.
 QUICK_SCENARIOS = (
     "raw", "faust", "route", *LIMITS,
@@ -966,6 +976,11 @@ def _workload(pool: EventPool, w: World) -> dict[str, Any]:
 
 def _print_row(name: str, r: dict[str, Any]) -> None:
     """One scenario's line on the console."""
+    if name in DIRECTORY:
+        from bench import directory
+
+        directory.print_row(name, r)
+        return
     dry = "  (ran dry)" if r.get("ran_dry") else ""
     dry += f"  [{r.get('step_s', 0):.0f} s]"
     if name in LIMITS:
@@ -1055,8 +1070,14 @@ def _run_all(w: World, plan: Plan, args: argparse.Namespace, results: dict[str, 
             continue
         t0 = time.monotonic()
         try:
-            step = _paired if name in INSTRUMENTED else _step
-            sc[name] = step(w, plan, name, pool, args.prof)
+            if name in DIRECTORY:
+                from bench import directory
+
+                sc[name] = directory.run(w, plan, name, pool, quick=args.quick, seed=args.seed,
+                                         prof=args.prof)  # fmt: skip
+            else:
+                step = _paired if name in INSTRUMENTED else _step
+                sc[name] = step(w, plan, name, pool, args.prof)
             sc[name]["step_s"] = round(time.monotonic() - t0, 1)
             _print_row(name, sc[name])
         except Exception as exc:
@@ -1155,7 +1176,14 @@ def ratios(sc: dict[str, Any]) -> dict[str, float | None]:
         # metrics on ÷ off (target ≥ 0.95), traced at 1% ÷ untraced (target ≥ 0.90), and the
         # tidings processes' CPU per 1k the other way round.
         **{k: v for name in INSTRUMENTED for k, v in _cost_ratios(sc, name).items()},
+        **_directory_ratios(sc),
     }
+
+
+def _directory_ratios(sc: dict[str, Any]) -> dict[str, float | None]:
+    from bench import directory
+
+    return directory.ratios(sc)
 
 
 def _cost_ratios(sc: dict[str, Any], name: str) -> dict[str, float | None]:

@@ -10,8 +10,8 @@ for a whole batch (the SQL and the row layout: streams/state/directory_rows.py):
   change is applied only when its (partition, offset) is newer than the row's, so a
   redelivered batch changes nothing and an older record never overwrites a newer one;
 - `lookup` reads a batch of (tenant, id) at once (route: one query per consume batch);
-- `import_rows` bulk-loads with COPY into temporary tables and an upsert per chunk of
-  20,000 rows, all in one transaction: all or nothing;
+- `import_rows` bulk-loads with COPY into temporary tables and a plain insert (an upsert
+  where a recipient exists) per chunk of 20,000 rows, all in one transaction: all or nothing;
 - `remove_address` forgets a dead device token or subscription.
 
 Addresses a push service reported dead (`dead_tokens`) are not written back by `apply` or
@@ -58,6 +58,7 @@ from streams.state.directory_rows import (
     _Batch,
     _batch_rows,
     _Feed,
+    _insert_new,
     _upsert,
     change_target,
     prepare,
@@ -324,13 +325,15 @@ class Directory:
         chunk written. Blocks (seconds per 100,000 rows); raises what `rows` raises, and the
         errors of the module docstring (DirectoryRefused.row: which row Postgres refused).
         """
-        feed = _Feed(rows, IMPORT_CHUNK)
         try:
             with self._session("import") as conn:
                 self._batch_table(conn)  # outside the transaction: a rollback must not drop it
-                return self._import(conn, feed, progress)
+                feed = _Feed(rows, IMPORT_CHUNK, conn.cursor())
+                try:
+                    return self._import(conn, feed, progress)
+                finally:
+                    feed.close()
         finally:
-            feed.close()
             self._row_base = 0
 
     def _import(
@@ -339,18 +342,13 @@ class Directory:
     ) -> int:  # fmt: skip
         written = 0
         with conn.transaction():
-            for chunk in feed:
-                self._copy(conn, chunk)
-                # Temp tables get no statistics by themselves: without them the planner reads
-                # the whole of recipient_addresses for every chunk (quadratic in the import).
-                source, only = "dir_batch", ""
-                try:
-                    with conn.transaction():  # a savepoint: a key listed twice in the chunk
-                        counts = conn.execute(_upsert(source, from_topic=False)).fetchone()
-                except psycopg.errors.CardinalityViolation:
-                    source, only = _DEDUPED, _ONLY_LAST
-                    counts = conn.execute(_upsert(source, from_topic=False)).fetchone()
-                n, existed = counts if counts else (0, 0)
+            for rows, batch, addrs in feed:
+                cur = conn.cursor()
+                with cur.copy(_COPY) as cp:
+                    cp.write(batch)
+                with cur.copy(_COPY_ADDR) as cp:
+                    cp.write(addrs)
+                n, existed, only = self._merge(conn)
                 delete, insert = _addresses("dir_applied", only)
                 if existed:  # a new recipient has no addresses to delete
                     conn.execute("analyze dir_applied")  # temp tables get no statistics else
@@ -358,7 +356,27 @@ class Directory:
                 conn.execute(insert)
                 conn.execute("truncate dir_batch, dir_addr, dir_applied")
                 written += n
-                self._row_base += len(chunk)
+                self._row_base += rows
                 if progress is not None:
                     progress(self._row_base)
         return written
+
+    def _merge(self, conn: psycopg.Connection[Any]) -> tuple[int, int, str]:
+        """The chunk in dir_batch into `recipients`: (rows written, rows that existed, which
+        of dir_addr's rows to insert, as `_addresses` takes it)."""
+        try:
+            # New recipients (the common case: a first load): a plain insert, in a savepoint;
+            # a key that exists, or is in the chunk twice, undoes it and takes the upsert.
+            with conn.transaction():
+                return conn.execute(_insert_new("dir_batch")).rowcount, 0, ""
+        except psycopg.errors.UniqueViolation:
+            pass
+        source, only = "dir_batch", ""
+        try:
+            with conn.transaction():  # a savepoint: a key listed twice in the chunk
+                counts = conn.execute(_upsert(source, from_topic=False)).fetchone()
+        except psycopg.errors.CardinalityViolation:
+            source, only = _DEDUPED, _ONLY_LAST
+            counts = conn.execute(_upsert(source, from_topic=False)).fetchone()
+        n, existed = counts if counts else (0, 0)
+        return n, existed, only

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import json
+import operator
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -131,7 +132,21 @@ def parse_json_line(text: str | bytes) -> Recipient:
 T = TypeVar("T")
 
 
-def _csv_rows(path: Path, parse: Callable[[dict[str, str]], T]) -> Iterator[tuple[int, T | str]]:
+def _by_name(
+    parse: Callable[[dict[str, str]], T],
+) -> Callable[[list[str]], Callable[[list[str]], T]]:
+    """`parse` of a row as a dict (column → cell), for `_csv_rows`."""
+
+    def make(header: list[str]) -> Callable[[list[str]], T]:
+        return lambda cells: parse(dict(zip(header, cells, strict=True)))
+
+    return make
+
+
+def _csv_rows(
+    path: Path, make: Callable[[list[str]], Callable[[list[str]], T]]
+) -> Iterator[tuple[int, T | str]]:
+    """Each row of CSV `path` parsed by `make(header)` (which takes the row's cells)."""
     with path.open(encoding="utf-8-sig", newline="") as f:
         reader = csv.reader(f)
         try:
@@ -145,6 +160,7 @@ def _csv_rows(path: Path, parse: Callable[[dict[str, str]], T]) -> Iterator[tupl
                 f"{', '.join(CSV_COLUMNS)}, `id` among them"
                 + (f"; unknown: {', '.join(unknown)}" if unknown else "")
             )
+        parse, width = make(header), len(header)
         last = reader.line_num
         while True:
             line = last + 1
@@ -159,14 +175,14 @@ def _csv_rows(path: Path, parse: Callable[[dict[str, str]], T]) -> Iterator[tupl
             last = reader.line_num
             if not cells:
                 continue  # a blank line
-            if len(cells) != len(header):
-                yield line, f"{len(cells)} fields, but the header names {len(header)}"
+            if len(cells) != width:
+                yield line, f"{len(cells)} fields, but the header names {width}"
                 continue
             if max(map(len, cells)) > _MAX_CELL:
                 yield line, f"a cell is longer than {_MAX_CELL} characters"
                 continue
             try:
-                yield line, parse(dict(zip(header, cells, strict=True)))
+                yield line, parse(cells)
             except ValueError as exc:
                 yield line, str(exc)
 
@@ -190,7 +206,7 @@ def read_recipients(path: Path) -> Iterator[tuple[int, Recipient | str]]:
     file can't be read. Lazy: one row in memory at a time.
     """
     if _format(path) == "csv":
-        return _csv_rows(path, parse_csv_row)
+        return _csv_rows(path, _by_name(parse_csv_row))
     return _jsonl_rows(path, parse_json_line)
 
 
@@ -198,7 +214,7 @@ def read_prepared(path: Path) -> Iterator[tuple[int, Prepared | str]]:
     """`read_recipients`, each good row as the directory stores it (`Directory.import_rows`
     takes these): the same rows refused with the same reasons, CSV several times faster."""
     if _format(path) == "csv":
-        return _csv_rows(path, prepare_csv_row)
+        return _csv_rows(path, _FastCsv)
     return _jsonl_rows(path, lambda raw: prepare(parse_json_line(raw)))
 
 
@@ -225,67 +241,110 @@ def prepare_csv_row(row: dict[str, str]) -> Prepared:
     A row without `addresses`, all within bounds, is checked and laid out here (its
     preferences by the model itself); any other row (addresses, anything that fails a
     check) goes the full way, so what is refused, and why, is exactly what `parse_csv_row` says.
-    Raises ValueError naming what is wrong.
+    Raises ValueError naming what is wrong. (`read_prepared` uses one `_FastCsv` per file.)
     """
-    fast = _fast_csv(row)
-    return fast if fast is not None else prepare(parse_csv_row(row))
+    return _FastCsv(list(row))(list(row.values()))
 
 
-def _fast_csv(row: dict[str, str]) -> Prepared | None:
-    get = row.get
-    if get("addresses"):
-        return None
-    tenant, rid = get("tenant") or "", get("id") or ""
-    if len(tenant) > MAX_ID_LENGTH or not 0 < len(rid) <= MAX_ID_LENGTH:
-        return None
-    plain = []
-    for name, limit in _MAX_LEN.items():
-        v = get(name) or None
-        if v is not None and len(v) > limit:
+# A cached cell that the fast path can't lay out (the full way says why): no JSON dump is "".
+_SLOW = ""
+# Distinct attributes / preferences cells remembered per file (their layout only depends on
+# the cell's text; files repeat a few shapes: `{"plan": "pro"}`, `{"categories": [...]}`).
+_CACHED_CELLS = 4096
+
+
+class _FastCsv:
+    """`prepare_csv_row` of one file's rows, given as lists of cells in the header's order.
+
+    The cells are picked by position (no dict per row), and the layout of an attributes or
+    preferences cell is remembered by its text (a bounded cache: pydantic validating a
+    preferences object costs more than the rest of a row). Pure.
+    """
+
+    def __init__(self, header: list[str]) -> None:
+        self._header = header
+        absent = len(header)  # the position of the "" appended to every row's cells
+        at = {name: i for i, name in enumerate(header)}
+        self._pick = operator.itemgetter(
+            *(at.get(name, absent) for name in (*_PLAIN, "attributes", "preferences",
+                                                "push_tokens", "addresses"))
+        )  # fmt: skip
+        self._attrs: dict[str, str] = {}
+        self._prefs: dict[str, str] = {}
+
+    def __call__(self, cells: list[str]) -> Prepared:
+        fast = self._fast([*cells, ""])
+        if fast is not None:
+            return fast
+        return prepare(parse_csv_row(dict(zip(self._header, cells, strict=True))))
+
+    def _fast(self, cells: list[str]) -> Prepared | None:
+        tenant, rid, email, phone, locale, tz, attrs, prefs, tokens, addresses = self._pick(cells)
+        if addresses or len(tenant) > MAX_ID_LENGTH or not 0 < len(rid) <= MAX_ID_LENGTH:
             return None
-        plain.append(v)
-    email, phone = plain[0], plain[1]
-    if (email is not None and not is_email(email)) or (phone is not None and not is_phone(phone)):
-        return None
-    attrs = "{}"
-    cell = get("attributes")
-    if cell:
-        try:
-            obj = json.loads(cell)
-        except (ValueError, RecursionError):
+        if email and (len(email) > _MAX_LEN["email"] or not is_email(email)):
             return None
-        if not isinstance(obj, dict):
+        if phone and (len(phone) > _MAX_LEN["phone"] or not is_phone(phone)):
             return None
-        if obj:
-            attrs = _DUMP(obj)
-            if len(attrs) > MAX_ATTRIBUTES_BYTES:
+        if len(locale) > _MAX_LEN["locale"] or len(tz) > _MAX_LEN["timezone"]:
+            return None
+        if attrs:
+            attrs = _cached(self._attrs, attrs, _attributes)
+            if not attrs:  # _SLOW
                 return None
-    prefs = "{}"
-    cell = get("preferences")
-    if cell:
-        try:
-            p = Preferences.model_validate_json(cell)
-        except ValueError:  # pydantic's ValidationError (bad JSON included)
-            return None
-        prefs = p.model_dump_json(exclude_defaults=True)
-    addrs: list[tuple[Any, ...]] = []
-    cell = get("push_tokens")
-    if cell:
-        try:
-            tokens = _push_tokens(cell)
-        except ValueError:
-            return None
-        if len(tokens) > MAX_ADDRESSES:
-            return None
-        seen: set[str] = set()
-        for t in tokens:
-            token = t["address"]
-            if len(token) > _MAX_ADDRESS:
+        if prefs:
+            prefs = _cached(self._prefs, prefs, _preferences)
+            if not prefs:  # _SLOW
                 return None
-            if token not in seen:
-                seen.add(token)
-                addrs.append(("push", token, t["platform"], None, None, None))
-    return (tenant, rid, email, phone, plain[2], plain[3], attrs, prefs), addrs
+        addrs: list[tuple[Any, ...]] = []
+        if tokens:
+            items = tokens.split("|")
+            if len(items) > MAX_ADDRESSES:
+                return None
+            seen: set[str] = set()
+            for item in items:
+                platform, sep, token = item.strip().partition(":")
+                if not sep or not token or platform not in _PLATFORMS or len(token) > _MAX_ADDRESS:
+                    return None
+                if token not in seen:
+                    seen.add(token)
+                    addrs.append(("push", token, platform, None, None, None))
+        fields = (tenant, rid, email or None, phone or None, locale or None, tz or None,
+                  attrs or "{}", prefs or "{}")  # fmt: skip
+        return fields, addrs
+
+
+def _cached(cache: dict[str, str], cell: str, lay_out: Callable[[str], str]) -> str:
+    got = cache.get(cell)
+    if got is None:
+        got = lay_out(cell)
+        if len(cache) >= _CACHED_CELLS:
+            cache.clear()
+        cache[cell] = got
+    return got
+
+
+def _attributes(cell: str) -> str:
+    """An attributes cell as stored (compact JSON), or _SLOW."""
+    try:
+        obj = json.loads(cell)
+    except (ValueError, RecursionError):
+        return _SLOW
+    if not isinstance(obj, dict):
+        return _SLOW
+    if not obj:
+        return "{}"
+    dumped = _DUMP(obj)
+    return dumped if len(dumped) <= MAX_ATTRIBUTES_BYTES else _SLOW
+
+
+def _preferences(cell: str) -> str:
+    """A preferences cell as stored (validated by the model), or _SLOW."""
+    try:
+        p = Preferences.model_validate_json(cell)
+    except ValueError:  # pydantic's ValidationError (bad JSON included)
+        return _SLOW
+    return p.model_dump_json(exclude_defaults=True)
 
 
 def count_lines(path: Path) -> int:

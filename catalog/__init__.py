@@ -49,7 +49,7 @@ from catalog.models import (
     RecipientKind,
     Rule,
 )
-from catalog.preferences import Decision, decide
+from catalog.preferences import Decision, decide, unknown_names
 from catalog.templates import (
     DEFAULT_MAX_OUTPUT_BYTES,
     DEFAULT_MAX_RENDER_SECONDS,
@@ -101,4 +101,5 @@ __all__ = [
     "load_catalog",
     "load_catalog_files",
     "parse_caps",
+    "unknown_names",
 ]

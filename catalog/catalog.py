@@ -79,6 +79,10 @@ class Catalog:
         """The compiled templates."""
         return self._templates
 
+    def categories(self) -> frozenset[str]:
+        """The categories of every rule, enabled or not (what preferences may name)."""
+        return frozenset(c.rule.category for c in self._rules)
+
     def event_patterns(self) -> frozenset[str]:
         """Event types and wildcard patterns of the enabled rules; raises nothing."""
         return frozenset(p for c in self._rules if c.rule.enabled for p in c.rule.events)

@@ -47,7 +47,14 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from schemas.recipient import Preferences, QuietHours
 
-__all__ = ["QUIET_HOURS", "Decision", "decide", "quiet_until", "resolve_timezone"]
+__all__ = [
+    "QUIET_HOURS",
+    "Decision",
+    "decide",
+    "quiet_until",
+    "resolve_timezone",
+    "unknown_names",
+]
 
 QUIET_HOURS = "quiet-hours"
 
@@ -104,6 +111,33 @@ def decide(
         if until is not None:
             return Decision("hold", reason=QUIET_HOURS, hold_until=until)
     return _SEND
+
+
+def unknown_names(
+    prefs: Preferences, categories: Collection[str], rules: Collection[str]
+) -> str | None:
+    """What in `prefs` names a category or rule the catalog doesn't have, with the valid
+    ones, or None when all are known; pure. (Unknown channels the schema refuses itself.)"""
+    for where, g in (("", prefs), ("opt_in.", prefs.opt_in)):
+        fields = (
+            ("categories", g.categories, "category", categories),
+            ("category_channels", g.category_channels, "category", categories),
+            ("rules", g.rules, "rule", rules),
+        )
+        for field, names, kind, known in fields:
+            bad = ", ".join(map(repr, sorted(set(names) - set(known))))
+            if bad:
+                plural = "rules" if kind == "rule" else "categories"
+                return (
+                    f"preferences.{where}{field}: unknown {kind} {bad}; "
+                    f"the catalog's {plural} are {_some(known)}"
+                )
+    return None
+
+
+def _some(names: Collection[str], limit: int = 50) -> str:
+    shown = ", ".join(sorted(names)[:limit]) or "(none)"
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
 def _opted_out(

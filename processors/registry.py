@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from pydantic import SecretStr
 
 from processors.breaker import BreakerConfig
-from processors.channels.email import EmailProvider
+from processors.channels.email import EmailProvider, UnsubscribeLinks
 from processors.channels.inapp import InAppProvider
 from processors.channels.push import (
     APNS_PRODUCTION,
@@ -211,11 +211,20 @@ def _webpush(
     )
 
 
+def _unsubscribe(s: TidingsSettings) -> UnsubscribeLinks | None:
+    cb = s.callbacks
+    if not cb.unsubscribe_secrets:
+        return None
+    return UnsubscribeLinks(cb.base_url(), cb.unsubscribe_secrets[0].get_secret_value().encode())
+
+
 def _one(
     spec: ProviderSettings, s: TidingsSettings, where: str, dead: PostgresDeadTokens | None
 ) -> Provider:
     if isinstance(spec, SmtpProviderSettings):
-        return EmailProvider(spec, name=spec.name, pool_size=spec.pool_size)
+        return EmailProvider(
+            spec, name=spec.name, pool_size=spec.pool_size, unsubscribe=_unsubscribe(s)
+        )
     if isinstance(spec, WebhookProviderSettings):
         secrets = [x.get_secret_value() for x in spec.secrets]
         http = _http(spec.http, where, max_connections=spec.max_concurrency)

@@ -55,6 +55,12 @@ class Notification(BaseModel):
     # A directory recipient's id (`- user:` in the rule); `recipient` is then the address
     # the directory gave for this channel (one notification per device for push).
     user: str | None = None
+    # Directory recipients only. `bypassed`: a critical rule or a required category went
+    # past the recipient's preferences (`critical`, `required-category:security`): the mail
+    # gets no List-Unsubscribe. `routed_ms`: when route decided on the recipient's
+    # preferences (epoch ms); deliver re-checks one whose directory record changed since.
+    bypassed: str | None = None
+    routed_ms: int | None = None
 
     def encode(self) -> bytes:
         """Compact JSON for the dispatch topic."""

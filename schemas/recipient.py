@@ -8,7 +8,8 @@ and its `Preferences`. `RecipientChange` is one record of the recipients topic
 recipient, or a delete (an erasure: the recipient, its addresses and its preferences go).
 
 Bounds (documented in docs/recipients.md) keep one record from costing more than a page:
-ids ≤ 256 characters, ≤ 100 addresses, attributes ≤ 16 KiB of JSON, an address ≤ 4 KiB.
+ids ≤ 256 characters, ≤ 100 addresses, attributes ≤ 16 KiB of JSON, an address ≤ 4 KiB,
+≤ 256 entries in each preference list (categories, rules, category x channel cells).
 Violations are pydantic ValidationErrors naming the field.
 """
 
@@ -26,6 +27,7 @@ __all__ = [
     "ADDRESS_CHANNELS",
     "MAX_ADDRESSES",
     "MAX_ATTRIBUTES_BYTES",
+    "MAX_GRID_ENTRIES",
     "MAX_ID_LENGTH",
     "Address",
     "OptIn",
@@ -39,6 +41,8 @@ __all__ = [
 MAX_ID_LENGTH = 256
 MAX_ADDRESSES = 100
 MAX_ATTRIBUTES_BYTES = 16 * 1024
+# Entries per preference list (categories, rules, category x channel cells), opt-in included.
+MAX_GRID_ENTRIES = 256
 _MAX_ADDRESS = 4096
 
 # The channels whose addresses live in `addresses` (email and sms use `email` and `phone`;
@@ -92,10 +96,18 @@ class _Grid(_Model):
     """The four dimensions of opting out (or back in): categories, channels, rules, and
     category x channel cells; unknown channels refused."""
 
-    categories: tuple[Annotated[str, Field(max_length=128)], ...] = ()
-    channels: tuple[str, ...] = ()
-    rules: tuple[Annotated[str, Field(max_length=MAX_ID_LENGTH)], ...] = ()
-    category_channels: dict[str, tuple[str, ...]] = Field(default_factory=dict)
+    categories: Annotated[
+        tuple[Annotated[str, Field(max_length=128)], ...], Field(max_length=MAX_GRID_ENTRIES)
+    ] = ()
+    channels: Annotated[tuple[str, ...], Field(max_length=len(CHANNELS))] = ()
+    rules: Annotated[
+        tuple[Annotated[str, Field(max_length=MAX_ID_LENGTH)], ...],
+        Field(max_length=MAX_GRID_ENTRIES),
+    ] = ()
+    category_channels: Annotated[
+        dict[Annotated[str, Field(max_length=128)], tuple[str, ...]],
+        Field(max_length=MAX_GRID_ENTRIES),
+    ] = Field(default_factory=dict)
 
     @field_validator("channels")
     @classmethod

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     InitSettingsSource,
@@ -175,6 +175,23 @@ class CallbacksSettings(Frozen):
     public_url: str | None = None
     # Whether `tidings run` without --stage includes the callbacks stage.
     enabled: bool = False
+    # One-click unsubscribe (RFC 8058) for email to directory recipients: the first secret
+    # signs the links, any of them verifies (rotate by prepending). Empty: no List-Unsubscribe
+    # header is written, and the endpoint answers 404. At least 32 bytes each.
+    unsubscribe_secrets: tuple[SecretStr, ...] = ()
+    # A link older than this is refused (403): mail that old has an unsubscribe elsewhere.
+    unsubscribe_max_age_days: int = Field(default=365, ge=1, le=3650)
+
+    @field_validator("unsubscribe_secrets")
+    @classmethod
+    def _long_secrets(cls, v: tuple[SecretStr, ...]) -> tuple[SecretStr, ...]:
+        for i, secret in enumerate(v):
+            if len(secret.get_secret_value().encode()) < 32:
+                raise ValueError(
+                    f"callbacks.unsubscribe_secrets[{i}] is shorter than 32 bytes: "
+                    "make one with `python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
+                )
+        return v
 
     def base_url(self) -> str:
         """The public base URL (no trailing slash) that request paths are appended to."""

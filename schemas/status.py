@@ -14,9 +14,13 @@ __all__ = ["STATUSES", "ErrorInfo", "Status", "StatusData", "StatusEvent", "buil
 
 # `unknown`: a sender died between the provider call and its record, and the channel's
 # ambiguity policy is `skip`: whether the recipient got it can't be known, and it isn't resent.
-Status = Literal["queued", "suppressed", "sent", "delivered", "failed", "read", "unknown"]
+# `unsubscribed`: the recipient used the mail's one-click unsubscribe link (its `reason` names
+# the opt-out it set); from `tidings/callbacks`, after the `sent`.
+Status = Literal[
+    "queued", "suppressed", "sent", "delivered", "failed", "read", "unknown", "unsubscribed",
+]  # fmt: skip
 STATUSES: tuple[Status, ...] = (
-    "queued", "suppressed", "sent", "delivered", "failed", "read", "unknown",
+    "queued", "suppressed", "sent", "delivered", "failed", "read", "unknown", "unsubscribed",
 )  # fmt: skip
 
 
@@ -54,7 +58,8 @@ class StatusData(BaseModel):
     # True on a `sent` that followed a takeover of a sender that died mid-send: the
     # recipient may have this notification twice (same Message-ID / webhook-id to drop it).
     possible_duplicate: bool | None = None
-    # `suppressed`: why (`no-address`, `opt-out:category:marketing`, `cap:…`).
+    # `suppressed`: why (`no-address`, `opt-out:category:marketing`, `cap:…`); `unsubscribed`:
+    # the opt-out the link set (`opt-out:category:marketing`).
     reason: str | None = None
     # A critical rule or a required category went past the recipient's opt-outs, quiet hours
     # and caps: which (`critical`, `required-category:security`).

@@ -170,7 +170,7 @@ def run_stages(
     sys.setswitchinterval(settings.runtime.switch_interval_s)
     stop = stop or threading.Event()
     metrics = metrics or Metrics()
-    ref = _catalog(settings) if {"route", "deliver"} & set(stages) else None
+    ref = _catalog(settings) if {"route", "deliver", "recipients"} & set(stages) else None
     errors: list[BaseException] = []
     if not settings.observe.metrics:
         disable_metrics()

@@ -44,13 +44,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     doctor.set_defaults(handler=_doctor)
 
-    from streams.cli import catalog, commands, dlq, recipients, status
+    from streams.cli import catalog, commands, dlq, recipients, status, tenants
 
     commands.register(sub)
     catalog.register(sub)
     dlq.register(sub)
     recipients.register(sub)
     status.register(sub)
+    tenants.register(sub)
     return parser
 
 

@@ -1,4 +1,5 @@
-"""Every HTTP surface: today the provider status callbacks (pure half, app, producer)."""
+"""Every HTTP surface: today the provider status callbacks (pure half, app, producer) and
+the one-click unsubscribe."""
 
 from __future__ import annotations
 
@@ -15,6 +16,12 @@ from streams.http.callbacks import (
 )
 from streams.http.callbacks_app import MAX_BODY_BYTES, CallbackHandlers
 from streams.http.callbacks_producer import ACK_TIMEOUT_S, AckProducer, NotAcknowledgedError
+from streams.http.unsubscribe import (
+    UnsubscribeHandlers,
+    opted_out,
+    unsubscribe_change,
+    unsubscribed_event,
+)
 
 __all__ = [
     "ACK_TIMEOUT_S",
@@ -24,11 +31,15 @@ __all__ = [
     "AckProducer",
     "CallbackHandlers",
     "NotAcknowledgedError",
+    "UnsubscribeHandlers",
     "callback_url",
     "callback_url_problems",
     "notification_ref",
+    "opted_out",
     "redact",
     "signed_url",
     "twilio_event",
     "twilio_providers",
+    "unsubscribe_change",
+    "unsubscribed_event",
 ]

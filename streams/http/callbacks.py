@@ -115,7 +115,10 @@ def callback_url_problems(settings: TidingsSettings) -> list[str]:
     base = settings.callbacks.base_url()
     twilio = twilio_providers(settings.channels.sms)
     if not twilio:
-        return ["no Twilio provider in channels.sms: the callbacks endpoint has nothing to serve"]
+        if settings.callbacks.unsubscribe_secrets:
+            return []  # it serves one-click unsubscribe
+        return ["no Twilio provider in channels.sms and no callbacks.unsubscribe_secrets: "
+                "the callbacks endpoint has nothing to serve"]  # fmt: skip
     problems = []
     for name, p in twilio.items():
         want = callback_url(base, name)

@@ -12,6 +12,9 @@
 | 413 / 415 | body over 64 KiB / not a urlencoded form | nothing |
 | 503 | Postgres or Kafka unavailable: the caller may retry | nothing |
 
+With `unsubscribe` handlers, `GET`/`POST /callbacks/unsubscribe/<token>` is the one-click
+unsubscribe of RFC 8058 (`streams.http.unsubscribe`).
+
 `GET /healthz` answers 200 `ok` while the server runs.
 """
 
@@ -22,6 +25,7 @@ import logging
 from aiohttp import web
 from pydantic import ValidationError
 
+from processors.channels.email import UNSUBSCRIBE_ROUTE
 from processors.channels.sms import callback_status, validate_twilio_signature
 from schemas.notification import Notification
 from schemas.settings import TidingsSettings
@@ -35,6 +39,7 @@ from streams.http.callbacks import (
     twilio_providers,
 )
 from streams.http.callbacks_producer import AckProducer, NotAcknowledgedError
+from streams.http.unsubscribe import UnsubscribeHandlers
 from streams.runtime.metrics import Metrics
 from streams.runtime.records import Out
 from streams.state import DeliveryLog
@@ -61,7 +66,9 @@ class CallbackHandlers:
         deliveries: DeliveryLog,
         producer: AckProducer,
         metrics: Metrics,
+        unsubscribe: UnsubscribeHandlers | None = None,
     ) -> None:
+        self._unsubscribe = unsubscribe
         self._base = settings.callbacks.base_url()
         self._topic = settings.topics.status
         self._twilio = twilio_providers(settings.channels.sms)
@@ -73,6 +80,9 @@ class CallbackHandlers:
         """The aiohttp application (request bodies bounded by MAX_BODY_BYTES)."""
         app = web.Application(client_max_size=MAX_BODY_BYTES)
         app.router.add_post(TWILIO_ROUTE, self.twilio)
+        if self._unsubscribe is not None:
+            app.router.add_get(UNSUBSCRIBE_ROUTE, self._unsubscribe.page)
+            app.router.add_post(UNSUBSCRIBE_ROUTE, self._unsubscribe.one_click)
         app.router.add_get("/healthz", self.healthz)
         return app
 

@@ -23,6 +23,7 @@ from streams.stages.deliver_outputs import (
     hold_until_ms,
     park,
 )
+from streams.stages.deliver_recheck import ADDRESS_CHANGED, PreferenceRecheck, recheck
 from streams.stages.deliver_worker import Completion, DeliverWorker
 from streams.stages.recipients import RecipientsStage, decode_change
 from streams.stages.resolve import (
@@ -43,6 +44,7 @@ from streams.stages.route_decide import (
 )
 
 __all__ = [
+    "ADDRESS_CHANGED",
     "AUDIT_COLUMNS",
     "DUE_HEADER",
     "HOLD_HEADER",
@@ -57,6 +59,7 @@ __all__ = [
     "Outcome",
     "Outputs",
     "Planned",
+    "PreferenceRecheck",
     "RecipientsStage",
     "Resolution",
     "RouteStage",
@@ -75,6 +78,7 @@ __all__ = [
     "plan_record",
     "profile_of",
     "provider_span",
+    "recheck",
     "resolve",
     "route_record",
     "trace_headers",

@@ -1,7 +1,8 @@
 """The `callbacks` stage: the provider-callback HTTP server as a stage of `tidings run`.
 
 It runs its own asyncio loop on the stage thread: an aiohttp server on `callbacks.host:port`,
-a delivery-log connection for lookups, and an idempotent producer for status events. On the
+a delivery-log connection for lookups, the directory (one-click unsubscribe), and an
+idempotent producer for status events and recipient changes. On the
 stop event it stops accepting, lets in-flight requests finish (bounded), flushes the producer
 and closes the database connection.
 """
@@ -17,9 +18,10 @@ from streams.exceptions import FatalStageError, StageStopping
 from streams.http.callbacks import callback_url_problems, redact
 from streams.http.callbacks_app import CallbackHandlers
 from streams.http.callbacks_producer import ACK_TIMEOUT_S, AckProducer
+from streams.http.unsubscribe import UnsubscribeHandlers
 from streams.runtime.outage import Outage
 from streams.runtime.stage import StageContext
-from streams.state import DeliveryLog
+from streams.state import DeliveryLog, Directory
 from streams.state.db import wait_for_migrations
 
 __all__ = ["CallbacksStage"]
@@ -53,9 +55,11 @@ class CallbacksStage:
         s = self._s
         host, port = s.callbacks.host, s.callbacks.port
         deliveries = DeliveryLog(s.postgres.conninfo())
+        directory = Directory(s.postgres.conninfo(), name="callbacks")
         producer = AckProducer(s)
         await producer.start()
-        app = CallbackHandlers(s, deliveries, producer, self._metrics).app()
+        unsubscribe = UnsubscribeHandlers(s, directory, deliveries, producer, self._metrics)
+        app = CallbackHandlers(s, deliveries, producer, self._metrics, unsubscribe).app()
         # In-flight requests may wait up to the ack timeout for Kafka: let them finish.
         runner = web.AppRunner(app, shutdown_timeout=ACK_TIMEOUT_S + 5.0)
         try:
@@ -82,3 +86,4 @@ class CallbacksStage:
             await runner.cleanup()
             await producer.close()
             await deliveries.close()
+            directory.close()

@@ -46,8 +46,9 @@ from streams.runtime.outage import Outage
 from streams.runtime.output_metrics import OutputCounter
 from streams.runtime.records import TP, norm_headers
 from streams.runtime.stage import StageContext, poll_batch
+from streams.stages.deliver_recheck import PreferenceRecheck
 from streams.stages.deliver_worker import DUE_HEADER, Completion, DeliverWorker, Item
-from streams.state import ClaimStore, DeliveryLog
+from streams.state import ClaimStore, DeliveryLog, Directory
 from streams.state.db import wait_for_migrations
 
 __all__ = ["DeliverStage"]
@@ -110,10 +111,12 @@ class DeliverStage:
             member=member.incarnation,
             member_ttl_s=s.runtime.member_ttl_s,
         )
+        directory = Directory(s.postgres.conninfo(), name="deliver")
         self._worker = DeliverWorker(
             s, self._catalog, providers, claims, self._done,
             metrics=self._metrics, slot=f"{member.group}:{member.instance}",
             send_hook=self._send_hook, tracing=self._tracing,
+            recheck=PreferenceRecheck(directory),
         )  # fmt: skip
         self._worker.start()
         consumer = self._consumer = make_consumer(s, s.groups.deliver, member)
@@ -130,6 +133,7 @@ class DeliverStage:
             self._closing = True
             self._worker.stop(10.0)
             consumer.close()
+            directory.close()
             member.release()
             return
         log.info("deliver: joining group %s as %s", s.groups.deliver, member.instance)
@@ -155,6 +159,7 @@ class DeliverStage:
             with contextlib.suppress(KafkaException):
                 self._consumer.close()  # revoke callback finds nothing left to drain
             self._txn.close()
+            directory.close()
             member.release()
 
     def _subscribe(self, consumer: Consumer) -> None:

@@ -94,6 +94,11 @@ class Outputs:
         )  # fmt: skip
         return Out(self._s.topics.status, st.encode(), st.key(), st.headers())
 
+    def suppressed(self, n: Notification, reason: str | None) -> Out:
+        """The `suppressed` status of a notification deliver decided not to send."""
+        st = build_status(n, "suppressed", stage="deliver", extra={"reason": reason})
+        return Out(self._s.topics.status, st.encode(), st.key(), st.headers())
+
     def retry(self, n: Notification, tier_s: float, due_at: float) -> Out:
         """The record that parks `n` on its delay tier's topic until `due_at` (epoch s)."""
         again = n.model_copy(update={"attempt": n.attempt + 1})

@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 from pydantic import ValidationError
 
 from catalog import CatalogError
+from catalog.preferences import Decision
 from processors.exceptions import PermanentSendError, RetryableSendError
 from processors.failover import Failover
 from processors.provider import Provider
@@ -60,6 +61,7 @@ from streams.stages.deliver_observe import (
     where,
 )
 from streams.stages.deliver_outputs import DUE_HEADER, Item, Outputs, hold_until_ms, park
+from streams.stages.deliver_recheck import PreferenceRecheck
 from streams.state import ClaimStore, SentRecord
 from streams.state.catalog import CatalogRef
 
@@ -90,7 +92,8 @@ class _Accepted:
     took_over: bool
 
 
-_Job = tuple[Item, Notification, SentRecord | None]  # a record, decoded; its backstop row
+# A record, decoded; its backstop row; deliver's own preference decision, if it differs.
+_Job = tuple[Item, Notification, SentRecord | None, Decision | None]
 
 
 class DeliverWorker:
@@ -108,8 +111,10 @@ class DeliverWorker:
         slot: str | None = None,
         send_hook: SendHook | None = None,
         tracing: Tracing | None = None,
+        recheck: PreferenceRecheck | None = None,
     ) -> None:
         self._s = settings
+        self._recheck = recheck
         self._send_hook = send_hook
         self._tracing = tracing or Tracing.off()
         self._metrics = metrics or Metrics()
@@ -226,12 +231,15 @@ class DeliverWorker:
                     self._finish(it, [self._out.dlq(it, exc, reason)], dlq=1)
             ids = [n.id for _, n in decoded]
             try:
-                backstop = await self._until_ok(lambda: self._claims.known_sent(ids))
+                backstop, decisions = await asyncio.gather(
+                    self._until_ok(lambda: self._claims.known_sent(ids)),
+                    self._rechecked([n for _, n in decoded]),
+                )
             except StageStopping:
                 return  # abandoned: not committed, redone after restart
             for it, n in decoded:
                 key = (it.tp, it.key)
-                job = (it, n, backstop.get(n.id))
+                job = (it, n, backstop.get(n.id), decisions.get(n.id))
                 chain = self._chains.get(key)
                 if chain is not None:
                     chain.append(job)  # its task is running: it takes this one in turn
@@ -242,6 +250,12 @@ class DeliverWorker:
                 task.add_done_callback(self._chain_tasks.discard)
         except BaseException as exc:
             self._fail(exc)
+
+    async def _rechecked(self, batch: list[Notification]) -> dict[str, Decision]:
+        if self._recheck is None:
+            return {}
+        check = self._recheck
+        return await self._until_ok(lambda: check.decisions(batch))
 
     async def _until_ok(
         self,
@@ -277,10 +291,10 @@ class DeliverWorker:
         chain = self._chains[key]
         try:
             while chain:
-                it, n, sent = chain[0]
+                it, n, sent, decision = chain[0]
                 try:
                     await traced(self._tracing, self._s.groups.deliver, it, n,
-                                 functools.partial(self._one, it, n, sent))  # fmt: skip
+                                 functools.partial(self._one, it, n, sent, decision))  # fmt: skip
                 except FatalStageError as exc:
                     self._fail(exc)
                 except Exception as exc:
@@ -299,9 +313,21 @@ class DeliverWorker:
             if self._chains.get(key) is chain:
                 del self._chains[key]
 
-    async def _one(self, it: Item, n: Notification, sent: SentRecord | None) -> None:
+    async def _one(
+        self, it: Item, n: Notification, sent: SentRecord | None, decision: Decision | None
+    ) -> None:
         hold = hold_until_ms(it.headers)
         now_ms = int(time.time() * 1000)
+        if decision is not None and sent is None:
+            # The recipient changed since route decided: an opt-out, a lost address, or
+            # quiet hours now (streams.stages.deliver_recheck).
+            if decision.outcome == "hold" and decision.hold_until is not None:
+                until = int(decision.hold_until.timestamp() * 1000)
+                key = (n.user or n.recipient).encode()
+                self._finish(it, [park(self._s, n, key, until, now_ms)], held=1)
+            else:
+                self._finish(it, [self._out.suppressed(n, decision.reason)], suppressed=1)
+            return
         if hold is not None and hold > now_ms and sent is None:
             # Quiet hours are not over: park it again (route parked it first).
             key = (n.user or n.recipient).encode()

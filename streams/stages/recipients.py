@@ -4,7 +4,8 @@ Each consumed batch is decoded (`decode_change`), written in ONE transaction
 (`Directory.apply`: idempotent, an older record never overwrites a newer one), and only then
 are its offsets committed: a crash anywhere redoes the batch, which changes nothing already
 applied. A record that doesn't decode (bad JSON, a failed validation or bound, an unknown
-type, a key that isn't `<tenant>/<id>` of its data) goes to the dead-letter topic with
+type, a key that isn't `<tenant>/<id>` of its data, preferences naming a category or rule
+the catalog doesn't have) goes to the dead-letter topic with
 reason `invalid_recipient`, and the stage goes on. A Kafka tombstone (null value) is a
 delete of its key's recipient, as compaction expects.
 """
@@ -16,6 +17,8 @@ import logging
 
 from confluent_kafka import Consumer, KafkaException, Message, Producer
 
+from catalog import Catalog
+from catalog.preferences import unknown_names
 from schemas import codes
 from schemas.recipient import RecipientChange, recipient_key
 from streams.exceptions import ConsumerFenced, StageStopping
@@ -36,13 +39,16 @@ __all__ = ["RecipientsStage", "decode_change"]
 log = logging.getLogger(__name__)
 
 
-def decode_change(key: bytes | None, value: bytes | None) -> RecipientChange | None:
+def decode_change(
+    key: bytes | None, value: bytes | None, catalog: Catalog | None = None
+) -> RecipientChange | None:
     """The change one recipients record carries, validated; None for a tombstone. Pure.
 
     Raises ValueError (pydantic's ValidationError among them) naming what is wrong: bad
-    JSON, a field or bound that fails, an unknown type, no key, or a key other than
+    JSON, a field or bound that fails, an unknown type, no key, a key other than
     `<tenant>/<id>` of the data (compaction keeps the last record per key, so a key that
-    names another recipient would erase the wrong one).
+    names another recipient would erase the wrong one), or, with a `catalog`, preferences
+    naming a category or rule it doesn't have (with the valid ones).
     """
     if key is None:
         raise ValueError("the record has no key: key it <tenant>/<id> (compaction needs it)")
@@ -53,6 +59,12 @@ def decode_change(key: bytes | None, value: bytes | None) -> RecipientChange | N
     if change.type == "tidings.recipient.upserted":
         r = change.recipient()
         target = (r.tenant, r.id)
+        if catalog is not None:
+            unknown = unknown_names(
+                r.preferences, catalog.categories(), {rule.id for rule in catalog.rules}
+            )
+            if unknown:
+                raise ValueError(f"{unknown} (catalog {catalog.version})")
     else:
         target = change.target()
     if recipient_key(*target) != key:
@@ -73,6 +85,7 @@ class RecipientsStage:
         self._stop = ctx.stop
         self._metrics = metrics = ctx.metrics
         self._dir = Directory(self._s.postgres.conninfo(), name="recipients")
+        self._catalog = ctx.catalog  # preferences may name only its categories and rules
         self._kafka = Outage("recipients", "kafka", limit_s=None, metrics=metrics)
         self._pg = Outage("recipients", "postgres", limit_s=None, metrics=metrics)
 
@@ -123,10 +136,11 @@ class RecipientsStage:
         good: list[tuple[Change, Message]] = []
         dead: list[Out] = []
         offsets: dict[tuple[str, int], int] = {}
+        catalog = self._catalog.current if self._catalog is not None else None
         for m, topic, part, off in records(msgs, "recipients"):
             offsets[(topic, part)] = off + 1
             try:
-                change = decode_change(m.key(), m.value())
+                change = decode_change(m.key(), m.value(), catalog)
                 good.append(((part, off, change, m.key() or b""), m))
             except MemoryError:
                 raise

@@ -198,7 +198,7 @@ def route_record(
 
 def _notification(
     env: Envelope, m: Match, catalog: Catalog, timestamp_ms: int | None, *,
-    address: str | None = None,
+    address: str | None = None, bypassed: str | None = None, routed_ms: int | None = None,
 ) -> Notification:  # fmt: skip
     user = m.recipient if m.directory else None
     ident = m.recipient
@@ -211,7 +211,8 @@ def _notification(
         template_version=m.template_version, catalog_version=catalog.version,
         channel=m.channel, recipient=address if address is not None else m.recipient,
         priority=m.priority, category=m.category, variables=m.variables,
-        locale=m.locale or None, event_time_ms=timestamp_ms, user=user,
+        locale=m.locale or None, event_time_ms=timestamp_ms, user=user, bypassed=bypassed,
+        routed_ms=routed_ms,
     )  # fmt: skip
 
 
@@ -241,18 +242,21 @@ def _finish(
             continue
         tenant = m.tenant or ""
         defaults, required = tenants.get(tenant, (None, ()))
-        res = resolve(m, directory.get((tenant, m.recipient)), catalog=catalog,
-                      envelope=p.event, defaults=defaults,
+        known = directory.get((tenant, m.recipient))
+        res = resolve(m, known, catalog=catalog, envelope=p.event, defaults=defaults,
                       required_categories=required, now=now)  # fmt: skip
         if res is None:
             continue  # recipient_when: not for this recipient
-        _emit(p, res, catalog, ts, queue, outs, t.status, now)
+        # A recipient the directory knows is checked again by deliver if it changes meanwhile.
+        routed_ms = int(now.timestamp() * 1000) if known is not None else None
+        _emit(p, res, catalog, ts, queue, outs, t.status, now, routed_ms)
     return outs, ("routed" if outs else "unmatched")
 
 
 def _emit(
     p: Planned, res: Resolution, catalog: Catalog, ts: int | None,
     queue: Callable[..., None], outs: list[Out], status_topic: str, now: datetime,
+    routed_ms: int | None,
 ) -> None:  # fmt: skip
     if res.suppressed is not None:
         n = _notification(p.env, res.match, catalog, ts)
@@ -262,5 +266,6 @@ def _emit(
         return
     hold_ms = int(res.hold_until.timestamp() * 1000) if res.hold_until is not None else None
     for address in res.addresses:
-        queue(_notification(p.env, res.match, catalog, ts, address=address), hold_ms,
-              res.bypassed)  # fmt: skip
+        n = _notification(p.env, res.match, catalog, ts, address=address,
+                          bypassed=res.bypassed, routed_ms=routed_ms)  # fmt: skip
+        queue(n, hold_ms, res.bypassed)

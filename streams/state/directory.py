@@ -10,6 +10,7 @@ for a whole batch (the SQL and the row layout: streams/state/directory_rows.py):
   change is applied only when its (partition, offset) is newer than the row's, so a
   redelivered batch changes nothing and an older record never overwrites a newer one;
 - `lookup` reads a batch of (tenant, id) at once (route: one query per consume batch);
+- `changed_since` says which recipients of a batch changed after route decided (deliver);
 - `import_rows` bulk-loads with COPY into temporary tables and a plain insert (an upsert
   where a recipient exists) per chunk of 20,000 rows, all in one transaction: all or nothing;
 - `remove_address` forgets a dead device token or subscription.
@@ -67,6 +68,17 @@ from streams.state.directory_rows import (
 __all__ = ["Directory", "DirectoryRefused"]
 
 log = logging.getLogger(__name__)
+
+# Slack of `changed_since` (its docstring): a change this long before a decision counts.
+CHANGE_SLACK_MS = 5000
+_CHANGED = (
+    "select k.tenant, k.id "
+    "from unnest(%s::text[], %s::text[], %s::float8[]) as k(tenant, id, at) "
+    "left join recipients r on r.tenant = k.tenant and r.id = k.id "
+    "left join tenant_preferences t on t.tenant = k.tenant "
+    "where r.id is null or r.updated_at > to_timestamp(k.at) "
+    "or t.updated_at > to_timestamp(k.at)"
+)
 
 _COPY_LINE = re.compile(r"COPY dir_batch, line (\d+)")
 
@@ -246,6 +258,26 @@ class Directory:
                 continue
             found[(r.tenant, r.id)] = r
         return found
+
+    def changed_since(self, seen: Iterable[tuple[str, str, int]]) -> set[tuple[str, str]]:
+        """Which of `seen` ((tenant, id, epoch ms a decision read it)) changed since, in ONE
+        round trip: the recipient was written or erased after that instant, or its tenant's
+        defaults were. Blocks; raises the errors of the module docstring.
+
+        "After" is with `CHANGE_SLACK_MS` of slack: the writer's `now()` is its transaction's
+        start, and the deciding host's clock may be behind Postgres's.
+        """
+        latest: dict[tuple[str, str], int] = {}
+        for tenant, rid, at_ms in seen:
+            key = (tenant, rid)
+            latest[key] = min(at_ms, latest.get(key, at_ms))
+        if not latest:
+            return set()
+        tenants, ids = [t for t, _ in latest], [i for _, i in latest]
+        at = [(ms - CHANGE_SLACK_MS) / 1000.0 for ms in latest.values()]
+        with self._session("recipient change check") as conn:
+            rows = conn.execute(_CHANGED, (tenants, ids, at)).fetchall()
+        return {(t, i) for t, i in rows}
 
     def tenant_defaults(
         self, tenants: Iterable[str]

@@ -70,6 +70,17 @@ class World:
         return cloudevent("order.created", data, source=f"urn:test:{self.unique}",
                           event_id=f"evt-{self.unique}-{i}", tenant="acme")  # fmt: skip
 
+    def send_to_user(self, rule: str, user: str, n: int) -> dict[str, Any]:
+        """Produce event `n` of type `test.<unique>.<rule>` for directory user `user`
+        (tenant `acme`); returns the CloudEvent."""
+        doc = cloudevent(f"test.{self.unique}.{rule}", {"user_id": user},
+                         source=f"urn:test:{self.unique}", event_id=f"{rule}-{self.unique}-{n}",
+                         tenant="acme")  # fmt: skip
+        p = self.producer()
+        p.produce(self.user_topic, value=json.dumps(doc).encode(), key=user.encode())
+        assert p.flush(30) == 0
+        return doc
+
     def user_event(self, i: int) -> dict[str, Any]:
         data = {"user_id": f"u{i}", "name": f"User {i}", "email": f"u{i}.{self.unique}@example.com"}
         return cloudevent("user.registered", data, source=f"urn:test:{self.unique}",
@@ -289,7 +300,12 @@ def make_world(
         "observe": {"port": 0},
     }  # fmt: skip
     # `extra` gets the sink's port, so provider chains can point at it.
-    cfg.update(extra(sink.port) if extra else {})
+    # Sections are merged one level deep: `{"topics": {"recipients": …}}` keeps the others.
+    for section, value in (extra(sink.port) if extra else {}).items():
+        old = cfg.get(section)
+        cfg[section] = (
+            {**old, **value} if isinstance(old, dict) and isinstance(value, dict) else value
+        )
     config = tmp / "tidings.yaml"
     config.write_text(yaml.safe_dump(cfg))
     settings = load_settings(str(config))

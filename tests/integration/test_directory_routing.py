@@ -25,7 +25,6 @@ import yaml
 
 from schemas.notification import notification_id
 from schemas.recipient import Address, Preferences, QuietHours, Recipient
-from streams.dev.demo import cloudevent
 from streams.state.directory import Directory
 from tests.integration.pipeline import World, wait_until
 from tests.peers.fcm import FcmPeer, make_key
@@ -59,15 +58,6 @@ def _rule(w: World, rid: str, **kw: Any) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def _send(w: World, rid: str, user: str, n: int) -> dict[str, Any]:
-    doc = cloudevent(f"test.{w.unique}.{rid}", {"user_id": user}, source=f"urn:test:{w.unique}",
-                     event_id=f"{rid}-{w.unique}-{n}", tenant="acme")  # fmt: skip
-    p = w.producer()
-    p.produce(w.user_topic, value=json.dumps(doc).encode(), key=user.encode())
-    assert p.flush(30) == 0
-    return doc
-
-
 def _statuses(w: World) -> list[dict[str, Any]]:
     return [json.loads(m.value())["data"] for m in w.read(w.settings.topics.status, idle_s=2.0)]
 
@@ -96,7 +86,7 @@ def test_each_device_gets_a_push_and_a_dead_token_is_dropped_from_the_directory(
         )))  # fmt: skip
         fcm.dead_tokens.add(t2)
         with w.pipeline():
-            first = _send(w, "devices", user, 1)
+            first = w.send_to_user("devices", user, 1)
             wait_until(lambda: len(fcm.requests) >= 3, 60, "two sends (and a token request)")
             ids = {t: notification_id(first["source"], first["id"], "devices",
                                       f"{user}\x1f{t}", "push") for t in (t1, t2)}  # fmt: skip
@@ -112,7 +102,7 @@ def test_each_device_gets_a_push_and_a_dead_token_is_dropped_from_the_directory(
             finally:
                 d.close()
             assert [a.address for a in left] == [t1], "the dead token left the directory"
-            _send(w, "devices", user, 2)
+            w.send_to_user("devices", user, 2)
             wait_until(lambda: len(fcm.messages) >= 2, 60, "the second event's push")
             time.sleep(2.0)
     assert [m["token"] for m in fcm.messages] == [t1, t1]
@@ -136,8 +126,8 @@ def test_no_address_and_opt_outs_are_suppressed_and_critical_goes_past_them(
         Recipient(tenant="acme", id=nomail),
     )  # fmt: skip
     with w.pipeline():
-        docs = [_send(w, "tips", out_user, 1), _send(w, "tips", ghost, 2),
-                _send(w, "tips", nomail, 3), _send(w, "alert", out_user, 4)]  # fmt: skip
+        sends = [("tips", out_user), ("tips", ghost), ("tips", nomail), ("alert", out_user)]
+        docs = [w.send_to_user(rule, user, i) for i, (rule, user) in enumerate(sends, 1)]
         assert sum(w.wait_mail(1).values()) == 1
         time.sleep(3.0)
     by_event: dict[str, list[dict[str, Any]]] = {}
@@ -180,7 +170,7 @@ def test_quiet_hours_hold_a_push_until_the_window_ends(
                                 addresses=(Address(channel="push", address=token,
                                                    platform="fcm"),)))  # fmt: skip
         with w.pipeline():
-            _send(w, "quiet", user, 1)
+            w.send_to_user("quiet", user, 1)
             time.sleep(3.0)
             assert fcm.messages == [], "held: the window is not over"
             wait_until(lambda: len(fcm.messages) == 1, 90, "the push after the window")
@@ -208,9 +198,9 @@ def test_a_cap_suppresses_the_fourth_and_a_budget_spans_two_rules(
     user = f"cap-{w.unique}"
     _directory(w, Recipient(tenant="acme", id=user, email=f"{user}@example.com"))
     with w.pipeline():
-        docs = [_send(w, "capa", user, i) for i in range(4)]
+        docs = [w.send_to_user("capa", user, i) for i in range(4)]
         assert sum(w.wait_mail(3).values()) == 3
-        extra = [_send(w, "capb", user, 10), _send(w, "capb", user, 11)]
+        extra = [w.send_to_user("capb", user, 10), w.send_to_user("capb", user, 11)]
         time.sleep(4.0)
     by_event: dict[str, list[str]] = {}
     for s in _statuses(w):

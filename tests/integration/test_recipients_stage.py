@@ -168,7 +168,7 @@ def test_upserts_and_deletes_materialise_and_the_topic_is_compacted(
         locale="fr",
         addresses=(push[1],),
         attributes={"plan": "pro"},
-        preferences={"categories": ["marketing"]},
+        preferences={"categories": ["billing"]},  # a category of the example catalog
     )
     u2 = rt.recipient("u2", phone="+14155550123", addresses=tuple(push))
     u3 = rt.recipient("u3", email="u3@example.com")
@@ -180,7 +180,7 @@ def test_upserts_and_deletes_materialise_and_the_topic_is_compacted(
         wait_until(lambda: set(stored(rt, ids)) == {"u1", "u4"}, 60, "u1 and u4 only")
     got = stored(rt, ids)
     assert got["u1"] == u1
-    assert got["u1"].preferences.categories == ("marketing",)
+    assert got["u1"].preferences.categories == ("billing",)
     assert got["u4"] == u4
     assert address_rows(pg, rt.tenant) == 1, "u2's addresses went with it"
 
@@ -197,13 +197,14 @@ def test_a_malformed_record_is_dead_lettered_and_the_next_one_applied(rt: Topic)
         (key, rt.upsert(other)[1]),  # its data names u2: the key says u1
         (key, b'{"specversion": "1.0", "id": "e1", "source": "s", '
               b'"type": "tidings.recipient.renamed", "data": {"id": "u1"}}'),
+        rt.upsert(good.model_copy(update={"preferences": Preferences(categories=("nope",))})),
         rt.upsert(good),
     ])  # fmt: skip
     with rt.stage():
         wait_until(lambda: "u1" in stored(rt, ["u1"]), 60, "the good record applied")
         dead = read_committed(rt.settings, rt.settings.topics.dlq, idle_s=2.0)
     assert stored(rt, ["u1", "u2"]) == {"u1": good}
-    assert len(dead) == 4
+    assert len(dead) == 5
     for m in dead:
         h = header_map(m.headers())
         assert (h["tidings-dlq-stage"], h["tidings-dlq-reason"]) == (
@@ -212,6 +213,9 @@ def test_a_malformed_record_is_dead_lettered_and_the_next_one_applied(rt: Topic)
         assert m.key() == key
     assert dead[0].value() == b"{not json", "dead letters keep the record byte for byte"
     assert "doesn't match its data" in header_map(dead[2].headers())["kafka_dlt-exception-message"]
+    unknown = header_map(dead[4].headers())["kafka_dlt-exception-message"]
+    assert "preferences.categories: unknown category 'nope'" in unknown
+    assert "billing, onboarding, operations, security, shipping" in unknown, "the valid ones"
 
 
 def test_publish_puts_a_file_on_the_topic_for_the_stage(rt: Topic, tmp_path: Path) -> None:

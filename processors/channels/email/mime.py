@@ -13,6 +13,7 @@ from __future__ import annotations
 import binascii
 import re
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from email.header import Header
 from email.utils import format_datetime
@@ -61,10 +62,12 @@ def fast_mime(
     html: str | None,
     text: str,
     message_id_domain: str,
+    headers: Sequence[tuple[str, str]] = (),
 ) -> RawMail | None:
     """Bytes of a text(+HTML) notification mail, or None when `to` needs the full parser.
 
-    Pure and non-blocking. `from_header`/`from_addr` must already be validated.
+    Pure and non-blocking. `from_header`/`from_addr` must already be validated; `headers`
+    are extra fields tidings itself made (ASCII, no line breaks: not checked here).
     """
     if not _PLAIN_ADDR.match(to) or len(to) > 254:
         return None
@@ -78,7 +81,8 @@ def fast_mime(
         f"Message-ID: {message_id}\n"
         f"X-Tidings-Notification-Id: {notification_id}\n"
         "Auto-Submitted: auto-generated\n"
-        "MIME-Version: 1.0\n"
+        + "".join(f"{name}: {value}\n" for name, value in headers)
+        + "MIME-Version: 1.0\n"
     )
     text_part = (
         b'Content-Type: text/plain; charset="utf-8"\n'

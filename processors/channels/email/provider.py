@@ -12,6 +12,7 @@ from email.utils import parseaddr
 
 from processors.channels.email.mime import fast_mime
 from processors.channels.email.smtp import SmtpSender, build_message
+from processors.channels.email.unsubscribe import UnsubscribeLinks
 from processors.provider import expect_content
 from schemas.content import Content, EmailContent
 from schemas.notification import Notification
@@ -27,8 +28,16 @@ class EmailProvider:
 
     channel = "email"
 
-    def __init__(self, settings: SmtpSettings, name: str = "smtp", pool_size: int = 8) -> None:
+    def __init__(
+        self,
+        settings: SmtpSettings,
+        name: str = "smtp",
+        pool_size: int = 8,
+        unsubscribe: UnsubscribeLinks | None = None,
+    ) -> None:
         self.name = name
+        # One-click unsubscribe links for directory recipients (None: no such header).
+        self._unsubscribe = unsubscribe
         self._settings = settings
         self._sender = SmtpSender(settings, pool_size=pool_size)  # validates from_address
         # The From header is the same for every mail: check it once for the fast path.
@@ -39,6 +48,7 @@ class EmailProvider:
     async def send(self, n: Notification, content: Content) -> str:
         """Send one email; blocks the calling task only (async)."""
         email = expect_content(content, EmailContent, self.name)
+        extra = self._unsubscribe.headers(n) if self._unsubscribe is not None else []
         if self._from is not None and _UUID.match(n.id):
             raw = fast_mime(
                 notification_id=n.id,
@@ -49,6 +59,7 @@ class EmailProvider:
                 html=email.html,
                 text=email.text,
                 message_id_domain=self._settings.message_id_domain,
+                headers=extra,
             )
             if raw is not None:
                 return await self._sender.send_raw(raw)
@@ -60,6 +71,7 @@ class EmailProvider:
             html=email.html,
             text=email.text,
             settings=self._settings,
+            headers=dict(extra),
         )
         return await self._sender.send(msg)
 

@@ -13,8 +13,8 @@ import pytest
 from pydantic import ValidationError
 
 from catalog import Decision, decide
-from catalog.preferences import quiet_until, resolve_timezone
-from schemas.recipient import OptIn, Preferences, QuietHours
+from catalog.preferences import quiet_until, resolve_timezone, unknown_names
+from schemas.recipient import MAX_GRID_ENTRIES, OptIn, Preferences, QuietHours
 
 NOON = datetime(2026, 6, 15, 12, 0, tzinfo=UTC)
 
@@ -381,3 +381,31 @@ def test_hold_until_is_always_after_now() -> None:
                         before = (until - timedelta(seconds=1)).astimezone(tz)
                         reached = (local.hour, local.minute) == tuple(map(int, end.split(":")))
                         assert reached or local.utcoffset() != before.utcoffset(), (zone, now)
+
+
+# ------------------------------------------------------------------ names the catalog has
+
+
+def test_unknown_categories_and_rules_are_named_with_the_valid_ones() -> None:
+    cats, rules = {"billing", "news"}, {"promo"}
+    assert unknown_names(Preferences(categories=("news",), rules=("promo",)), cats, rules) is None
+    got = unknown_names(Preferences(categories=("news", "nope")), cats, rules)
+    assert got == (
+        "preferences.categories: unknown category 'nope'; the catalog's categories are "
+        "billing, news"
+    )
+    cell = unknown_names(Preferences(category_channels={"x": ("email",)}), cats, rules)
+    assert cell is not None and cell.startswith(
+        "preferences.category_channels: unknown category 'x'"
+    )
+    rule = unknown_names(Preferences(opt_in=OptIn(rules=("gone",))), cats, rules)
+    assert rule == "preferences.opt_in.rules: unknown rule 'gone'; the catalog's rules are promo"
+
+
+def test_preference_lists_are_bounded() -> None:
+    with pytest.raises(ValidationError, match="at most 256 items"):
+        Preferences(categories=tuple(f"c{i}" for i in range(MAX_GRID_ENTRIES + 1)))
+    with pytest.raises(ValidationError, match="at most 256 items"):
+        Preferences(rules=tuple(f"r{i}" for i in range(MAX_GRID_ENTRIES + 1)))
+    with pytest.raises(ValidationError, match="unknown channel"):
+        Preferences(channels=("pigeon",))

@@ -107,8 +107,11 @@ def test_callback_url_problems_name_the_fix() -> None:
     assert "'backup'" in problem
     assert "https://hooks.example.com/callbacks/twilio/backup" in problem
     assert callback_url_problems(TidingsSettings()) == [
-        "no Twilio provider in channels.sms: the callbacks endpoint has nothing to serve"
+        "no Twilio provider in channels.sms and no callbacks.unsubscribe_secrets: "
+        "the callbacks endpoint has nothing to serve"
     ]
+    unsubscribe = TidingsSettings.model_validate({"callbacks": {"unsubscribe_secrets": ["s" * 32]}})
+    assert callback_url_problems(unsubscribe) == []
 
 
 # ------------------------------------------------------------------ form → status

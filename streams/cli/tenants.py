@@ -1,0 +1,108 @@
+"""`tidings tenants defaults TENANT`: show or set a tenant's default preferences.
+
+A tenant's defaults lie under every recipient's own preferences, and its required
+categories go past opt-outs (docs/recipients.md, "Preferences"). `--set FILE|JSON` replaces
+the default preferences, `--required a,b` the required categories; both are checked first
+(the schema's bounds, and the categories and rules of the catalog at `--catalog`, default
+`catalog.path`). Deliver re-checks notifications already routed for the tenant's
+recipients (their defaults changed after route decided).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from catalog.preferences import unknown_names
+from schemas.recipient import Preferences
+from schemas.settings import TidingsSettings
+from streams.exceptions import DependencyDown, FatalStageError
+from streams.state import Directory, DirectoryRefused
+
+__all__ = ["register"]
+
+
+def _preferences(text: str) -> Preferences:
+    """`text` as Preferences: a JSON document, or the path of a file holding one."""
+    path = Path(text)
+    raw = path.read_text(encoding="utf-8") if not text.lstrip().startswith("{") else text
+    return Preferences.model_validate_json(raw)
+
+
+def _check(prefs: Preferences, required: list[str], catalog_dir: str | None) -> str | None:
+    if not catalog_dir:
+        return None
+    from catalog import CatalogLoadError, load_catalog
+
+    try:
+        cat = load_catalog(catalog_dir)
+    except CatalogLoadError as exc:
+        return f"the catalog at {catalog_dir} does not load, so nothing can be checked: {exc}"
+    rules = {r.id for r in cat.rules}
+    bad = unknown_names(prefs, cat.categories(), rules)
+    if bad is None:
+        unknown = sorted(set(required) - cat.categories())
+        if unknown:
+            bad = (
+                f"--required: unknown category {', '.join(map(repr, unknown))}; the catalog's "
+                f"categories are {', '.join(sorted(cat.categories()))}"
+            )
+    return bad
+
+
+def _defaults(args: argparse.Namespace, s: TidingsSettings) -> int:
+    tenant: str = args.tenant
+    directory = Directory(s.postgres.conninfo(), name="tenants")
+    try:
+        prefs, required = directory.tenant_defaults([tenant])[tenant]
+        if args.set is None and args.required is None:
+            doc = {"tenant": tenant, "preferences": prefs.model_dump(mode="json"),
+                   "required_categories": list(required)}  # fmt: skip
+            print(json.dumps(doc, indent=2))
+            return 0
+        try:
+            if args.set is not None:
+                prefs = _preferences(args.set)
+        except (ValidationError, OSError, ValueError) as exc:
+            print(f"error: --set {args.set!r}: {exc}", file=sys.stderr)
+            return 2
+        if args.required is not None:
+            required = tuple(x.strip() for x in args.required.split(",") if x.strip())
+        problem = _check(prefs, list(required), args.catalog or str(s.catalog.path))
+        if problem:
+            print(f"error: {problem}", file=sys.stderr)
+            return 2
+        directory.set_tenant_defaults(tenant, prefs, required)
+        print(f"tenant {tenant!r}: default preferences and required categories "
+              f"({', '.join(required) or 'none'}) stored")  # fmt: skip
+        return 0
+    except (DependencyDown, FatalStageError, DirectoryRefused) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        directory.close()
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add `tenants defaults` to `sub`."""
+    ten = sub.add_parser("tenants", help="a tenant's default preferences")
+    tsub = ten.add_subparsers(dest="tenants_command", required=True)
+    d = tsub.add_parser(
+        "defaults",
+        help="show (no options) or set a tenant's default preferences and required categories",
+        description="Default preferences lie under every recipient's own; required "
+        "categories go past opt-outs. docs/recipients.md.",
+    )
+    d.add_argument("tenant", help="the tenant id ('' for recipients without one)")
+    d.add_argument("--set", metavar="JSON|FILE",
+                   help="the default preferences (JSON, or a file of it)")  # fmt: skip
+    d.add_argument("--required", metavar="CAT,CAT",
+                   help="the required categories (replaces them; '' for none)")  # fmt: skip
+    d.add_argument("--catalog", metavar="DIR",
+                   help="check category and rule names against this catalog "
+                   "(default: catalog.path)")  # fmt: skip
+    d.set_defaults(handler=_defaults)

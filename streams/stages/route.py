@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
 from catalog.caps import CapConfigError, CapRule, parse_caps
+from schemas.notification import Notification
 from streams.exceptions import ConsumerFenced, FatalStageError, StageStopping, TransactionAborted
 from streams.observe.metric_defs import EVENTS_ROUTED, IN_FLIGHT, PAUSED_PARTITIONS
 from streams.observe.tracing import carried, context_of, span_headers
@@ -29,7 +30,7 @@ from streams.runtime.outage import Outage
 from streams.runtime.output_metrics import OutputCounter
 from streams.runtime.records import TP, Out, norm_headers
 from streams.runtime.stage import StageContext, poll_batch
-from streams.stages.route_caps import apply_caps, cap_requests
+from streams.stages.route_caps import Made, apply_caps, cap_requests
 from streams.stages.route_decide import (
     DirectoryView,
     Outcome,
@@ -220,11 +221,13 @@ class RouteStage:
         keys = {k for _, _, p in planned if isinstance(p, Planned) for k in p.directory_keys()}
         found, tenants = self._lookup(keys) if keys else ({}, {})
         outs: list[Out] = []
+        made: dict[bytes, Notification] = {}
         counts: dict[str, int] = {"events_in": 0, "queued": 0, "dlq": 0, "unmatched": 0}
         for m, headers, plan in planned:
             if isinstance(plan, Planned):
                 got, outcome = finish_record(plan, catalog=catalog, settings=s, now=now,
-                                             directory=found, tenants=tenants)  # fmt: skip
+                                             directory=found, tenants=tenants,
+                                             made=made)  # fmt: skip
             else:
                 got, outcome = plan
             if got and outcome == "routed":
@@ -236,23 +239,23 @@ class RouteStage:
             counts["events_in"] += 1
             outs.extend(got)
         if self._caps and keys:
-            outs, refused = self._apply_caps(outs, tenants, now)
+            outs, refused = self._apply_caps(outs, tenants, now, made)
             counts["queued"] -= refused
         return outs, offsets, counts
 
     def _apply_caps(
-        self, outs: list[Out], tenants: TenantPrefs, now: datetime
+        self, outs: list[Out], tenants: TenantPrefs, now: datetime, made: Made
     ) -> tuple[list[Out], int]:
         """The batch's caps in one Redis round trip; rides out a Redis outage."""
         required = {t: tuple(req) for t, (_, req) in tenants.items()}
-        requests = cap_requests(self._s, self._caps, outs, required)
+        requests = cap_requests(self._s, self._caps, outs, required, made)
         if not requests:
             return outs, 0
         if self._cap_store is None:
             self._cap_store = CapStore(self._s.redis.url.get_secret_value())
         store, now_ms = self._cap_store, int(now.timestamp() * 1000)
         results = self._redis.retry(lambda: store.check(requests, now_ms), self._stop)
-        return apply_caps(self._s, outs, requests, results, now)
+        return apply_caps(self._s, outs, requests, results, now, made)
 
     def _lookup(self, keys: set[tuple[str, str]]) -> tuple[DirectoryView, TenantPrefs]:
         """The directory's records of `keys` and their tenants' defaults: one round trip

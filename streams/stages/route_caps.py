@@ -29,7 +29,7 @@ from schemas.status import build_status
 from streams.runtime.records import Out
 from streams.stages.deliver_outputs import park
 
-__all__ = ["apply_caps", "cap_requests", "capped_group"]
+__all__ = ["Made", "apply_caps", "cap_requests", "capped_group"]
 
 
 def capped_group(n: Notification) -> str:
@@ -37,11 +37,20 @@ def capped_group(n: Notification) -> str:
     return notification_id(n.event_source, n.event_id, n.rule_id, n.user or n.recipient, n.channel)
 
 
-def _capped(settings: TidingsSettings, o: Out) -> Notification | None:
+# The directory notifications route made for a batch, by their encoded dispatch record: the
+# caps pass reads them from here instead of decoding every dispatch record again.
+Made = Mapping[bytes, Notification]
+
+
+def _capped(settings: TidingsSettings, o: Out, made: Made | None) -> Notification | None:
     t = settings.topics
     if not o.topic.startswith(t.dispatch_prefix) or o.value is None:
         return None
-    n = Notification.decode(o.value)
+    n = made.get(o.value) if made is not None else None
+    if n is None:
+        if made is not None:
+            return None  # not a directory notification of this batch
+        n = Notification.decode(o.value)
     return n if n.user is not None else None
 
 
@@ -50,11 +59,15 @@ def cap_requests(
     caps: Sequence[CapRule],
     outs: Sequence[Out],
     required: Mapping[str, Collection[str]],
+    made: Made | None = None,
 ) -> list[CapRequest]:
-    """One request per capped group of the batch's dispatch records, in output order."""
+    """One request per capped group of the batch's dispatch records, in output order.
+
+    `made`: the batch's directory notifications by encoded record (route's `finish_record`
+    fills it); without it every dispatch record is decoded."""
     seen: dict[str, CapRequest] = {}
     for o in outs:
-        n = _capped(settings, o)
+        n = _capped(settings, o, made)
         if n is None or n.priority == "critical" or n.category in required.get(n.tenant or "", ()):
             continue
         group = capped_group(n)
@@ -73,6 +86,7 @@ def apply_caps(
     requests: Sequence[CapRequest],
     results: Sequence[CapResult],
     now: datetime,
+    made: Made | None = None,
 ) -> tuple[list[Out], int]:
     """`outs` with the refused notifications suppressed or parked; (outputs, refused)."""
     refused = {r.member: res for r, res in zip(requests, results, strict=True) if not res.allowed}
@@ -83,7 +97,7 @@ def apply_caps(
     suppressed: dict[bytes, str] = {}  # notification id → reason: its queued status changes
     kept: list[Out] = []
     for o in outs:
-        n = _capped(settings, o)
+        n = _capped(settings, o, made)
         res = refused.get(capped_group(n)) if n is not None else None
         if n is None or res is None:
             kept.append(o)

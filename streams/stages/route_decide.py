@@ -156,11 +156,15 @@ def finish_record(
     now: datetime,
     directory: DirectoryView,
     tenants: TenantPrefs,
+    made: dict[bytes, Notification] | None = None,
 ) -> Outcome:
-    """The outputs of a planned record, with the directory's records of its recipients."""
+    """The outputs of a planned record, with the directory's records of its recipients.
+
+    `made`, when given, gets each directory notification sent now, by its encoded dispatch
+    record (what the caps pass reads instead of decoding the records again)."""
     dlq = _dead(settings, p.origin, p.key, p.value, p.headers)
     try:
-        return _finish(p, catalog, settings, now, directory, tenants)
+        return _finish(p, catalog, settings, now, directory, tenants, made)
     except CatalogError as exc:  # a recipient_when or recipient variable failed
         return dlq(exc, codes.RULE_ERROR)
     except MemoryError:
@@ -218,7 +222,7 @@ def _notification(
 
 def _finish(
     p: Planned, catalog: Catalog, settings: TidingsSettings, now: datetime,
-    directory: DirectoryView, tenants: TenantPrefs,
+    directory: DirectoryView, tenants: TenantPrefs, made: dict[bytes, Notification] | None,
 ) -> Outcome:  # fmt: skip
     t = settings.topics
     outs: list[Out] = []
@@ -229,7 +233,10 @@ def _finish(
         # notifications stay in order on one partition.
         key = (n.user or n.recipient).encode()
         if hold_ms is None:
-            outs.append(Out(t.dispatch(n.channel), n.encode(), key))
+            value = n.encode()
+            outs.append(Out(t.dispatch(n.channel), value, key))
+            if made is not None and n.user is not None:
+                made[value] = n
         else:
             outs.append(park(settings, n, key, hold_ms, int(now.timestamp() * 1000)))
         st = build_status(n, "queued", stage="route", now=now,

@@ -33,7 +33,7 @@ from streams.stages.resolve import (
     resolve,
 )
 from streams.stages.route import RouteStage, UnknownEventType, route_record
-from streams.stages.route_caps import apply_caps, cap_requests, capped_group
+from streams.stages.route_caps import Made, apply_caps, cap_requests, capped_group
 from streams.stages.route_decide import (
     DirectoryView,
     Outcome,
@@ -56,6 +56,7 @@ __all__ = [
     "DeliverWorker",
     "DirectoryView",
     "Item",
+    "Made",
     "Outcome",
     "Outputs",
     "Planned",

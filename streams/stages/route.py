@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Collection
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
 from catalog.caps import CapConfigError, CapRule, parse_caps
 from schemas.notification import Notification
+from schemas.recipient import Preferences, Recipient
 from streams.exceptions import ConsumerFenced, FatalStageError, StageStopping, TransactionAborted
 from streams.observe.metric_defs import EVENTS_ROUTED, IN_FLIGHT, PAUSED_PARTITIONS
 from streams.observe.tracing import carried, context_of, span_headers
@@ -64,6 +67,7 @@ class RouteStage:
         self._deliver_full = ctx.deliver_full
         self._tracing = ctx.tracing
         self._directory: Directory | None = None  # connects on the first `- user:` lookup
+        self._lookup_pool: ThreadPoolExecutor | None = None
         self._cap_store: CapStore | None = None  # connects on the first capped batch
         self._redis = Outage("route", "redis", limit_s=ctx.settings.runtime.outage_limit_s,
                              metrics=ctx.metrics)  # fmt: skip
@@ -112,6 +116,8 @@ class RouteStage:
             consumer.close()
             txn.close()
             member.release()
+            if self._lookup_pool is not None:
+                self._lookup_pool.shutdown(wait=True, cancel_futures=True)
             if self._directory is not None:
                 self._directory.close()
             if self._cap_store is not None:
@@ -209,17 +215,35 @@ class RouteStage:
         s = self._s
         offsets: dict[TP, int] = {}
         planned: list[tuple[Message, list[tuple[str, bytes | None]], Planned | Outcome]] = []
-        for m, topic, part, off in records(msgs, "route"):
-            headers = norm_headers(m.headers())
-            plan = plan_record(
-                topic=topic, partition=part, offset=off, timestamp_ms=m.timestamp()[1],
-                key=m.key(), value=m.value(), headers=headers,
-                catalog=catalog, settings=s, now=now,
-            )  # fmt: skip
-            planned.append((m, headers, plan))
-            offsets[(topic, part)] = off + 1
-        keys = {k for _, _, p in planned if isinstance(p, Planned) for k in p.directory_keys()}
-        found, tenants = self._lookup(keys) if keys else ({}, {})
+        # The directory is read while the rules run: the first half's lookup goes out as soon
+        # as that half is planned, and Postgres answers it while route plans the second half.
+        rows = list(records(msgs, "route"))
+        half = (len(rows) + 1) // 2
+        keys: set[tuple[str, str]] = set()
+        lookups: list[Future[tuple[DirectoryView, TenantPrefs]]] = []
+        for start, stop in ((0, half), (half, len(rows))):
+            fresh: set[tuple[str, str]] = set()
+            for m, topic, part, off in rows[start:stop]:
+                headers = norm_headers(m.headers())
+                plan = plan_record(
+                    topic=topic, partition=part, offset=off, timestamp_ms=m.timestamp()[1],
+                    key=m.key(), value=m.value(), headers=headers,
+                    catalog=catalog, settings=s, now=now,
+                )  # fmt: skip
+                planned.append((m, headers, plan))
+                offsets[(topic, part)] = off + 1
+                if isinstance(plan, Planned):
+                    fresh.update(k for k in plan.directory_keys() if k not in keys)
+            if fresh:
+                keys |= fresh
+                lookups.append(self._lookups().submit(self._lookup, fresh))
+        found: dict[tuple[str, str], Recipient] = {}
+        defaults: dict[str, tuple[Preferences, Collection[str]]] = {}
+        for f in lookups:
+            view, prefs = f.result()  # re-raises StageStopping from the lookup
+            found.update(view)
+            defaults.update(prefs)
+        tenants: TenantPrefs = defaults
         outs: list[Out] = []
         made: dict[bytes, Notification] = {}
         counts: dict[str, int] = {"events_in": 0, "queued": 0, "dlq": 0, "unmatched": 0}
@@ -256,6 +280,12 @@ class RouteStage:
         store, now_ms = self._cap_store, int(now.timestamp() * 1000)
         results = self._redis.retry(lambda: store.check(requests, now_ms), self._stop)
         return apply_caps(self._s, outs, requests, results, now, made)
+
+    def _lookups(self) -> ThreadPoolExecutor:
+        """The one thread that reads the directory (its connection is one at a time)."""
+        if self._lookup_pool is None:
+            self._lookup_pool = ThreadPoolExecutor(1, thread_name_prefix="route-directory")
+        return self._lookup_pool
 
     def _lookup(self, keys: set[tuple[str, str]]) -> tuple[DirectoryView, TenantPrefs]:
         """The directory's records of `keys` and their tenants' defaults: one round trip

@@ -17,7 +17,7 @@ from typing import Any
 import psycopg
 from psycopg.copy import FileWriter
 
-from schemas.recipient import Address, Preferences, Recipient, RecipientChange
+from schemas.recipient import NO_PREFERENCES, Address, Recipient, RecipientChange
 
 __all__ = ["IMPORT_CHUNK", "NO_PREFERENCES", "Change", "Prepared", "change_target", "prepare"]
 
@@ -162,7 +162,6 @@ _LOOKUP = (
 IMPORT_CHUNK = 20_000
 
 # The preferences of a recipient who set none (share it: building one costs more than a row).
-NO_PREFERENCES = Preferences()
 
 
 def change_target(change: RecipientChange | None, key: bytes) -> tuple[str, str]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,8 +26,10 @@ import yaml
 
 from schemas.notification import notification_id
 from schemas.recipient import Address, Preferences, QuietHours, Recipient
+from schemas.settings import TidingsSettings
 from streams.state.directory import Directory
 from tests.integration.pipeline import World, wait_until
+from tests.integration.tcp_proxy import StoppableProxy
 from tests.peers.fcm import FcmPeer, make_key
 
 LOCAL_HTTP: dict[str, Any] = {"allow": ["127.0.0.1/32"], "allow_http": True}
@@ -215,3 +218,40 @@ def test_a_cap_suppresses_the_fourth_and_a_budget_spans_two_rules(
     tier = max(w.settings.runtime.retry_tiers_s)
     parked = w.read(f"{w.settings.topics.retry_prefix}{tier:g}s", idle_s=1.0)
     assert len(parked) == 1 and dict(parked[0].headers() or [])["tidings-hold-until-ms"]
+
+
+def test_route_rides_out_postgres_away_during_its_directory_lookups(
+    make_world_with: Callable[..., World], settings: TidingsSettings
+) -> None:
+    """The lookups run on route's directory thread: an outage there holds the batch (no
+    output, nothing committed) and the batch is routed once Postgres is back, exactly once."""
+    proxy = StoppableProxy(settings.postgres.host, settings.postgres.port)
+    proxy.up()
+    try:
+        w = make_world_with(extra=lambda _: {
+            "postgres": {"host": "127.0.0.1", "port": proxy.port},
+            "runtime": {"outage_limit_s": 120.0},
+        })  # fmt: skip
+        _add_rule(w, _rule(w, "ride", channels=["email"], channel_policy="all"))
+        users = [f"r{i}-{w.unique}" for i in range(6)]
+        _directory(w, *(Recipient(tenant="acme", id=u, email=f"{u}@example.com") for u in users))
+
+        def queued() -> Counter[str]:
+            return Counter(s["notification_id"] for s in _statuses(w) if s["status"] == "queued")
+
+        with w.pipeline(("route",)):
+            first = [w.send_to_user("ride", u, 1) for u in users[:3]]
+            wait_until(lambda: len(queued()) == 3, 60, "three routed")
+            proxy.down()
+            later = [w.send_to_user("ride", u, 2) for u in users]
+            time.sleep(3.0)
+            assert len(queued()) == 3, "nothing routed while the directory is away"
+            proxy.up()
+            wait_until(lambda: len(queued()) == 9, 90, "the held batch routed")
+            time.sleep(2.0)
+    finally:
+        proxy.down()
+    got = queued()
+    want = {notification_id(d["source"], d["id"], "ride", d["data"]["user_id"], "email")
+            for d in first + later}  # fmt: skip
+    assert set(got) == want and set(got.values()) == {1}, got

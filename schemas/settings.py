@@ -217,6 +217,10 @@ class RuntimeSettings(Frozen):
     # another waits for it. Python's 5 ms default makes deliver's I/O thread wait behind its
     # consumer thread after every socket call.
     switch_interval_s: float = Field(default=0.0005, gt=0, le=0.1)
+    # gc.set_threshold of a stage process. Python's (700, 10, 10) runs a collection every 700
+    # allocations and scans the whole heap (catalog, CEL programs, models) every 70,000: that
+    # was ~30% of route's CPU (docs/benchmarks.md). None: Python's defaults.
+    gc_thresholds: tuple[int, int, int] | None = (50_000, 20, 20)
     drain_timeout_s: float = Field(default=20.0, gt=0)
     audit_batch_size: int = Field(default=2000, ge=1)
     commit_interval_s: float = Field(default=0.1, gt=0)

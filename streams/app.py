@@ -12,6 +12,7 @@ unless `--threads`, times `--workers`); `streams.runtime.workers.supervise` runs
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import sys
@@ -168,6 +169,8 @@ def run_stages(
     # Python's default 5 ms a busy sibling thread (deliver's consumer loop) held it that long
     # each time (issue 12: +50% sends/s at 0.5 ms, same CPU per send).
     sys.setswitchinterval(settings.runtime.switch_interval_s)
+    if settings.runtime.gc_thresholds is not None:
+        gc.set_threshold(*settings.runtime.gc_thresholds)
     stop = stop or threading.Event()
     metrics = metrics or Metrics()
     ref = _catalog(settings) if {"route", "deliver", "recipients"} & set(stages) else None

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
-from catalog.caps import CapConfigError, CapRule, parse_caps
+from catalog.caps import CapConfigError, CapRequest, CapResult, CapRule, parse_caps
 from schemas.notification import Notification
 from schemas.recipient import Preferences, Recipient
 from streams.exceptions import ConsumerFenced, FatalStageError, StageStopping, TransactionAborted
@@ -48,6 +48,9 @@ from streams.state.caps import CapStore
 from streams.state.directory import Directory
 
 __all__ = ["RouteStage", "UnknownEventType", "route_record"]
+
+# The requests of one cap check, and the Redis answer to come (None: nothing to count).
+_CapCheck = tuple[list[CapRequest], "Future[list[CapResult]] | None"]
 
 log = logging.getLogger(__name__)
 
@@ -244,10 +247,11 @@ class RouteStage:
             found.update(view)
             defaults.update(prefs)
         tenants: TenantPrefs = defaults
-        outs: list[Out] = []
         made: dict[bytes, Notification] = {}
         counts: dict[str, int] = {"events_in": 0, "queued": 0, "dlq": 0, "unmatched": 0}
-        for m, headers, plan in planned:
+        parts: list[list[Out]] = [[], []]
+        checks: list[_CapCheck] = []
+        for i, (m, headers, plan) in enumerate(planned):
             if isinstance(plan, Planned):
                 got, outcome = finish_record(plan, catalog=catalog, settings=s, now=now,
                                              directory=found, tenants=tenants,
@@ -261,28 +265,51 @@ class RouteStage:
             else:
                 counts[outcome] += 1
             counts["events_in"] += 1
-            outs.extend(got)
-        if self._caps and keys:
-            outs, refused = self._apply_caps(outs, tenants, now, made)
+            parts[i >= half].extend(got)
+            if i == half - 1 and self._caps and keys:
+                # Redis counts the first half while route finishes the second.
+                checks.append(self._check_caps(parts[0], tenants, now, made))
+        if not (self._caps and keys):
+            return parts[0] + parts[1], offsets, counts
+        if not checks:  # a batch of one record: its half is the second
+            checks.append(([], None))
+        checks.append(self._check_caps(parts[1], tenants, now, made))
+        outs: list[Out] = []
+        for chunk, check in zip(parts, checks, strict=True):
+            kept, refused = self._capped(chunk, check, now, made)
+            outs += kept
             counts["queued"] -= refused
         return outs, offsets, counts
 
-    def _apply_caps(
+    def _check_caps(
         self, outs: list[Out], tenants: TenantPrefs, now: datetime, made: Made
-    ) -> tuple[list[Out], int]:
-        """The batch's caps in one Redis round trip; rides out a Redis outage."""
+    ) -> _CapCheck:
+        """Start counting `outs` in their caps (one Redis round trip, on the directory
+        thread, after any check started before it: caps count in output order)."""
         required = {t: tuple(req) for t, (_, req) in tenants.items()}
         requests = cap_requests(self._s, self._caps, outs, required, made)
         if not requests:
-            return outs, 0
+            return requests, None
         if self._cap_store is None:
             self._cap_store = CapStore(self._s.redis.url.get_secret_value())
         store, now_ms = self._cap_store, int(now.timestamp() * 1000)
-        results = self._redis.retry(lambda: store.check(requests, now_ms), self._stop)
-        return apply_caps(self._s, outs, requests, results, now, made)
+        # Rides out a Redis outage there; StageStopping comes back through the future.
+        job = self._lookups().submit(self._redis.retry, lambda: store.check(requests, now_ms),
+                                     self._stop)  # fmt: skip
+        return requests, job
+
+    def _capped(
+        self, outs: list[Out], check: _CapCheck, now: datetime, made: Made
+    ) -> tuple[list[Out], int]:
+        """`outs` with the answers of their cap check applied; (outputs, refused)."""
+        requests, job = check
+        if job is None:
+            return outs, 0
+        return apply_caps(self._s, outs, requests, job.result(), now, made)
 
     def _lookups(self) -> ThreadPoolExecutor:
-        """The one thread that reads the directory (its connection is one at a time)."""
+        """The one thread that reads the directory and counts caps (their connections are
+        one at a time, and caps must count in order)."""
         if self._lookup_pool is None:
             self._lookup_pool = ThreadPoolExecutor(1, thread_name_prefix="route-directory")
         return self._lookup_pool

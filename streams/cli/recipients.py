@@ -15,14 +15,16 @@ import gc
 import sys
 import time
 from array import array
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
 from confluent_kafka import KafkaException
 
-from schemas.recipient import Recipient
+from catalog import Catalog, CatalogLoadError, load_catalog
+from catalog.preferences import unknown_names
+from schemas.recipient import Preferences, Recipient
 from schemas.settings import TidingsSettings
 from streams.exceptions import DependencyDown, FatalStageError
 from streams.runtime.kafka import ensure_topics, make_producer
@@ -32,6 +34,7 @@ from streams.state.recipient_rows import count_lines, read_prepared, read_recipi
 
 __all__ = ["register"]
 
+_MAX_REMEMBERED = 10_000  # distinct preferences whose check is remembered
 _MAX_SHOWN = 1000  # refused rows reported one by one; past this, only counted
 T = TypeVar("T")
 
@@ -75,28 +78,78 @@ class _Bar:
             self._drawn = False
 
 
+class _Names:
+    """Refuses rows whose preferences name a category or rule the catalog doesn't have."""
+
+    def __init__(self, catalog: Catalog) -> None:
+        self._categories = catalog.categories()
+        self._rules = frozenset(r.id for r in catalog.rules)
+        self._version = catalog.version
+        self._seen: dict[str, str | None] = {}  # preferences JSON → what is wrong with it
+
+    def recipient(self, r: Recipient) -> str | None:
+        """What is wrong with `r`'s preferences, or None."""
+        return self._problem(r.preferences.model_dump_json(), r.preferences)
+
+    def prepared(self, p: Prepared) -> str | None:
+        """What is wrong with a Prepared row's preferences (its stored JSON), or None."""
+        text = p[0][7]
+        return None if text == "{}" else self._problem(text, None)
+
+    def _problem(self, text: str, prefs: Preferences | None) -> str | None:
+        if text in self._seen:  # a file has few distinct preferences: check each once
+            return self._seen[text]
+        p = prefs if prefs is not None else Preferences.model_validate_json(text)
+        bad = unknown_names(p, self._categories, self._rules)
+        problem = f"{bad} (catalog {self._version})" if bad else None
+        if len(self._seen) < _MAX_REMEMBERED:
+            self._seen[text] = problem
+        return problem
+
+
+def _names(s: TidingsSettings) -> _Names | None:
+    """The catalog's names from `catalog.path`, or None (with a note) when it can't load."""
+    if s.catalog.follow_topic:
+        print("note: the catalog comes from a topic here: preferences are not checked "
+              "against its categories and rules (the recipients stage checks them)",
+              file=sys.stderr)  # fmt: skip
+        return None
+    try:
+        return _Names(load_catalog(s.catalog.path))
+    except CatalogLoadError as exc:
+        print(f"note: catalog.path {s.catalog.path} does not load ({exc}); preferences are not "
+              "checked against its categories and rules", file=sys.stderr)  # fmt: skip
+        return None
+
+
 class _Rows:
     """The good rows of a file (to hand on), reporting and counting the bad ones.
 
     Iterating yields Recipients; `prepared()` yields them as the directory stores them.
     """
 
-    def __init__(self, path: Path, bar: _Bar) -> None:
+    def __init__(self, path: Path, bar: _Bar, names: _Names | None = None) -> None:
         self.path = path
         self.bar = bar
+        self.names = names  # the catalog's categories and rules, to check preferences by
         self.refused = 0
         self.rows = 0
         self.lines = array("q")  # the file line of each row handed on, to name a refused one
 
     def __iter__(self) -> Iterator[Recipient]:
-        return self._good(read_recipients(self.path))
+        names = self.names.recipient if self.names is not None else None
+        return self._good(read_recipients(self.path), names)
 
     def prepared(self) -> Iterator[Prepared]:
-        return self._good(read_prepared(self.path))
+        names = self.names.prepared if self.names is not None else None
+        return self._good(read_prepared(self.path), names)
 
-    def _good(self, rows: Iterator[tuple[int, T | str]]) -> Iterator[T]:
+    def _good(
+        self, rows: Iterator[tuple[int, T | str]], names: Callable[[T], str | None] | None
+    ) -> Iterator[T]:
         line = 0
-        for line, r in rows:
+        for line, row in rows:
+            r = row if names is None or isinstance(row, str) else (names(row) or row)
             if isinstance(r, str):
                 self.refused += 1
                 if self.refused <= _MAX_SHOWN:
@@ -117,7 +170,7 @@ class _Rows:
         return f"{self.path}:{self.lines[row - 1]}: "
 
 
-def _open(args: argparse.Namespace) -> tuple[_Rows, _Bar] | None:
+def _open(args: argparse.Namespace, s: TidingsSettings) -> tuple[_Rows, _Bar] | None:
     path = Path(args.file)
     try:
         bar = _Bar(count_lines(path))
@@ -125,11 +178,11 @@ def _open(args: argparse.Namespace) -> tuple[_Rows, _Bar] | None:
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return None
-    return _Rows(path, bar), bar
+    return _Rows(path, bar, _names(s)), bar
 
 
 def _import(args: argparse.Namespace, s: TidingsSettings) -> int:
-    opened = _open(args)
+    opened = _open(args, s)
     if opened is None:
         return 1
     rows, bar = opened
@@ -187,7 +240,7 @@ def _show(args: argparse.Namespace, s: TidingsSettings) -> int:
 
 
 def _publish(args: argparse.Namespace, s: TidingsSettings) -> int:
-    opened = _open(args)
+    opened = _open(args, s)
     if opened is None:
         return 1
     rows, bar = opened

@@ -175,3 +175,25 @@ def test_import_rate_of_200k_rows(
     with capsys.disabled():
         print(f"\n  recipients import: {n:,} rows in {took:.1f} s = {n / took:,.0f} rows/s "
               f"(end to end, the command says: {out.strip()})")  # fmt: skip
+
+
+def test_preferences_naming_what_the_catalog_lacks_are_refused_by_line(
+    tmp_path: Path, tenant: str, directory: Directory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    f = tmp_path / "people.jsonl"
+    rows = [
+        {"tenant": tenant, "id": "u1", "email": "a@example.com",
+         "preferences": {"categories": ["billing"]}},
+        {"tenant": tenant, "id": "u2", "email": "b@example.com",
+         "preferences": {"categories": ["promos"]}},
+        {"tenant": tenant, "id": "u3", "email": "c@example.com",
+         "preferences": {"opt_in": {"rules": ["no-such-rule"]}}},
+    ]  # fmt: skip
+    f.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert main(["recipients", "import", str(f)]) == 1
+    err = capsys.readouterr().err
+    assert f"{f}:2: preferences.categories: unknown category 'promos'; the catalog's " in err
+    assert "billing, onboarding, operations, security, shipping" in err, "the valid ones"
+    assert f"{f}:3: preferences.opt_in.rules: unknown rule 'no-such-rule'" in err
+    got = directory.lookup([(tenant, u) for u in ("u1", "u2", "u3")])
+    assert set(got) == {(tenant, "u1")}, "the good row is imported, the others are not"

@@ -199,7 +199,12 @@ def test_429_retry_after_is_honoured_and_a_channel_without_provider_dead_letters
 def test_attempts_are_bounded_per_priority_then_dead_lettered(
     make_world_with: Callable[..., World],
 ) -> None:
-    w = make_world_with(runtime={"max_attempts": {"critical": 4, "high": 4, "normal": 3, "low": 2}})
+    # The breaker stays shut: after 10 failures it would open, and an attempt that finds it
+    # open fails without reaching the sink (counted, correctly, but not by this test).
+    w = make_world_with(
+        runtime={"max_attempts": {"critical": 4, "high": 4, "normal": 3, "low": 2}},
+        extra=lambda _: {"channels": {"breaker": {"min_calls": 1000}}},
+    )
     w.sink.fail_with = (451, "try again later")  # retryable, every time
     expected = w.send([(w.order_event(i), "structured") for i in range(4)])
     with w.pipeline():

@@ -68,6 +68,9 @@ class Catalog:
                     self._exact.setdefault(pattern, []).append(index)
         self._cache: dict[str, tuple[CompiledRule, ...]] = {}
         self._by_id = {c.rule.id: c for c in self._rules}
+        # What preferences may name: computed once, immutable so no caller can change them.
+        self._categories = frozenset(c.rule.category for c in self._rules)
+        self._rule_ids = frozenset(self._by_id)
 
     @property
     def rules(self) -> tuple[Rule, ...]:
@@ -81,7 +84,11 @@ class Catalog:
 
     def categories(self) -> frozenset[str]:
         """The categories of every rule, enabled or not (what preferences may name)."""
-        return frozenset(c.rule.category for c in self._rules)
+        return self._categories
+
+    def rule_ids(self) -> frozenset[str]:
+        """The ids of every rule, enabled or not (what preferences may name)."""
+        return self._rule_ids
 
     def event_patterns(self) -> frozenset[str]:
         """Event types and wildcard patterns of the enabled rules; raises nothing."""

@@ -42,8 +42,7 @@ def _check(prefs: Preferences, required: list[str], catalog_dir: str | None) -> 
         cat = load_catalog(catalog_dir)
     except CatalogLoadError as exc:
         return f"the catalog at {catalog_dir} does not load, so nothing can be checked: {exc}"
-    rules = {r.id for r in cat.rules}
-    bad = unknown_names(prefs, cat.categories(), rules)
+    bad = unknown_names(prefs, cat.categories(), cat.rule_ids())
     if bad is None:
         unknown = sorted(set(required) - cat.categories())
         if unknown:

@@ -14,7 +14,7 @@ from streams.http.callbacks import (
     twilio_event,
     twilio_providers,
 )
-from streams.http.callbacks_app import MAX_BODY_BYTES, CallbackHandlers
+from streams.http.callbacks_app import MAX_BODY_BYTES, CallbackHandlers, answer
 from streams.http.callbacks_producer import ACK_TIMEOUT_S, AckProducer, NotAcknowledgedError
 from streams.http.unsubscribe import (
     UnsubscribeHandlers,
@@ -32,6 +32,7 @@ __all__ = [
     "CallbackHandlers",
     "NotAcknowledgedError",
     "UnsubscribeHandlers",
+    "answer",
     "callback_url",
     "callback_url_problems",
     "notification_ref",

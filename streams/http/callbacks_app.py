@@ -21,6 +21,8 @@ unsubscribe of RFC 8058 (`streams.http.unsubscribe`).
 from __future__ import annotations
 
 import logging
+from functools import partial
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 from pydantic import ValidationError
@@ -39,18 +41,27 @@ from streams.http.callbacks import (
     twilio_providers,
 )
 from streams.http.callbacks_producer import AckProducer, NotAcknowledgedError
-from streams.http.unsubscribe import UnsubscribeHandlers
 from streams.runtime.metrics import Metrics
 from streams.runtime.records import Out
 from streams.state import DeliveryLog
 
-__all__ = ["MAX_BODY_BYTES", "CallbackHandlers"]
+if TYPE_CHECKING:
+    from streams.http.unsubscribe import UnsubscribeHandlers
+
+__all__ = ["MAX_BODY_BYTES", "CallbackHandlers", "answer"]
 
 log = logging.getLogger(__name__)
 
 # Twilio's status callbacks are well under 2 KiB; anything far larger is not Twilio.
 MAX_BODY_BYTES = 64 * 1024
 _FORM = "application/x-www-form-urlencoded"
+
+
+def answer(metrics: Metrics, status: int, text: str, counter: str) -> web.Response:
+    """A plain-text answer of the callbacks endpoint, counted as `callbacks_<counter>`
+    (the Twilio and the unsubscribe handlers answer so)."""
+    metrics.incr(f"callbacks_{counter}")
+    return web.Response(status=status, text=text + "\n")
 
 
 class CallbackHandlers:
@@ -75,6 +86,7 @@ class CallbackHandlers:
         self._deliveries = deliveries
         self._producer = producer
         self._metrics = metrics
+        self._answer = partial(answer, metrics)
 
     def app(self) -> web.Application:
         """The aiohttp application (request bodies bounded by MAX_BODY_BYTES)."""
@@ -161,7 +173,3 @@ class CallbackHandlers:
                                 "unavailable")  # fmt: skip
         self._metrics.incr(f"callbacks_{ev.data.status}")
         return web.Response(text=f"{ev.type} {ev.id}\n")
-
-    def _answer(self, status: int, text: str, counter: str) -> web.Response:
-        self._metrics.incr(f"callbacks_{counter}")
-        return web.Response(status=status, text=text + "\n")

@@ -30,6 +30,7 @@ import html
 import logging
 import time
 import uuid
+from functools import partial
 
 from aiohttp import web
 from pydantic import ValidationError
@@ -41,6 +42,7 @@ from schemas.settings import TidingsSettings
 from schemas.status import StatusEvent, build_status
 from streams.exceptions import DependencyDown
 from streams.http.callbacks import STAGE
+from streams.http.callbacks_app import answer
 from streams.http.callbacks_producer import AckProducer, NotAcknowledgedError
 from streams.runtime.metrics import Metrics
 from streams.runtime.records import Out
@@ -114,6 +116,7 @@ class UnsubscribeHandlers:
         self._deliveries = deliveries
         self._producer = producer
         self._metrics = metrics
+        self._answer = partial(answer, metrics)
 
     def _token(self, request: web.Request) -> UnsubscribeToken | web.Response:
         if not self._secrets:
@@ -189,7 +192,3 @@ class UnsubscribeHandlers:
             return
         ev = unsubscribed_event(n, t)
         await self._producer.send(Out(self._topics.status, ev.encode(), ev.key(), ev.headers()))
-
-    def _answer(self, status: int, text: str, counter: str) -> web.Response:
-        self._metrics.incr(f"callbacks_{counter}")
-        return web.Response(status=status, text=text + "\n")

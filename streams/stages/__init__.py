@@ -22,6 +22,7 @@ from streams.stages.deliver_outputs import (
     Outputs,
     hold_until_ms,
     park,
+    suppressed_status,
 )
 from streams.stages.deliver_recheck import ADDRESS_CHANGED, PreferenceRecheck, recheck
 from streams.stages.deliver_worker import Completion, DeliverWorker
@@ -82,6 +83,7 @@ __all__ = [
     "recheck",
     "resolve",
     "route_record",
+    "suppressed_status",
     "trace_headers",
     "traced",
     "watch_breakers",

@@ -6,6 +6,7 @@ Pure builders over the settings, the notification and the input record; no I/O.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from schemas.notification import Notification
 from schemas.settings import TidingsSettings
@@ -16,7 +17,15 @@ from streams.runtime.output_metrics import CHANNEL_HEADER
 from streams.runtime.records import TP, Out
 from streams.state import SentRecord
 
-__all__ = ["DUE_HEADER", "HOLD_HEADER", "Item", "Outputs", "hold_until_ms", "park"]
+__all__ = [
+    "DUE_HEADER",
+    "HOLD_HEADER",
+    "Item",
+    "Outputs",
+    "hold_until_ms",
+    "park",
+    "suppressed_status",
+]
 
 # When a parked retry is due (epoch ms); the deliver consumer holds its partition until then.
 DUE_HEADER = "tidings-due-ms"
@@ -55,6 +64,16 @@ def park(settings: TidingsSettings, n: Notification, key: bytes, hold_ms: int, n
             (HOLD_HEADER, str(hold_ms).encode()),
         ],
     )
+
+
+def suppressed_status(
+    topic: str, n: Notification, reason: str | None, *, stage: str, now: datetime | None = None
+) -> Out:
+    """The `suppressed` status of `n` on `topic`, with the reason: what route (the
+    recipient's preferences, a cap) and deliver (its re-check) produce for a notification
+    they decided not to send."""
+    st = build_status(n, "suppressed", stage=stage, now=now, extra={"reason": reason})
+    return Out(topic, st.encode(), st.key(), st.headers())
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,8 +115,7 @@ class Outputs:
 
     def suppressed(self, n: Notification, reason: str | None) -> Out:
         """The `suppressed` status of a notification deliver decided not to send."""
-        st = build_status(n, "suppressed", stage="deliver", extra={"reason": reason})
-        return Out(self._s.topics.status, st.encode(), st.key(), st.headers())
+        return suppressed_status(self._s.topics.status, n, reason, stage="deliver")
 
     def retry(self, n: Notification, tier_s: float, due_at: float) -> Out:
         """The record that parks `n` on its delay tier's topic until `due_at` (epoch s)."""

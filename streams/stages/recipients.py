@@ -60,9 +60,7 @@ def decode_change(
         r = change.recipient()
         target = (r.tenant, r.id)
         if catalog is not None:
-            unknown = unknown_names(
-                r.preferences, catalog.categories(), {rule.id for rule in catalog.rules}
-            )
+            unknown = unknown_names(r.preferences, catalog.categories(), catalog.rule_ids())
             if unknown:
                 raise ValueError(f"{unknown} (catalog {catalog.version})")
     else:

@@ -25,9 +25,8 @@ from datetime import datetime
 from catalog.caps import CapRequest, CapResult, CapRule, cap_checks
 from schemas.notification import Notification, notification_id
 from schemas.settings import TidingsSettings
-from schemas.status import build_status
 from streams.runtime.records import Out
-from streams.stages.deliver_outputs import park
+from streams.stages.deliver_outputs import park, suppressed_status
 
 __all__ = ["Made", "apply_caps", "cap_requests", "capped_group"]
 
@@ -104,9 +103,10 @@ def apply_caps(
         elif res.behaviour == "defer" and res.retry_at_ms is not None:
             kept.append(park(settings, n, o.key or b"", res.retry_at_ms, now_ms))
         else:
-            suppressed[n.id.encode()] = res.cap or "cap"
-            # The `suppressed` status is made from the notification itself, below.
-            kept.append(_suppressed(settings, n, res.cap or "cap", now))
+            reason = res.cap or "cap"
+            suppressed[n.id.encode()] = reason
+            # The `suppressed` status is made from the notification itself.
+            kept.append(suppressed_status(status_topic, n, reason, stage="route", now=now))
     final = [o for o in kept if not (o.topic == status_topic and o.key in suppressed
                                      and _is_queued(o))]  # fmt: skip
     return final, len(refused)
@@ -114,8 +114,3 @@ def apply_caps(
 
 def _is_queued(o: Out) -> bool:
     return any(k == "ce_type" and v == b"notification.queued" for k, v in o.headers)
-
-
-def _suppressed(settings: TidingsSettings, n: Notification, reason: str, now: datetime) -> Out:
-    st = build_status(n, "suppressed", stage="route", now=now, extra={"reason": reason})
-    return Out(settings.topics.status, st.encode(), st.key(), st.headers())

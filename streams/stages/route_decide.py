@@ -30,7 +30,7 @@ from schemas.status import build_status
 from streams.exceptions import StreamsError
 from streams.runtime.dead_letter import INTERNAL_ERROR, dead_letter
 from streams.runtime.records import Out
-from streams.stages.deliver_outputs import park
+from streams.stages.deliver_outputs import park, suppressed_status
 from streams.stages.resolve import Resolution, resolve
 
 __all__ = [
@@ -267,9 +267,7 @@ def _emit(
 ) -> None:  # fmt: skip
     if res.suppressed is not None:
         n = _notification(p.env, res.match, catalog, ts)
-        st = build_status(n, "suppressed", stage="route", now=now,
-                          extra={"reason": res.suppressed})  # fmt: skip
-        outs.append(Out(status_topic, st.encode(), st.key(), st.headers()))
+        outs.append(suppressed_status(status_topic, n, res.suppressed, stage="route", now=now))
         return
     hold_ms = int(res.hold_until.timestamp() * 1000) if res.hold_until is not None else None
     for address in res.addresses:

@@ -14,6 +14,7 @@ from confluent_kafka.cimpl import NewTopic
 
 from schemas.settings import TidingsSettings
 from streams.cli.doctor import run_checks
+from streams.state.db import apply_migrations
 from tests.integration.pipeline import World, make_world
 
 
@@ -57,6 +58,19 @@ def pg(settings: TidingsSettings) -> Iterator[psycopg.Connection[tuple[object, .
     """A Postgres connection to the `tidings` database (autocommit)."""
     with psycopg.connect(settings.postgres.conninfo(), autocommit=True) as conn:
         yield conn
+
+
+@pytest.fixture
+def tenant(
+    settings: TidingsSettings, unique: str, pg: psycopg.Connection[tuple[object, ...]]
+) -> Iterator[str]:
+    """A tenant of this test's own on the migrated schema; afterwards its recipients (with
+    their addresses) and its default preferences are deleted."""
+    apply_migrations(settings.postgres.conninfo())
+    t = f"t-{unique}"
+    yield t
+    pg.execute("delete from recipients where tenant = %s", (t,))
+    pg.execute("delete from tenant_preferences where tenant = %s", (t,))
 
 
 @pytest.fixture

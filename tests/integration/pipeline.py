@@ -27,6 +27,7 @@ import yaml
 from confluent_kafka import Consumer, Producer
 
 from schemas.notification import notification_id
+from schemas.recipient import Recipient
 from schemas.settings import TidingsSettings, load_settings
 from streams.app import run_stages
 from streams.dev.demo import Mode, cloudevent, encode
@@ -34,6 +35,7 @@ from streams.dev.smtp_sink import SmtpSink
 from streams.runtime.kafka import ensure_topics, pipeline_topics
 from streams.runtime.metrics import Metrics
 from streams.state.db import apply_migrations
+from streams.state.directory import Directory
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -144,10 +146,26 @@ class World:
     def statuses(self, idle_s: float = 3.0) -> Counter[tuple[str, str]]:
         """(notification id, status) → how many committed status events."""
         got: Counter[tuple[str, str]] = Counter()
-        for m in self.read(self.settings.topics.status, idle_s=idle_s):
-            d = json.loads(m.value())["data"]
+        for ev in self.status_events(idle_s):
+            d = ev["data"]
             got[(d["notification_id"], d["status"])] += 1
         return got
+
+    def status_events(self, idle_s: float = 3.0) -> list[dict[str, Any]]:
+        """Every committed status event (the whole CloudEvent), in topic order."""
+        records = self.read(self.settings.topics.status, idle_s=idle_s)
+        return [json.loads(m.value()) for m in records]
+
+    # ------------------------------------------------------------ the directory
+
+    def import_recipients(self, *recipients: Recipient) -> None:
+        """Write `recipients` straight into the directory (what `tidings recipients import`
+        does), before or between pipelines."""
+        d = Directory(self.settings.postgres.conninfo())
+        try:
+            d.import_rows(list(recipients))
+        finally:
+            d.close()
 
     # ------------------------------------------------------------ running stages
 

@@ -62,15 +62,8 @@ def _rule(w: World, rid: str, **kw: Any) -> dict[str, Any]:
 
 
 def _statuses(w: World) -> list[dict[str, Any]]:
-    return [json.loads(m.value())["data"] for m in w.read(w.settings.topics.status, idle_s=2.0)]
-
-
-def _directory(w: World, *recipients: Recipient) -> None:
-    d = Directory(w.settings.postgres.conninfo())
-    try:
-        d.import_rows(list(recipients))
-    finally:
-        d.close()
+    """The data of every status event."""
+    return [ev["data"] for ev in w.status_events(idle_s=2.0)]
 
 
 def test_each_device_gets_a_push_and_a_dead_token_is_dropped_from_the_directory(
@@ -82,8 +75,8 @@ def test_each_device_gets_a_push_and_a_dead_token_is_dropped_from_the_directory(
         w = make_world_with(extra=lambda _: {"channels": _fcm_config(tmp_path, fcm, private)})
         _add_rule(w, _rule(w, "devices"))
         user, t1, t2 = f"u-{w.unique}", f"tok-a-{w.unique}", f"tok-b-{w.unique}"
-        _directory(w, Recipient(tenant="acme", id=user, email=f"{user}@example.com",
-                                attributes={"first_name": "Ada"}, addresses=(
+        w.import_recipients(Recipient(tenant="acme", id=user, email=f"{user}@example.com",
+                                      attributes={"first_name": "Ada"}, addresses=(
             Address(channel="push", address=t1, platform="fcm"),
             Address(channel="push", address=t2, platform="fcm"),
         )))  # fmt: skip
@@ -122,8 +115,7 @@ def test_no_address_and_opt_outs_are_suppressed_and_critical_goes_past_them(
     _add_rule(w, _rule(w, "tips", channels=["email"], channel_policy="all"))
     _add_rule(w, _rule(w, "alert", channels=["email"], channel_policy="all", priority="critical"))
     out_user, ghost, nomail = f"out-{w.unique}", f"ghost-{w.unique}", f"nomail-{w.unique}"
-    _directory(
-        w,
+    w.import_recipients(
         Recipient(tenant="acme", id=out_user, email=f"{out_user}@example.com",
                   preferences=Preferences(categories=("onboarding",))),
         Recipient(tenant="acme", id=nomail),
@@ -168,10 +160,10 @@ def test_quiet_hours_hold_a_push_until_the_window_ends(
         })  # fmt: skip
         _add_rule(w, _rule(w, "quiet"))
         user, token = f"q-{w.unique}", f"tok-q-{w.unique}"
-        _directory(w, Recipient(tenant="acme", id=user, timezone="Asia/Tokyo",
-                                preferences=Preferences(quiet_hours=window),
-                                addresses=(Address(channel="push", address=token,
-                                                   platform="fcm"),)))  # fmt: skip
+        w.import_recipients(Recipient(tenant="acme", id=user, timezone="Asia/Tokyo",
+                                      preferences=Preferences(quiet_hours=window),
+                                      addresses=(Address(channel="push", address=token,
+                                                         platform="fcm"),)))  # fmt: skip
         with w.pipeline():
             w.send_to_user("quiet", user, 1)
             time.sleep(3.0)
@@ -199,7 +191,7 @@ def test_a_cap_suppresses_the_fourth_and_a_budget_spans_two_rules(
     _add_rule(w, _rule(w, "capa", channels=["email"], channel_policy="all", category="tips"))
     _add_rule(w, _rule(w, "capb"))  # push, else email: this user has no device
     user = f"cap-{w.unique}"
-    _directory(w, Recipient(tenant="acme", id=user, email=f"{user}@example.com"))
+    w.import_recipients(Recipient(tenant="acme", id=user, email=f"{user}@example.com"))
     with w.pipeline():
         docs = [w.send_to_user("capa", user, i) for i in range(4)]
         assert sum(w.wait_mail(3).values()) == 3
@@ -234,7 +226,9 @@ def test_route_rides_out_postgres_away_during_its_directory_lookups(
         })  # fmt: skip
         _add_rule(w, _rule(w, "ride", channels=["email"], channel_policy="all"))
         users = [f"r{i}-{w.unique}" for i in range(6)]
-        _directory(w, *(Recipient(tenant="acme", id=u, email=f"{u}@example.com") for u in users))
+        w.import_recipients(
+            *(Recipient(tenant="acme", id=u, email=f"{u}@example.com") for u in users)
+        )
 
         def queued() -> Counter[str]:
             return Counter(s["notification_id"] for s in _statuses(w) if s["status"] == "queued")

@@ -18,7 +18,6 @@ from processors.channels.push.deadtoken_store import PostgresDeadTokens
 from schemas.recipient import Address, Recipient
 from schemas.settings import TidingsSettings
 from streams.cli.main import main
-from streams.state.db import apply_migrations
 from streams.state.directory import Directory
 from streams.state.recipient_rows import upsert_change
 
@@ -26,14 +25,6 @@ pytestmark = pytest.mark.integration
 
 PG = psycopg.Connection[tuple[Any, ...]]
 HEADER = "tenant,id,email,phone,locale,timezone,attributes,push_tokens\n"
-
-
-@pytest.fixture
-def tenant(settings: TidingsSettings, unique: str, pg: PG) -> Iterator[str]:
-    apply_migrations(settings.postgres.conninfo())
-    t = f"i-{unique}"
-    yield t
-    pg.execute("delete from recipients where tenant = %s", (t,))
 
 
 @pytest.fixture

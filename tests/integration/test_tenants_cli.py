@@ -3,28 +3,14 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from typing import Any
 
-import psycopg
 import pytest
 
 from schemas.settings import TidingsSettings
 from streams.cli.main import main
-from streams.state.db import apply_migrations
 from streams.state.directory import Directory
 
 pytestmark = pytest.mark.integration
-
-PG = psycopg.Connection[tuple[Any, ...]]
-
-
-@pytest.fixture
-def tenant(settings: TidingsSettings, unique: str, pg: PG) -> Iterator[str]:
-    apply_migrations(settings.postgres.conninfo())
-    t = f"t-{unique}"
-    yield t
-    pg.execute("delete from tenant_preferences where tenant = %s", (t,))
 
 
 def test_defaults_are_checked_against_the_catalog_then_stored_and_shown(

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import email
 import email.policy
-import json
 import re
 import urllib.error
 import urllib.request
@@ -45,15 +44,7 @@ def _nid(doc: dict[str, Any], rid: str, user: str) -> str:
 
 
 def _statuses(w: World) -> list[dict[str, Any]]:
-    return [json.loads(m.value()) for m in w.read(w.settings.topics.status, idle_s=1.0)]
-
-
-def _import(w: World, *recipients: Recipient) -> None:
-    d = Directory(w.settings.postgres.conninfo())
-    try:
-        d.import_rows(list(recipients))
-    finally:
-        d.close()
+    return w.status_events(idle_s=1.0)
 
 
 def _stored(w: World, user: str) -> Recipient | None:
@@ -90,7 +81,7 @@ def test_one_click_unsubscribe_from_a_real_mail_stops_the_category(
     w = make_world_with(extra=extra)
     _add_rule(w, "promo", "marketing")
     user = f"u-{w.unique}"
-    _import(w, Recipient(tenant="acme", id=user, email=f"{user}@example.com"))
+    w.import_recipients(Recipient(tenant="acme", id=user, email=f"{user}@example.com"))
     stages = ("route", "deliver", "audit", "recipients", "callbacks")
     with w.pipeline(stages):
         first = w.send_to_user("promo", user, 1)
@@ -153,8 +144,8 @@ def test_deliver_rechecks_a_recipient_changed_after_route(
     w = make_world_with()
     _add_rule(w, "digest", "news")
     quitter, mover, stays = (f"{x}-{w.unique}" for x in ("quit", "move", "stay"))
-    _import(w, *(Recipient(tenant="acme", id=u, email=f"{u}@example.com")
-                 for u in (quitter, mover, stays)))  # fmt: skip
+    w.import_recipients(*(Recipient(tenant="acme", id=u, email=f"{u}@example.com")
+                          for u in (quitter, mover, stays)))  # fmt: skip
     with w.pipeline(("route",)):
         docs = {u: w.send_to_user("digest", u, i) for i, u in enumerate((quitter, mover, stays))}
         nids = {u: _nid(d, "digest", u) for u, d in docs.items()}
@@ -166,8 +157,7 @@ def test_deliver_rechecks_a_recipient_changed_after_route(
 
         wait_until(queued, 60, "three queued notifications")
     # After route decided, before deliver: one opts out, one changes its email.
-    _import(
-        w,
+    w.import_recipients(
         Recipient(tenant="acme", id=quitter, email=f"{quitter}@example.com",
                   preferences=Preferences(categories=("news",))),
         Recipient(tenant="acme", id=mover, email=f"{mover}@elsewhere.example.com"),

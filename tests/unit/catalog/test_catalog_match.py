@@ -252,6 +252,12 @@ def test_rules_directory_and_yml_files_are_loaded(make_catalog: Any, valid_rules
     )
     catalog = load_catalog(root)
     assert [r.id for r in catalog.rules] == ["r1", "r2", "r3"]
+    # What preferences may name: computed once, shared, and immutable.
+    assert catalog.rule_ids() == frozenset({"r1", "r2", "r3"})
+    assert catalog.rule_ids() is catalog.rule_ids()
+    assert catalog.categories() == frozenset(r.category for r in catalog.rules)
+    assert isinstance(catalog.categories(), frozenset)
+    assert catalog.categories() is catalog.categories()
 
 
 def test_versions_follow_content(make_catalog: Any, valid_rules: str) -> None:

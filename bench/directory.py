@@ -28,6 +28,7 @@ keys in Redis. Traffic only to the local stack (the harness refuses anything els
 
 from __future__ import annotations
 
+import os
 import random
 import re
 import resource
@@ -215,10 +216,14 @@ def _import(w: World, quick: bool) -> dict[str, Any]:
     pg = [s for s in local_services() if s.name == "postgres"]
     pg0 = pg[0].cpu_s() if pg else 0.0
     argv = [str(Path(PY).parent / "tidings"), "recipients", "import", str(path)]
+    # The opt-outs name the bench catalog's `marketing` category: the import checks
+    # preferences against the catalog, so it must read the bench's, not ./catalog.
+    _catalogs(w)
+    env = {**os.environ, "TIDINGS_CATALOG__PATH": str(w.catalogs["directory"])}
     ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.monotonic()
-    proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=1800,
-                          check=False)  # fmt: skip
+    proc = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=1800, check=False)  # fmt: skip
     took = time.monotonic() - t0
     pg_cpu = (pg[0].cpu_s() - pg0) if pg else None
     ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)

@@ -83,7 +83,7 @@ class _Names:
 
     def __init__(self, catalog: Catalog) -> None:
         self._categories = catalog.categories()
-        self._rules = frozenset(r.id for r in catalog.rules)
+        self._rules = catalog.rule_ids()
         self._version = catalog.version
         self._seen: dict[str, str | None] = {}  # preferences JSON → what is wrong with it
 

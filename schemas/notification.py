@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from typing import Any
 
@@ -9,10 +10,26 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.channels import Priority
 
-__all__ = ["NAMESPACE", "Notification", "Priority", "notification_id"]
+__all__ = ["NAMESPACE", "PER_ADDRESS", "Notification", "Priority", "notification_id", "stable_id"]
 
 # Fixed forever: changing it would give replayed events new notification ids.
 NAMESPACE = uuid.UUID("6f1b2a52-8e55-4c1e-9c43-1d7f3f2f6a10")
+_NS = NAMESPACE.bytes
+# The channels where a directory recipient's notification is one per address (device,
+# subscription), each with an id of its own; on the others it is one per recipient.
+PER_ADDRESS = frozenset({"push", "webpush"})
+# The RFC 4122 variant's first hex digit for each first digit of the hash (`10xx`).
+_VARIANT = {f"{i:x}": f"{(i & 0x3) | 0x8:x}" for i in range(16)}
+
+
+def stable_id(name: str) -> str:
+    """`str(uuid.uuid5(NAMESPACE, name))`, at a third of its cost (no UUID object); pure.
+
+    Route makes a few of these per notification (its id, its statuses' ids), which made
+    uuid5 ~8% of route's CPU with the directory on (bench profile).
+    """
+    h = hashlib.sha1(_NS + name.encode()).hexdigest()
+    return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"
 
 
 def notification_id(
@@ -21,7 +38,7 @@ def notification_id(
     """The deterministic id of the notification a rule makes from an event; pure, never raises."""
     # CloudEvents ids are unique per source, so the source is part of the event's identity.
     key = "\x1f".join((event_source, event_id, rule_id, recipient, channel))
-    return str(uuid.uuid5(NAMESPACE, key))
+    return stable_id(key)
 
 
 class Notification(BaseModel):

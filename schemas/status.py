@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from schemas.notification import NAMESPACE, Notification
+from schemas.notification import Notification, stable_id
 
 __all__ = ["STATUSES", "ErrorInfo", "Status", "StatusData", "StatusEvent", "build_status"]
 
@@ -120,7 +119,7 @@ def build_status(
     """The status event for `n` entering `status`; pure, never raises."""
     att = n.attempt if attempt is None else attempt
     # Deterministic id: a replayed status is recognisably the same status.
-    sid = str(uuid.uuid5(NAMESPACE, f"{n.id}\x1f{status}\x1f{att}"))
+    sid = stable_id(f"{n.id}\x1f{status}\x1f{att}")
     return StatusEvent(
         id=sid,
         type=f"notification.{status}",

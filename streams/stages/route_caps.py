@@ -23,7 +23,7 @@ from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 
 from catalog.caps import CapRequest, CapResult, CapRule, cap_checks
-from schemas.notification import Notification, notification_id
+from schemas.notification import PER_ADDRESS, Notification, notification_id
 from schemas.settings import TidingsSettings
 from streams.runtime.records import Out
 from streams.stages.deliver_outputs import park, suppressed_status
@@ -33,6 +33,8 @@ __all__ = ["Made", "apply_caps", "cap_requests", "capped_group"]
 
 def capped_group(n: Notification) -> str:
     """What one cap request stands for: the notification without its device."""
+    if n.channel not in PER_ADDRESS and n.user is not None:
+        return n.id  # one notification per (event, rule, user, channel): this very id
     return notification_id(n.event_source, n.event_id, n.rule_id, n.user or n.recipient, n.channel)
 
 

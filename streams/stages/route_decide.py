@@ -23,7 +23,7 @@ from catalog import Catalog, CatalogError, Match
 from schemas import codes
 from schemas.envelope import Envelope, Origin, decode_event
 from schemas.exceptions import InvalidEventError
-from schemas.notification import Notification, notification_id
+from schemas.notification import PER_ADDRESS, Notification, notification_id
 from schemas.recipient import Preferences, Recipient
 from schemas.settings import TidingsSettings
 from schemas.status import build_status
@@ -50,8 +50,6 @@ Outcome = tuple[list[Out], str]
 # (tenant, id) → the directory's record; tenant → (defaults, required categories).
 DirectoryView = Mapping[tuple[str, str], Recipient]
 TenantPrefs = Mapping[str, tuple[Preferences, Collection[str]]]
-# Channels where one recipient has many addresses: one notification (and id) per address.
-_PER_ADDRESS = frozenset({"push", "webpush"})
 
 
 class UnknownEventType(StreamsError):
@@ -206,7 +204,7 @@ def _notification(
 ) -> Notification:  # fmt: skip
     user = m.recipient if m.directory else None
     ident = m.recipient
-    if m.directory and address is not None and m.channel in _PER_ADDRESS:
+    if m.directory and address is not None and m.channel in PER_ADDRESS:
         ident = f"{m.recipient}\x1f{address}"  # one id per device, stable across events
     return Notification(
         id=notification_id(env.source, env.id, m.rule_id, ident, m.channel),

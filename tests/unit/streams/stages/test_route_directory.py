@@ -160,3 +160,25 @@ def test_in_app_reaches_an_unknown_recipient_by_its_id(
     outs, _ = _route(settings, cat, "u9")
     [n], [st] = _split(settings, outs)
     assert (n.channel, n.recipient, n.user, st["status"]) == ("inapp", "u9", "u9", "queued")
+
+
+def test_a_cap_counts_a_notification_once_whatever_its_devices(
+    settings: TidingsSettings, tmp_path: Path
+) -> None:
+    from streams.stages.route_caps import capped_group
+
+    cat = _catalog(tmp_path, channels=["push", "email"], channel_policy="all")
+    u = _user(email="u1@x.io", addresses=(
+        Address(channel="push", address="t1", platform="fcm"),
+        Address(channel="push", address="t2", platform="apns"),
+    ))  # fmt: skip
+    sent, _ = _split(settings, _route(settings, cat, "u1", u)[0])
+    groups: dict[str, set[str]] = {}
+    for n in sent:
+        groups.setdefault(n.channel, set()).add(capped_group(n))
+    # Both devices share one group; email's is its own id. Both are the id the notification
+    # would have without a device: what Redis remembers stays the same across versions.
+    assert groups == {
+        "push": {notification_id("s", "e1", "r", "u1", "push")},
+        "email": {notification_id("s", "e1", "r", "u1", "email")},
+    }

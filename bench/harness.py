@@ -928,7 +928,11 @@ def environment() -> dict[str, Any]:
 # directory route-directory reads). Not in the quick set: even at 100,000 recipients its
 # import and four route windows take a minute and a half.
 DIRECTORY = ("directory-import", "route-directory")
-SCENARIOS = ("raw", "faust", "route", *LIMITS, *PIPELINES, *INSTRUMENTED, *DIRECTORY, "latency")
+DELIVER_ALONE = ("deliver-email", "deliver-webhook", "deliver-inapp")  # bench/deliver.py
+SCENARIOS = (
+    "raw", "faust", "route", *LIMITS, *PIPELINES, *DELIVER_ALONE, *INSTRUMENTED, *DIRECTORY,
+    "latency",
+)  # fmt: skip
 # --quick without --only: every kind of row once (each mix, each form, each limit), ~3 min.
 QUICK_SCENARIOS = (
     "raw", "faust", "route", *LIMITS,
@@ -983,6 +987,14 @@ def _print_row(name: str, r: dict[str, Any]) -> None:
         return
     dry = "  (ran dry)" if r.get("ran_dry") else ""
     dry += f"  [{r.get('step_s', 0):.0f} s]"
+    if name in DELIVER_ALONE:
+        print(
+            f"  {name:<27} {r['sent_per_s']:>10.0f} sent/s    deliver "
+            f"{r['deliver_cpu_ms_per_send'] or 0:.3f} CPU ms/send, {r['deliver_cores']:.2f} cores "
+            f"(route made the backlog in {r['route_s']:.0f} s){dry}",
+            flush=True,
+        )
+        return
     if name in LIMITS:
         print(
             f"  {name:<27} {r['sends_per_s']:>10.0f} sends/s   client "
@@ -1075,6 +1087,10 @@ def _run_all(w: World, plan: Plan, args: argparse.Namespace, results: dict[str, 
 
                 sc[name] = directory.run(w, plan, name, pool, quick=args.quick, seed=args.seed,
                                          prof=args.prof)  # fmt: skip
+            elif name in DELIVER_ALONE:
+                from bench import deliver
+
+                sc[name] = deliver.run(w, plan, name, pool, quick=args.quick, prof=args.prof)
             else:
                 step = _paired if name in INSTRUMENTED else _step
                 sc[name] = step(w, plan, name, pool, args.prof)

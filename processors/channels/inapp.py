@@ -65,10 +65,12 @@ class InAppProvider:
         # moment ride together (processors.coalesce).
         self._stores: Coalescer[_Row, datetime] = Coalescer(self._store_batch)
         self._publishes: Coalescer[tuple[str, str], bool] = Coalescer(self._publish_batch)
+        # %b: arrays go in binary, without psycopg's per-element text quoting (half the
+        # client CPU of a batch insert, measured).
         self._insert_many = sql.SQL(
             "INSERT INTO {t} (notification_id, tenant, recipient, category, title, body, data, "
-            "event_type) SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], "
-            "%s::text[], %s::text[], %s::jsonb[], %s::text[]) "
+            "event_type) SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], "
+            "%b::text[], %b::text[], %b::jsonb[], %b::text[]) "
             "ON CONFLICT (notification_id) DO NOTHING RETURNING notification_id, created_at"
         ).format(t=sql.Identifier(table))
         self._insert = sql.SQL(

@@ -38,6 +38,7 @@ from streams.observe.metric_defs import (
     SEND_DURATION,
     SENDS,
     TRANSACTIONS,
+    child,
     disable,
 )
 from streams.observe.probes import NEEDS, DependencyProbe
@@ -91,6 +92,7 @@ __all__ = [
     "ProcessObserver",
     "Tracing",
     "carried",
+    "child",
     "configure_logging",
     "context_of",
     "disable",

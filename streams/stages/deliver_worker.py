@@ -45,6 +45,7 @@ from streams.observe.metric_defs import (
     EVENT_TO_SENT,
     SEND_DURATION,
     SENDS,
+    child,
 )
 from streams.observe.tracing import Tracing
 from streams.runtime.dead_letter import reason_for
@@ -441,7 +442,7 @@ class DeliverWorker:
                 accepted = _Accepted(
                     SentRecord(result.provider, result.message_id, attempt), loop.time(), took_over
                 )
-                SEND_DURATION.labels(n.channel, result.provider).observe(accepted.at - started)
+                child(SEND_DURATION, n.channel, result.provider).observe(accepted.at - started)
                 # Counted from the provider's answer, with no await in between: a stop waits
                 # for this send to be recorded before it closes anything.
                 self._recording += 1
@@ -500,9 +501,9 @@ class DeliverWorker:
         self._metrics.observe("crash_window_postgres_s", pg_s)
         self._metrics.observe("crash_window_s", min(pg_s, redis_s))
         self._sends += 1
-        SENDS.labels(n.channel, rec.provider, "sent").inc()
+        child(SENDS, n.channel, rec.provider, "sent").inc()
         if n.event_time_ms is not None:
-            EVENT_TO_SENT.labels(n.channel).observe(max(0.0, time.time() - n.event_time_ms / 1000))
+            child(EVENT_TO_SENT, n.channel).observe(max(0.0, time.time() - n.event_time_ms / 1000))
         if acc.took_over:
             CLAIMS_TAKEN_OVER.labels(n.channel).inc()
             self._finish(

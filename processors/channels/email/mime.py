@@ -11,8 +11,9 @@ or unusual addresses, extra headers) returns None and the caller uses
 from __future__ import annotations
 
 import binascii
+import hashlib
 import re
-import uuid
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from email.header import Header
@@ -38,6 +39,18 @@ class RawMail:
         self.sender = sender
         self.recipient = recipient
         self.data = data
+
+
+_date: tuple[int, str] = (-1, "")  # (a second, its Date value), swapped whole (threads)
+
+
+def _date_now() -> str:
+    """The RFC 5322 date of now (UTC, to the second), formatted once per second."""
+    global _date
+    sec = int(time.time())
+    if _date[0] != sec:
+        _date = (sec, format_datetime(datetime.fromtimestamp(sec, UTC)))
+    return _date[1]
 
 
 def _subject(subject: str) -> str:
@@ -72,12 +85,14 @@ def fast_mime(
     if not _PLAIN_ADDR.match(to) or len(to) > 254:
         return None
     message_id = f"<{notification_id}@{message_id_domain}>"
-    boundary = f"=_tidings_{uuid.uuid4().hex}"
+    # "=_" never occurs in quoted-printable text (QP writes "=" as "=3D"), so a boundary
+    # derived from the id is safe, and a resend of the notification is the same bytes.
+    boundary = f"=_tidings_{hashlib.blake2s(notification_id.encode(), digest_size=12).hexdigest()}"
     head = (
         f"From: {from_header}\n"
         f"To: {to}\n"
         f"Subject: {_subject(subject)}\n"
-        f"Date: {format_datetime(datetime.now(UTC))}\n"
+        f"Date: {_date_now()}\n"
         f"Message-ID: {message_id}\n"
         f"X-Tidings-Notification-Id: {notification_id}\n"
         "Auto-Submitted: auto-generated\n"

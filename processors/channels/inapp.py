@@ -22,6 +22,7 @@ from psycopg import sql
 from processors.coalesce import Coalescer
 from processors.exceptions import PermanentSendError, RetryableSendError
 from processors.provider import expect_content
+from processors.redis_pack import fast_pool
 from schemas.content import Content, InAppContent
 from schemas.notification import Notification
 
@@ -54,8 +55,8 @@ class InAppProvider:
     ) -> None:
         self.name = name
         self._conninfo = conninfo
-        self._redis = aioredis.Redis.from_url(
-            redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
+        self._redis = aioredis.Redis.from_pool(
+            fast_pool(redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
         )
         self._prefix = channel_prefix
         self._timeout_s = timeout_s

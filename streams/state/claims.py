@@ -33,6 +33,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError, RedisError
 
 from processors.coalesce import Coalescer
+from processors.redis_pack import fast_pool
 from streams.exceptions import DependencyDown
 from streams.state.deliveries import DeliveryLog, SentRecord
 
@@ -162,14 +163,15 @@ class ClaimStore:
         member_prefix: str = "tidings:member:",
     ) -> None:
         # A blocking pool: a burst of claims waits for a connection instead of failing.
-        pool = aioredis.BlockingConnectionPool.from_url(
-            redis_url, max_connections=64, timeout=5, socket_timeout=5, socket_connect_timeout=2
-        )
+        pool = fast_pool(
+            redis_url, blocking=True, max_connections=64, timeout=5, socket_timeout=5,
+            socket_connect_timeout=2,
+        )  # fmt: skip
         self._redis = aioredis.Redis(connection_pool=pool)
         # The heartbeat has a connection of its own: it must not queue behind a burst of
         # claims for a pooled one while the member's liveness key runs out.
-        self._beats = aioredis.Redis.from_url(
-            redis_url, socket_timeout=1, socket_connect_timeout=1, max_connections=2
+        self._beats = aioredis.Redis.from_pool(
+            fast_pool(redis_url, socket_timeout=1, socket_connect_timeout=1, max_connections=2)
         )
         self._log = log
         self._lease_ms = int(lease_s * 1000)

@@ -44,8 +44,15 @@ def _settings_env_cleared() -> Iterator[None]:
 
 @pytest.fixture
 def unique() -> str:
-    """A short unique suffix for topic, group and table names of one test."""
-    return uuid.uuid4().hex[:12]
+    """A short unique suffix for topic, group and table names of one test (remembered in
+    `UNIQUES`: the integration session deletes the topics named with them at its end)."""
+    u = uuid.uuid4().hex[:12]
+    UNIQUES.add(u)
+    return u
+
+
+# Every `unique` this session handed out.
+UNIQUES: set[str] = set()
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from confluent_kafka.cimpl import NewTopic
 from schemas.settings import TidingsSettings
 from streams.cli.doctor import run_checks
 from streams.state.db import apply_migrations
+from tests.conftest import UNIQUES
 from tests.integration.pipeline import World, make_world
 
 
@@ -27,6 +29,25 @@ def _stack_is_up(settings: TidingsSettings) -> None:
             "local stack not reachable; run `make up` first:\n" + "\n".join(c.line() for c in bad),
             pytrace=False,
         )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _topics_deleted_at_the_end(settings: TidingsSettings) -> Iterator[None]:
+    # Test worlds make a dozen uuid topics each and leave them: thousands after a few runs,
+    # which slows the local broker until topic creation times out ("not leader for
+    # partition"). Deleted once, at the end, only those named with this session's uniques
+    # (a session running beside this one keeps its own). Bounded; never fails the run.
+    yield
+    admin = AdminClient(settings.kafka.client_config())
+    try:
+        names = [t for t in admin.list_topics(timeout=10).topics
+                 if UNIQUES.intersection(t.split("."))]  # fmt: skip
+        for i in range(0, len(names), 500):
+            for f in admin.delete_topics(names[i : i + 500], operation_timeout=30).values():
+                with contextlib.suppress(Exception):
+                    f.result(timeout=40)
+    except Exception as exc:  # the broker may be gone (a test stopped it): say so, go on
+        print(f"\nnote: the session's test topics were not deleted: {exc}")
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import (
     BaseModel,
@@ -37,13 +37,16 @@ __all__ = [
     "MAX_GRID_ENTRIES",
     "MAX_ID_LENGTH",
     "NO_PREFERENCES",
+    "TENANT_DEFAULTS",
     "Address",
     "OptIn",
     "Preferences",
     "QuietHours",
     "Recipient",
     "RecipientChange",
+    "TenantDefaults",
     "recipient_key",
+    "tenant_defaults_key",
 ]
 
 MAX_ID_LENGTH = 256
@@ -258,11 +261,36 @@ def recipient_key(tenant: str | None, rid: str) -> bytes:
     return f"{tenant or ''}/{rid}".encode()
 
 
+def tenant_defaults_key(tenant: str | None) -> bytes:
+    """`<tenant>/` (no recipient has an empty id): the key of a tenant's defaults records."""
+    return f"{tenant or ''}/".encode()
+
+
+# The record type of a tenant's defaults on the recipients topic.
+TENANT_DEFAULTS: Final = "tidings.tenant.defaults"
+
+
+class TenantDefaults(BaseModel):
+    """A tenant's default preferences (under every recipient's own) and the categories it
+    requires (they go past opt-outs): the `data` of a `tidings.tenant.defaults` record."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    tenant: Annotated[str, Field(max_length=MAX_ID_LENGTH)] = ""
+    preferences: Preferences = NO_PREFERENCES
+    required_categories: Annotated[
+        tuple[Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH)], ...],
+        Field(max_length=MAX_GRID_ENTRIES),
+    ] = ()
+
+
 class RecipientChange(BaseModel):
-    """One record of the recipients topic: a CloudEvent whose type says upsert or delete.
+    """One record of the recipients topic: a CloudEvent whose type says what changes.
 
     `tidings.recipient.upserted` carries the whole recipient in `data` (it replaces what was
-    there); `tidings.recipient.deleted` carries `{"tenant": …, "id": …}` and erases it.
+    there); `tidings.recipient.deleted` carries `{"tenant": …, "id": …}` and erases it;
+    `tidings.tenant.defaults` carries a `TenantDefaults` (it replaces the tenant's), keyed
+    `<tenant>/`.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -270,13 +298,19 @@ class RecipientChange(BaseModel):
     specversion: Literal["1.0"] = "1.0"
     id: Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH)]
     source: Annotated[str, Field(min_length=1, max_length=1024)]
-    type: Literal["tidings.recipient.upserted", "tidings.recipient.deleted"]
+    type: Literal[
+        "tidings.recipient.upserted", "tidings.recipient.deleted", "tidings.tenant.defaults"
+    ]
     time: datetime | None = None
     data: dict[str, Any]
 
     def recipient(self) -> Recipient:
         """The upserted recipient; raises pydantic.ValidationError on a bad one."""
         return Recipient.model_validate(self.data)
+
+    def tenant_defaults(self) -> TenantDefaults:
+        """The tenant defaults of a `tidings.tenant.defaults` record; raises ValidationError."""
+        return TenantDefaults.model_validate(self.data)
 
     def target(self) -> tuple[str, str]:
         """(tenant, id) this change is about; raises ValueError when `data` lacks an id."""

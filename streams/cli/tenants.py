@@ -4,8 +4,11 @@ A tenant's defaults lie under every recipient's own preferences, and its require
 categories go past opt-outs (docs/recipients.md, "Preferences"). `--set FILE|JSON` replaces
 the default preferences, `--required a,b` the required categories; both are checked first
 (the schema's bounds, and the categories and rules of the catalog at `--catalog`, default
-`catalog.path`). Deliver re-checks notifications already routed for the tenant's
-recipients (their defaults changed after route decided).
+`catalog.path`). Written to Postgres directly, or with `--publish` produced as a
+`tidings.tenant.defaults` record on the recipients topic, which the recipients stage
+applies (so a rebuild of the directory from the topic keeps them). Deliver re-checks
+notifications already routed for the tenant's recipients (their defaults changed after
+route decided).
 """
 
 from __future__ import annotations
@@ -13,14 +16,25 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import uuid
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
+from confluent_kafka import KafkaException
 from pydantic import ValidationError
 
 from catalog.preferences import unknown_names
-from schemas.recipient import Preferences
+from schemas.recipient import (
+    TENANT_DEFAULTS,
+    Preferences,
+    RecipientChange,
+    TenantDefaults,
+    tenant_defaults_key,
+)
 from schemas.settings import TidingsSettings
 from streams.exceptions import DependencyDown, FatalStageError
+from streams.runtime.kafka import ensure_topics, make_producer
 from streams.state import Directory, DirectoryRefused
 
 __all__ = ["register"]
@@ -53,6 +67,43 @@ def _check(prefs: Preferences, required: list[str], catalog_dir: str | None) -> 
     return bad
 
 
+def _publish(s: TidingsSettings, d: TenantDefaults) -> int:
+    """Produce `d` to the recipients topic (the recipients stage writes it); 0 once acked."""
+    topic = s.topics.recipients
+    change = RecipientChange(
+        id=str(uuid.uuid4()), source="tidings-cli", type=TENANT_DEFAULTS,
+        time=datetime.now(UTC), data=d.model_dump(mode="json"),
+    )  # fmt: skip
+    failed: list[str] = []
+
+    def report(err: Any, _msg: Any) -> None:
+        if err is not None:
+            failed.append(err.str())
+
+    try:
+        ensure_topics(s, {topic: s.topics.partitions})
+        producer = make_producer(s)
+        producer.produce(
+            topic, value=change.model_dump_json(exclude_none=True).encode(),
+            key=tenant_defaults_key(d.tenant), on_delivery=report,
+            headers=[("content-type", b"application/cloudevents+json")],
+        )  # fmt: skip
+        left = producer.flush(30)
+    except (FatalStageError, KafkaException) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if left or failed:
+        why = failed[0] if failed else "timed out"
+        print(f"error: Kafka did not acknowledge the record ({why}); "
+              "publish it again (it replaces the tenant's defaults, so a repeat is harmless)",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    print(f"tenant {d.tenant!r}: default preferences and required categories "
+          f"({', '.join(d.required_categories) or 'none'}) published on {topic}; "
+          "the recipients stage applies them")  # fmt: skip
+    return 0
+
+
 def _defaults(args: argparse.Namespace, s: TidingsSettings) -> int:
     tenant: str = args.tenant
     directory = Directory(s.postgres.conninfo(), name="tenants")
@@ -75,6 +126,9 @@ def _defaults(args: argparse.Namespace, s: TidingsSettings) -> int:
         if problem:
             print(f"error: {problem}", file=sys.stderr)
             return 2
+        if args.publish:
+            return _publish(s, TenantDefaults(tenant=tenant, preferences=prefs,
+                                              required_categories=tuple(required)))  # fmt: skip
         directory.set_tenant_defaults(tenant, prefs, required)
         print(f"tenant {tenant!r}: default preferences and required categories "
               f"({', '.join(required) or 'none'}) stored")  # fmt: skip
@@ -104,4 +158,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     d.add_argument("--catalog", metavar="DIR",
                    help="check category and rule names against this catalog "
                    "(default: catalog.path)")  # fmt: skip
+    d.add_argument("--publish", action="store_true",
+                   help="produce the change to the recipients topic (the recipients stage "
+                   "writes it; a rebuild of the directory from the topic keeps it) instead "
+                   "of writing Postgres directly")  # fmt: skip
     d.set_defaults(handler=_defaults)

@@ -7,7 +7,8 @@ applied. A record that doesn't decode (bad JSON, a failed validation or bound, a
 type, a key that isn't `<tenant>/<id>` of its data, preferences naming a category or rule
 the catalog doesn't have) goes to the dead-letter topic with
 reason `invalid_recipient`, and the stage goes on. A Kafka tombstone (null value) is a
-delete of its key's recipient, as compaction expects.
+delete of its key's recipient, as compaction expects. A `tidings.tenant.defaults` record
+(keyed `<tenant>/`) replaces a tenant's default preferences and required categories.
 """
 
 from __future__ import annotations
@@ -20,7 +21,12 @@ from confluent_kafka import Consumer, KafkaException, Message, Producer
 from catalog import Catalog
 from catalog.preferences import unknown_names
 from schemas import codes
-from schemas.recipient import RecipientChange, recipient_key
+from schemas.recipient import (
+    TENANT_DEFAULTS,
+    RecipientChange,
+    recipient_key,
+    tenant_defaults_key,
+)
 from streams.exceptions import ConsumerFenced, StageStopping
 from streams.runtime.dead_letter import dead_letter, reason_for
 from streams.runtime.kafka import make_consumer, make_producer, records
@@ -56,6 +62,24 @@ def decode_change(
         change_target(None, key)  # a tombstone: its key must name a recipient
         return None
     change = RecipientChange.model_validate_json(value)
+    if change.type == TENANT_DEFAULTS:
+        d = change.tenant_defaults()
+        if catalog is not None:
+            unknown = unknown_names(d.preferences, catalog.categories(), catalog.rule_ids())
+            missing = sorted(set(d.required_categories) - catalog.categories())
+            if unknown is None and missing:
+                unknown = (
+                    f"required_categories: unknown category {', '.join(map(repr, missing))}; "
+                    f"the catalog's categories are {', '.join(sorted(catalog.categories()))}"
+                )
+            if unknown:
+                raise ValueError(f"{unknown} (catalog {catalog.version})")
+        if tenant_defaults_key(d.tenant) != key:
+            raise ValueError(
+                f"record key {key[:80]!r} doesn't match its data: key a tenant's defaults "
+                f"{tenant_defaults_key(d.tenant)[:80]!r} (<tenant>/)"
+            )
+        return change
     if change.type == "tidings.recipient.upserted":
         r = change.recipient()
         target = (r.tenant, r.id)

@@ -38,7 +38,7 @@ from typing import Any
 import psycopg
 from pydantic import ValidationError
 
-from schemas.recipient import Preferences, Recipient
+from schemas.recipient import TENANT_DEFAULTS, Preferences, Recipient, TenantDefaults
 from streams.exceptions import DependencyDown, FatalStageError, StreamsError
 from streams.state.db import check_login
 from streams.state.directory_rows import (
@@ -81,6 +81,22 @@ _CHANGED = (
 )
 
 _COPY_LINE = re.compile(r"COPY dir_batch, line (\d+)")
+
+# A tenant's defaults, replaced; a row that already says the same is left alone (a
+# redelivered record must not look like a change to deliver's re-check).
+_TENANT_UPSERT = (
+    "insert into tenant_preferences as t (tenant, preferences, required_categories) "
+    "values (%s, %s::jsonb, %s::text[]) on conflict (tenant) do update set "
+    "preferences = excluded.preferences, "
+    "required_categories = excluded.required_categories, updated_at = now() "
+    "where t.preferences <> excluded.preferences "
+    "or t.required_categories <> excluded.required_categories"
+)
+
+
+def _tenant_row(d: TenantDefaults) -> tuple[str, str, list[str]]:
+    return (d.tenant, d.preferences.model_dump_json(exclude_defaults=True),
+            list(d.required_categories))  # fmt: skip
 
 
 class DirectoryRefused(StreamsError):
@@ -200,26 +216,34 @@ class Directory:
         (nothing written; the stage validates first), and the errors of the module docstring.
         """
         latest: dict[tuple[str, str], tuple[int, int, Recipient | None]] = {}
+        tenants: dict[str, TenantDefaults] = {}  # the batch's last defaults per tenant
         for part, off, change, key in changes:
+            if change is not None and change.type == TENANT_DEFAULTS:
+                d = change.tenant_defaults()
+                tenants[d.tenant] = d
+                continue
             target = change_target(change, key)
             up = change is not None and change.type == "tidings.recipient.upserted"
             latest.pop(target, None)  # keep the offset order of the last change per key
             latest[target] = (part, off, change.recipient() if up and change else None)
         ups = [_batch_rows(prepare(r), i, p, o) for i, (p, o, r) in enumerate(latest.values()) if r]
         dels = [(t, i, p, o) for (t, i), (p, o, r) in latest.items() if r is None]
-        if not latest:
+        if not latest and not tenants:
             return 0
         with self._session("write of a recipients batch") as conn:
             self._batch_table(conn)
-            return self._apply(conn, ups, dels)
+            return self._apply(conn, ups, dels, list(tenants.values()))
 
     def _apply(
         self, conn: psycopg.Connection[Any],
         ups: list[_Batch],
         dels: list[tuple[str, str, int, int]],
+        tenants: list[TenantDefaults],
     ) -> int:  # fmt: skip
         with conn.transaction():
             changed = 0
+            for d in tenants:  # a handful at most: one statement each
+                changed += conn.execute(_TENANT_UPSERT, _tenant_row(d)).rowcount
             if ups:
                 self._copy(conn, ups)
                 conn.execute(_upsert("dir_batch", from_topic=True))
@@ -312,14 +336,10 @@ class Directory:
         self, tenant: str, preferences: Preferences, required: Sequence[str] = ()
     ) -> None:
         """Store a tenant's default preferences and required categories (replacing them)."""
+        d = TenantDefaults(tenant=tenant, preferences=preferences,
+                           required_categories=tuple(required))  # fmt: skip
         with self._session("tenant preferences write") as conn:
-            conn.execute(
-                "insert into tenant_preferences (tenant, preferences, required_categories) "
-                "values (%s, %s::jsonb, %s::text[]) on conflict (tenant) do update set "
-                "preferences = excluded.preferences, "
-                "required_categories = excluded.required_categories, updated_at = now()",
-                (tenant, preferences.model_dump_json(exclude_defaults=True), list(required)),
-            )
+            conn.execute(_TENANT_UPSERT, _tenant_row(d))
 
     # ------------------------------------------------------------ writes
 

@@ -231,6 +231,39 @@ def test_publish_puts_a_file_on_the_topic_for_the_stage(rt: Topic, tmp_path: Pat
         wait_until(lambda: len(stored(rt, [f"p{i}" for i in range(20)])) == 20, 60, "20 stored")
 
 
+def test_tenant_defaults_published_on_the_topic_are_applied_by_the_stage(rt: Topic, pg: PG) -> None:
+    def defaults() -> tuple[Preferences, tuple[str, ...]]:
+        d = Directory(rt.settings.postgres.conninfo())
+        try:
+            return d.tenant_defaults([rt.tenant])[rt.tenant]
+        finally:
+            d.close()
+
+    base = ["--config", str(rt.config), "tenants", "defaults", rt.tenant]
+    # Checked against the catalog before anything is produced.
+    assert main([*base, "--set", '{"categories": ["promos"]}', "--publish"]) == 2
+    assert main([*base, "--set", '{"categories": ["billing"]}', "--required", "security",
+                 "--publish"]) == 0  # fmt: skip
+    assert defaults() == (Preferences(), ()), "published, not written: the stage writes it"
+    # A record keyed for another tenant is dead-lettered, not applied.
+    bad = json.dumps(
+        {
+            "specversion": "1.0",
+            "id": "x",
+            "source": "s",
+            "type": "tidings.tenant.defaults",
+            "data": {"tenant": rt.tenant, "required_categories": ["billing"]},
+        }
+    )
+    rt.send([(b"someone-else/", bad.encode())])  # fmt: skip
+    with rt.stage():
+        wait_until(lambda: defaults()[1] == ("security",), 60, "the defaults applied")
+    assert defaults() == (Preferences(categories=("billing",)), ("security",))
+    dead = read_committed(rt.settings, rt.settings.topics.dlq, idle_s=2.0)
+    assert [m.key() for m in dead] == [b"someone-else/"]
+    pg.execute("delete from tenant_preferences where tenant = %s", (rt.tenant,))
+
+
 # ------------------------------------------------------------ the directory itself
 
 

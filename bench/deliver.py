@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.harness import (
+    DELIVER_ALONE,
     Plan,
     World,
     _finish,
@@ -39,7 +40,7 @@ from bench.workload import EventPool
 
 __all__ = ["SCENARIOS", "DeliverPlan", "markdown", "run"]
 
-SCENARIOS = ("deliver-email", "deliver-webhook", "deliver-inapp")
+SCENARIOS = DELIVER_ALONE  # deliver-email, deliver-webhook, deliver-inapp
 _LIMIT = {"email": "limit-smtp", "webhook": "limit-aiohttp"}
 
 
@@ -60,7 +61,8 @@ def _route_all(w: World, cfg: Path, name: str, n: int, timeout_s: float) -> floa
         while _key_total(procs, "events_in") < n:
             if time.monotonic() - t0 > timeout_s or not procs[0].alive():
                 got = _key_total(procs, "events_in")
-                raise RuntimeError(f"{name}: route read {got} of {n} events in {timeout_s} s")
+                why = "route died" if not procs[0].alive() else f"{timeout_s:.0f} s passed"
+                raise RuntimeError(f"{name}: route read {got} of {n} events ({why})")
             time.sleep(0.3)
     return time.monotonic() - t0
 

@@ -11,6 +11,7 @@ encoder, so what goes on the wire is exactly what redis-py would send (a unit te
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import hiredis
@@ -30,8 +31,11 @@ class PackedConnection(Connection):
             args = (*first.encode().split(), *args[1:])
         elif b" " in first:
             args = (*first.split(), *args[1:])
-        enc = self.encoder.encode
-        packed: bytes = hiredis.pack_command(tuple(enc(a) for a in args))  # type: ignore[no-untyped-call]
+        enc: Callable[[Any], bytes | memoryview] = self.encoder.encode
+        parts = tuple(enc(a) for a in args)
+        if not all(type(p) is bytes for p in parts):
+            return super().pack_command(*args)  # a memoryview: redis-py's own way
+        packed: bytes = hiredis.pack_command(parts)  # type: ignore[arg-type]
         return [packed]
 
 
@@ -39,6 +43,6 @@ def fast_pool(url: str, *, blocking: bool = False, **kwargs: Any) -> ConnectionP
     """A connection pool for `url` (redis:// only: TLS and unix sockets keep their own
     classes) whose connections are `PackedConnection`s; `kwargs` as for `from_url`."""
     cls = BlockingConnectionPool if blocking else ConnectionPool
-    if url.startswith("redis://"):
+    if url[:8].lower() == "redis://":
         kwargs["connection_class"] = PackedConnection
     return cls.from_url(url, **kwargs)

@@ -276,7 +276,8 @@ class TenantDefaults(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    tenant: Annotated[str, Field(max_length=MAX_ID_LENGTH)] = ""
+    # No `/`: the key `<tenant>/` would be a recipient's `<a>/<b/>` too (compaction keeps one).
+    tenant: Annotated[str, Field(max_length=MAX_ID_LENGTH, pattern=r"^[^/]*$")] = ""
     preferences: Preferences = NO_PREFERENCES
     required_categories: Annotated[
         tuple[Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH)], ...],

@@ -36,6 +36,7 @@ from schemas.settings import TidingsSettings
 from streams.exceptions import DependencyDown, FatalStageError
 from streams.runtime.kafka import ensure_topics, make_producer
 from streams.state import Directory, DirectoryRefused
+from streams.state.recipient_rows import describe
 
 __all__ = ["register"]
 
@@ -127,8 +128,12 @@ def _defaults(args: argparse.Namespace, s: TidingsSettings) -> int:
             print(f"error: {problem}", file=sys.stderr)
             return 2
         if args.publish:
-            return _publish(s, TenantDefaults(tenant=tenant, preferences=prefs,
-                                              required_categories=tuple(required)))  # fmt: skip
+            try:
+                d = TenantDefaults(tenant=tenant, preferences=prefs, required_categories=required)
+            except ValidationError as exc:  # the record's bounds (a `/` in the tenant, say)
+                print(f"error: {describe(exc)}", file=sys.stderr)
+                return 2
+            return _publish(s, d)
         directory.set_tenant_defaults(tenant, prefs, required)
         print(f"tenant {tenant!r}: default preferences and required categories "
               f"({', '.join(required) or 'none'}) stored")  # fmt: skip

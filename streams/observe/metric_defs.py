@@ -198,6 +198,7 @@ def disable() -> None:
     Only to measure what recording costs (`make bench`): the objects stay the same, so
     every module that imported them by name is switched off too. Irreversible.
     """
+    child.cache_clear()  # children made before this would go on recording
     for obj in list(globals().values()):
         if isinstance(obj, Counter | Gauge | Histogram | Info):
             for name in ("labels", "inc", "set", "observe", "info", "set_function", "remove"):

@@ -98,7 +98,10 @@ class DependencyProbe:
 
         admin = self._clients.get("kafka")
         if admin is None:
-            admin = self._clients["kafka"] = _Closing(AdminClient(self._s.kafka.client_config()))
+            # Asking for one topic's metadata must never create it (librdkafka would ask
+            # the broker to, and a broker that allows it would make it with its defaults).
+            conf = {**self._s.kafka.client_config(), "allow.auto.create.topics": False}
+            admin = self._clients["kafka"] = _Closing(AdminClient(conf))
         try:
             # One topic's metadata, not the cluster's: listing every topic (and partition) of
             # a busy broker every few seconds cost route ~5% of its CPU (bench profile).

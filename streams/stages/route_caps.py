@@ -33,7 +33,7 @@ __all__ = ["Made", "apply_caps", "cap_requests", "capped_group"]
 
 def capped_group(n: Notification) -> str:
     """What one cap request stands for: the notification without its device."""
-    if n.channel not in PER_ADDRESS and n.user is not None:
+    if n.channel not in PER_ADDRESS and n.user:
         return n.id  # one notification per (event, rule, user, channel): this very id
     return notification_id(n.event_source, n.event_id, n.rule_id, n.user or n.recipient, n.channel)
 

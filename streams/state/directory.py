@@ -84,19 +84,38 @@ _COPY_LINE = re.compile(r"COPY dir_batch, line (\d+)")
 
 # A tenant's defaults, replaced; a row that already says the same is left alone (a
 # redelivered record must not look like a change to deliver's re-check).
+_TENANT_SET = (
+    "preferences = excluded.preferences, "
+    "required_categories = excluded.required_categories, updated_at = now()"
+)
+_TENANT_DIFFERS = (
+    "(t.preferences <> excluded.preferences "
+    "or t.required_categories <> excluded.required_categories)"
+)
+# Written directly: the row keeps the topic position it was last written from, so an older
+# topic record replayed later can't overwrite this (as for an import, `_upsert`).
 _TENANT_UPSERT = (
     "insert into tenant_preferences as t (tenant, preferences, required_categories) "
-    "values (%s, %s::jsonb, %s::text[]) on conflict (tenant) do update set "
-    "preferences = excluded.preferences, "
-    "required_categories = excluded.required_categories, updated_at = now() "
-    "where t.preferences <> excluded.preferences "
-    "or t.required_categories <> excluded.required_categories"
+    f"values (%s, %s::jsonb, %s::text[]) on conflict (tenant) do update set {_TENANT_SET} "
+    f"where {_TENANT_DIFFERS}"
+)
+# From the topic: only a record newer than the row's position (another partition counts as
+# newer: the topic was repartitioned), moving the position.
+_TENANT_FROM_TOPIC = (
+    "insert into tenant_preferences as t (tenant, preferences, required_categories, "
+    "src_partition, src_offset) values (%s, %s::jsonb, %s::text[], %s, %s) "
+    f"on conflict (tenant) do update set {_TENANT_SET}, "
+    "src_partition = excluded.src_partition, src_offset = excluded.src_offset "
+    "where (t.src_partition <> excluded.src_partition or t.src_offset < excluded.src_offset) "
+    f"and {_TENANT_DIFFERS}"
 )
 
 
-def _tenant_row(d: TenantDefaults) -> tuple[str, str, list[str]]:
-    return (d.tenant, d.preferences.model_dump_json(exclude_defaults=True),
-            list(d.required_categories))  # fmt: skip
+def _tenant_row(
+    tenant: str, prefs: Preferences, required: Iterable[str]
+) -> tuple[str, str, list[str]]:
+    # Sorted and once each: the same set in another order is no change.
+    return tenant, prefs.model_dump_json(exclude_defaults=True), sorted(set(required))
 
 
 class DirectoryRefused(StreamsError):
@@ -211,16 +230,19 @@ class Directory:
         tombstone (a delete of the key's recipient). Per recipient only the batch's last
         change counts, and only if newer than the row's (partition, offset): an upsert
         replaces the row and all its addresses, a delete erases the row, its addresses
-        (the trigger) and its preferences. Redelivering a batch returns 0 and changes nothing.
+        (the trigger) and its preferences. A tenant's defaults record replaces its defaults,
+        likewise only if newer than the row's position (and different from what it holds).
+        Redelivering a batch returns 0 and changes nothing.
         Raises ValueError (pydantic's ValidationError) for a change that doesn't validate
         (nothing written; the stage validates first), and the errors of the module docstring.
         """
         latest: dict[tuple[str, str], tuple[int, int, Recipient | None]] = {}
-        tenants: dict[str, TenantDefaults] = {}  # the batch's last defaults per tenant
+        # The batch's last defaults per tenant, with their topic position.
+        tenants: dict[str, tuple[int, int, TenantDefaults]] = {}
         for part, off, change, key in changes:
             if change is not None and change.type == TENANT_DEFAULTS:
                 d = change.tenant_defaults()
-                tenants[d.tenant] = d
+                tenants[d.tenant] = (part, off, d)
                 continue
             target = change_target(change, key)
             up = change is not None and change.type == "tidings.recipient.upserted"
@@ -238,12 +260,13 @@ class Directory:
         self, conn: psycopg.Connection[Any],
         ups: list[_Batch],
         dels: list[tuple[str, str, int, int]],
-        tenants: list[TenantDefaults],
+        tenants: list[tuple[int, int, TenantDefaults]],
     ) -> int:  # fmt: skip
         with conn.transaction():
             changed = 0
-            for d in tenants:  # a handful at most: one statement each
-                changed += conn.execute(_TENANT_UPSERT, _tenant_row(d)).rowcount
+            for part, off, d in tenants:  # a handful at most: one statement each
+                t_row = _tenant_row(d.tenant, d.preferences, d.required_categories)
+                changed += conn.execute(_TENANT_FROM_TOPIC, (*t_row, part, off)).rowcount
             if ups:
                 self._copy(conn, ups)
                 conn.execute(_upsert("dir_batch", from_topic=True))
@@ -336,10 +359,8 @@ class Directory:
         self, tenant: str, preferences: Preferences, required: Sequence[str] = ()
     ) -> None:
         """Store a tenant's default preferences and required categories (replacing them)."""
-        d = TenantDefaults(tenant=tenant, preferences=preferences,
-                           required_categories=tuple(required))  # fmt: skip
         with self._session("tenant preferences write") as conn:
-            conn.execute(_TENANT_UPSERT, _tenant_row(d))
+            conn.execute(_TENANT_UPSERT, _tenant_row(tenant, preferences, required))
 
     # ------------------------------------------------------------ writes
 

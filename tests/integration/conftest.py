@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
+import concurrent.futures
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -42,10 +42,12 @@ def _topics_deleted_at_the_end(settings: TidingsSettings) -> Iterator[None]:
     try:
         names = [t for t in admin.list_topics(timeout=10).topics
                  if UNIQUES.intersection(t.split("."))]  # fmt: skip
-        for i in range(0, len(names), 500):
-            for f in admin.delete_topics(names[i : i + 500], operation_timeout=30).values():
-                with contextlib.suppress(Exception):
-                    f.result(timeout=40)
+        futures = [f for i in range(0, len(names), 500)
+                   for f in admin.delete_topics(names[i : i + 500],
+                                                operation_timeout=30).values()]  # fmt: skip
+        # One deadline for all (this runs in the last test's teardown, under its timeout);
+        # the broker finishes what it accepted on its own.
+        concurrent.futures.wait(futures, timeout=60)
     except Exception as exc:  # the broker may be gone (a test stopped it): say so, go on
         print(f"\nnote: the session's test topics were not deleted: {exc}")
 

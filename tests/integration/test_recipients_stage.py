@@ -24,7 +24,15 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.admin._config import ConfigResource
 
-from schemas.recipient import Address, Preferences, Recipient, recipient_key
+from schemas.recipient import (
+    TENANT_DEFAULTS,
+    Address,
+    Preferences,
+    Recipient,
+    RecipientChange,
+    recipient_key,
+    tenant_defaults_key,
+)
 from schemas.settings import TidingsSettings, load_settings
 from streams.app import run_stages
 from streams.cli.main import main
@@ -296,6 +304,37 @@ def test_a_redelivered_batch_changes_nothing_and_an_older_offset_never_wins(
         assert address_rows(pg, rt.tenant) == 0, "and its addresses"
     finally:
         d.close()
+
+
+def test_tenant_defaults_from_the_topic_never_go_back_to_an_older_record(rt: Topic, pg: PG) -> None:
+    def change(*required: str) -> RecipientChange:
+        data = {"tenant": rt.tenant, "required_categories": list(required)}
+        return RecipientChange(id=f"c-{required}", source="s", type=TENANT_DEFAULTS, data=data)
+
+    def stored() -> tuple[str, ...]:
+        return tuple(d.tenant_defaults([rt.tenant])[rt.tenant][1])
+
+    key = tenant_defaults_key(rt.tenant)
+    d = Directory(rt.settings.postgres.conninfo())
+    try:
+        assert d.apply([(0, 5, change("billing"), key), (0, 8, change("security"), key)]) == 1
+        assert stored() == ("security",), "the batch's last one"
+        stamp = pg.execute("select updated_at from tenant_preferences where tenant = %s",
+                           (rt.tenant,)).fetchone()  # fmt: skip
+        assert d.apply([(0, 8, change("security"), key)]) == 0, "redelivered: nothing"
+        assert d.apply([(0, 5, change("billing"), key)]) == 0, "an older one doesn't win"
+        assert d.apply([(0, 9, change("security", "security"), key)]) == 0, "the same set"
+        assert pg.execute("select updated_at from tenant_preferences where tenant = %s",
+                          (rt.tenant,)).fetchone() == stamp, "deliver sees no change"  # fmt: skip
+        # A direct write keeps the topic position: a replay of older records can't undo it.
+        d.set_tenant_defaults(rt.tenant, Preferences(), ("shipping",))
+        assert d.apply([(0, 5, change("billing"), key), (0, 8, change("security"), key)]) == 0
+        assert stored() == ("shipping",)
+        assert d.apply([(0, 12, change("billing"), key)]) == 1, "a newer record does"
+        assert stored() == ("billing",)
+    finally:
+        d.close()
+        pg.execute("delete from tenant_preferences where tenant = %s", (rt.tenant,))
 
 
 def test_lookup_reads_a_batch_with_addresses_in_order_and_tenant_defaults(rt: Topic) -> None:

@@ -33,3 +33,15 @@ def test_the_pool_uses_it_for_plain_redis_only() -> None:
     assert plain.connection_class is PackedConnection
     tls = fast_pool("rediss://127.0.0.1:1/0")
     assert type(tls) is ConnectionPool and tls.connection_class is SSLConnection
+
+
+def test_a_memoryview_goes_redis_py_s_own_way() -> None:
+    strided = memoryview(b"abcdef")[::2]  # hiredis would pack the underlying bytes
+    args = ("SET", "k", strided)
+    ours = b"".join(bytes(p) for p in PackedConnection().pack_command(*args))
+    theirs = b"".join(bytes(p) for p in Connection().pack_command(*args))
+    assert ours == theirs and b"ace" in ours
+
+
+def test_the_scheme_is_matched_whatever_its_case() -> None:
+    assert fast_pool("REDIS://127.0.0.1:1/0").connection_class is PackedConnection

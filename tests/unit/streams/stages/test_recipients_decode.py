@@ -47,6 +47,8 @@ def test_a_tenant_defaults_record_decodes(catalog: Catalog) -> None:
          "required_categories: unknown category 'vip'"),
         (b"acme/", {"tenant": "acme", "colour": "red"}, "colour"),
         (b"acme/", {"tenant": "acme", "required_categories": ["x"] * 257}, "257"),
+        # `a/b/` is also recipient `b/` of tenant `a`: compaction would keep only one.
+        (b"a/b/", {"tenant": "a/b"}, "tenant"),
     ],
 )  # fmt: skip
 def test_a_bad_tenant_defaults_record_says_what_is_wrong(

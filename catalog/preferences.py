@@ -53,6 +53,7 @@ __all__ = [
     "decide",
     "quiet_until",
     "resolve_timezone",
+    "unknown_defaults",
     "unknown_names",
 ]
 
@@ -132,6 +133,23 @@ def unknown_names(
                     f"preferences.{where}{field}: unknown {kind} {bad}; "
                     f"the catalog's {plural} are {_some(known)}"
                 )
+    return None
+
+
+def unknown_defaults(
+    prefs: Preferences, required: Collection[str], categories: Collection[str],
+    rules: Collection[str], *, required_field: str = "required_categories",
+) -> str | None:  # fmt: skip
+    """`unknown_names` of a tenant's default preferences, then its required categories the
+    catalog doesn't have (named `required_field`, with the valid ones); None when all are
+    known; pure."""
+    bad = unknown_names(prefs, categories, rules)
+    if bad is not None:
+        return bad
+    missing = ", ".join(map(repr, sorted(set(required) - set(categories))))
+    if missing:
+        return (f"{required_field}: unknown category {missing}; "
+                f"the catalog's categories are {_some(categories)}")  # fmt: skip
     return None
 
 

@@ -18,7 +18,7 @@ from array import array
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO, TypeVar
+from typing import TextIO, TypeVar
 
 from confluent_kafka import KafkaException
 
@@ -26,8 +26,8 @@ from catalog import Catalog, CatalogLoadError, load_catalog
 from catalog.preferences import unknown_names
 from schemas.recipient import Preferences, Recipient
 from schemas.settings import TidingsSettings
+from streams.cli.publish import ChangePublisher
 from streams.exceptions import DependencyDown, FatalStageError
-from streams.runtime.kafka import ensure_topics, make_producer
 from streams.state.directory import Directory, DirectoryRefused
 from streams.state.directory_rows import Prepared
 from streams.state.recipient_rows import count_lines, read_prepared, read_recipients, upsert_change
@@ -244,53 +244,27 @@ def _publish(args: argparse.Namespace, s: TidingsSettings) -> int:
     if opened is None:
         return 1
     rows, bar = opened
-    topic = s.topics.recipients
     try:
-        ensure_topics(s, {topic: s.topics.partitions})
-    except FatalStageError as exc:
+        out = ChangePublisher(s)
+    except (FatalStageError, KafkaException) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    producer = make_producer(s)
-    failed: list[str] = []
-
-    def report(err: Any, _msg: Any) -> None:
-        if err is not None:
-            failed.append(err.str())
-
-    n = 0
     now = datetime.now(UTC)
     try:
         for r in rows:
-            value = (
-                upsert_change(r).model_copy(update={"time": now}).model_dump_json(exclude_none=True)
-            )
-            while True:
-                try:
-                    producer.produce(
-                        topic,
-                        value=value.encode(),
-                        key=r.key(),
-                        on_delivery=report,
-                        headers=[("content-type", b"application/cloudevents+json")],
-                    )
-                    break
-                except BufferError:
-                    producer.poll(0.05)
-            n += 1
-            producer.poll(0)
+            out.send(r.key(), upsert_change(r).model_copy(update={"time": now}))
     except (ValueError, OSError, KafkaException) as exc:
         bar.done()
-        print(f"error: {exc}; {n} record(s) produced before it", file=sys.stderr)
-        producer.flush(30)
+        print(f"error: {exc}; {out.sent} record(s) produced before it", file=sys.stderr)
+        out.finish(30)
         return 1
-    left = producer.flush(60)
+    problem = out.finish()
     bar.done()
-    if left or failed:
-        print(f"error: {left + len(failed)} of {n} record(s) not acknowledged by Kafka "
-              f"({failed[0] if failed else 'timed out'}); publish them again (upserts are "
-              "idempotent)", file=sys.stderr)  # fmt: skip
+    if problem:
+        print(f"error: {problem}; publish them again (upserts are idempotent)",
+              file=sys.stderr)  # fmt: skip
         return 1
-    print(f"published {n:,} upsert(s) to {topic}; {rows.refused:,} row(s) refused")
+    print(f"published {out.sent:,} upsert(s) to {out.topic}; {rows.refused:,} row(s) refused")
     return 1 if rows.refused else 0
 
 

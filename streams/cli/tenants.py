@@ -16,27 +16,18 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import uuid
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from confluent_kafka import KafkaException
 from pydantic import ValidationError
 
-from catalog.preferences import unknown_names
-from schemas.recipient import (
-    TENANT_DEFAULTS,
-    Preferences,
-    RecipientChange,
-    TenantDefaults,
-    tenant_defaults_key,
-)
+from catalog.preferences import unknown_defaults
+from schemas.recipient import Preferences, TenantDefaults, tenant_defaults_key
 from schemas.settings import TidingsSettings
+from streams.cli.publish import ChangePublisher
 from streams.exceptions import DependencyDown, FatalStageError
-from streams.runtime.kafka import ensure_topics, make_producer
 from streams.state import Directory, DirectoryRefused
-from streams.state.recipient_rows import describe
+from streams.state.recipient_rows import describe, tenant_defaults_change
 
 __all__ = ["register"]
 
@@ -57,50 +48,25 @@ def _check(prefs: Preferences, required: list[str], catalog_dir: str | None) -> 
         cat = load_catalog(catalog_dir)
     except CatalogLoadError as exc:
         return f"the catalog at {catalog_dir} does not load, so nothing can be checked: {exc}"
-    bad = unknown_names(prefs, cat.categories(), cat.rule_ids())
-    if bad is None:
-        unknown = sorted(set(required) - cat.categories())
-        if unknown:
-            bad = (
-                f"--required: unknown category {', '.join(map(repr, unknown))}; the catalog's "
-                f"categories are {', '.join(sorted(cat.categories()))}"
-            )
-    return bad
+    return unknown_defaults(prefs, required, cat.categories(), cat.rule_ids(),
+                            required_field="--required")  # fmt: skip
 
 
 def _publish(s: TidingsSettings, d: TenantDefaults) -> int:
     """Produce `d` to the recipients topic (the recipients stage writes it); 0 once acked."""
-    topic = s.topics.recipients
-    change = RecipientChange(
-        id=str(uuid.uuid4()), source="tidings-cli", type=TENANT_DEFAULTS,
-        time=datetime.now(UTC), data=d.model_dump(mode="json"),
-    )  # fmt: skip
-    failed: list[str] = []
-
-    def report(err: Any, _msg: Any) -> None:
-        if err is not None:
-            failed.append(err.str())
-
     try:
-        ensure_topics(s, {topic: s.topics.partitions})
-        producer = make_producer(s)
-        producer.produce(
-            topic, value=change.model_dump_json(exclude_none=True).encode(),
-            key=tenant_defaults_key(d.tenant), on_delivery=report,
-            headers=[("content-type", b"application/cloudevents+json")],
-        )  # fmt: skip
-        left = producer.flush(30)
+        out = ChangePublisher(s)
+        out.send(tenant_defaults_key(d.tenant), tenant_defaults_change(d))
+        problem = out.finish(30)
     except (FatalStageError, KafkaException) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    if left or failed:
-        why = failed[0] if failed else "timed out"
-        print(f"error: Kafka did not acknowledge the record ({why}); "
-              "publish it again (it replaces the tenant's defaults, so a repeat is harmless)",
-              file=sys.stderr)  # fmt: skip
+    if problem:
+        print(f"error: {problem}; publish it again (it replaces the tenant's defaults, so a "
+              "repeat is harmless)", file=sys.stderr)  # fmt: skip
         return 1
     print(f"tenant {d.tenant!r}: default preferences and required categories "
-          f"({', '.join(d.required_categories) or 'none'}) published on {topic}; "
+          f"({', '.join(d.required_categories) or 'none'}) published on {out.topic}; "
           "the recipients stage applies them")  # fmt: skip
     return 0
 

@@ -19,7 +19,7 @@ import logging
 from confluent_kafka import Consumer, KafkaException, Message, Producer
 
 from catalog import Catalog
-from catalog.preferences import unknown_names
+from catalog.preferences import unknown_defaults, unknown_names
 from schemas import codes
 from schemas.recipient import (
     TENANT_DEFAULTS,
@@ -65,13 +65,8 @@ def decode_change(
     if change.type == TENANT_DEFAULTS:
         d = change.tenant_defaults()
         if catalog is not None:
-            unknown = unknown_names(d.preferences, catalog.categories(), catalog.rule_ids())
-            missing = sorted(set(d.required_categories) - catalog.categories())
-            if unknown is None and missing:
-                unknown = (
-                    f"required_categories: unknown category {', '.join(map(repr, missing))}; "
-                    f"the catalog's categories are {', '.join(sorted(catalog.categories()))}"
-                )
+            unknown = unknown_defaults(d.preferences, d.required_categories,
+                                       catalog.categories(), catalog.rule_ids())  # fmt: skip
             if unknown:
                 raise ValueError(f"{unknown} (catalog {catalog.version})")
         if tenant_defaults_key(d.tenant) != key:

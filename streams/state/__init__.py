@@ -39,6 +39,7 @@ from streams.state.recipient_rows import (
     prepare_csv_row,
     read_prepared,
     read_recipients,
+    tenant_defaults_change,
     upsert_change,
 )
 
@@ -80,6 +81,7 @@ __all__ = [
     "read_prepared",
     "read_recipients",
     "require_migrations",
+    "tenant_defaults_change",
     "upsert_change",
     "wait_for_migrations",
 ]

@@ -18,6 +18,7 @@ import json
 import operator
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -28,9 +29,11 @@ from schemas.recipient import (
     MAX_ADDRESSES,
     MAX_ATTRIBUTES_BYTES,
     MAX_ID_LENGTH,
+    TENANT_DEFAULTS,
     Preferences,
     Recipient,
     RecipientChange,
+    TenantDefaults,
 )
 from streams.state.directory_rows import NO_PREFERENCES, Prepared, prepare
 
@@ -44,6 +47,7 @@ __all__ = [
     "prepare_csv_row",
     "read_prepared",
     "read_recipients",
+    "tenant_defaults_change",
     "upsert_change",
 ]
 
@@ -362,6 +366,14 @@ def upsert_change(r: Recipient, *, source: str = "tidings-cli") -> RecipientChan
     return RecipientChange(
         id=str(uuid.uuid4()), source=source, type="tidings.recipient.upserted",
         data=r.model_dump(mode="json", exclude_defaults=True) | {"id": r.id},
+    )  # fmt: skip
+
+
+def tenant_defaults_change(d: TenantDefaults, *, source: str = "tidings-cli") -> RecipientChange:
+    """The `tidings.tenant.defaults` record carrying `d` (key it `tenant_defaults_key`)."""
+    return RecipientChange(
+        id=str(uuid.uuid4()), source=source, type=TENANT_DEFAULTS,
+        time=datetime.now(UTC), data=d.model_dump(mode="json"),
     )  # fmt: skip
 
 

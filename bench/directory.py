@@ -5,7 +5,7 @@
   email and a phone, attributes on all, an opt-out on 20%) and load it with the real
   `tidings recipients import` as a subprocess: rows/s (wall time of the command, and the
   rate it prints), its CPU and Postgres's, and the Postgres size the rows take
-  (`pg_total_relation_size` of recipients + recipient_addresses, after minus before).
+  (`pg_total_relation_size` of recipients, after minus before).
   The import IS the generation step: it runs once per bench run, before `route-directory`,
   whether or not this row was asked for (the row is then only reported when asked).
 - `route-directory`: the route stage alone on the same events twice, ABBA (plain, directory,
@@ -22,7 +22,7 @@ to those emails, the directory one to those ids (their `email` field): the same 
 per event, so the ratio is what resolution, preferences and caps cost. The push tokens are
 not sent to, but every lookup reads them (the lookup returns every address of a recipient).
 
-`cleanup(w)` deletes the tenant's rows (the erasure trigger takes the addresses) and its cap
+`cleanup(w)` deletes the tenant's rows (the addresses are inside them) and its cap
 keys in Redis. Traffic only to the local stack (the harness refuses anything else).
 """
 
@@ -183,17 +183,14 @@ def _pg() -> Any:
 
 
 def _table_bytes(tenant: str) -> tuple[int, float]:
-    """(pg_total_relation_size of recipients + recipient_addresses, the share of their rows
-    that are `tenant`'s): the tables may hold free space a delete left (reused, not returned),
-    so the size after an import minus the size before can be anything down to 0."""
+    """(pg_total_relation_size of recipients, the share of its rows that are `tenant`'s):
+    the table may hold free space a delete left (reused, not returned), so the size after
+    an import minus the size before can be anything down to 0."""
     with _pg() as conn:
         row = conn.execute(
-            "select pg_total_relation_size('recipients') "
-            "+ pg_total_relation_size('recipient_addresses'), "
-            "(select count(*) from recipients) + (select count(*) from recipient_addresses), "
-            "(select count(*) from recipients where tenant = %s) "
-            "+ (select count(*) from recipient_addresses where tenant = %s)",
-            (tenant, tenant),
+            "select pg_total_relation_size('recipients'), (select count(*) from recipients), "
+            "(select count(*) from recipients where tenant = %s)",
+            (tenant,),
         ).fetchone()
     size, rows, mine = row if row else (0, 0, 0)
     return int(size), (mine / rows if rows else 0.0)
@@ -254,7 +251,7 @@ def _import(w: World, quick: bool) -> dict[str, Any]:
         "bytes_per_recipient": round(after * share / size.recipients),
     }
     with _pg() as conn:  # statistics for route's lookups, as autovacuum would give later
-        conn.execute("analyze recipients, recipient_addresses")
+        conn.execute("analyze recipients")
     _STATE[w.run] = r
     return r
 
@@ -319,14 +316,14 @@ def run(
 
 
 def cleanup(w: World) -> None:
-    """Delete the run's directory rows (the trigger takes the addresses) and cap keys."""
+    """Delete the run's directory rows (their addresses are inside) and cap keys."""
     if w.run not in _STATE:
         return
     tenant = tenant_of(w)
     try:
         with _pg() as conn:
             n = conn.execute("delete from recipients where tenant = %s", (tenant,)).rowcount
-            conn.execute("vacuum recipients, recipient_addresses")
+            conn.execute("vacuum recipients")
         print(f"  directory: deleted {n:,} recipients of {tenant}", flush=True)
     except Exception as exc:  # cleanup must not hide the results
         print(f"  warning: directory cleanup failed: {exc}", flush=True)

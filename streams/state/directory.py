@@ -1,8 +1,8 @@
 """The recipient directory in Postgres: who a `user:` recipient is and how to reach them.
 
-`Directory(conninfo)` is the one way in to the tables of migration 0006 (docs/recipients.md):
-`recipients` (one row per tenant and id, preferences inside), `recipient_addresses` (their
-device tokens, Web Push subscriptions, Slack and webhook URLs, in order) and
+`Directory(conninfo)` is the one way in to the tables of migrations 0006-0008
+(docs/recipients.md): `recipients` (one row per tenant and id, preferences and addresses
+inside: device tokens, Web Push subscriptions, Slack and webhook URLs, in order) and
 `tenant_preferences`. Every method is one transaction and, on the read side, one round trip
 for a whole batch (the SQL and the row layout: streams/state/directory_rows.py):
 
@@ -11,12 +11,13 @@ for a whole batch (the SQL and the row layout: streams/state/directory_rows.py):
   redelivered batch changes nothing and an older record never overwrites a newer one;
 - `lookup` reads a batch of (tenant, id) at once (route: one query per consume batch);
 - `changed_since` says which recipients of a batch changed after route decided (deliver);
-- `import_rows` bulk-loads with COPY into temporary tables and a plain insert (an upsert
-  where a recipient exists) per chunk of 20,000 rows, all in one transaction: all or nothing;
-- `remove_address` forgets a dead device token or subscription.
+- `import_rows` bulk-loads with COPY into a temporary table and a plain insert (an upsert
+  where a recipient exists) per chunk of 20,000 rows, all in one transaction: all or nothing.
 
-Addresses a push service reported dead (`dead_tokens`) are not written back by `apply` or
-`import_rows` unless the address was seen since (`last_seen` later than the report).
+Addresses a push service reported dead (`dead_tokens`, written by the dead-token hook) stay
+in the rows that list them but are left out of every read unless the address was seen
+since (`last_seen` later than the report): one read per batch, no index from token to
+recipient to keep up on every write (docs/decisions/0012-inline-addresses.md).
 
 Sync (psycopg 3), blocking, thread-safe (calls are serialised on one connection). Nothing
 connects in `__init__`; the first call (or `connect()`) does. Errors: Postgres unreachable
@@ -29,10 +30,12 @@ of that call written.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import re
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -42,26 +45,22 @@ from schemas.recipient import TENANT_DEFAULTS, Preferences, Recipient, TenantDef
 from streams.exceptions import DependencyDown, FatalStageError, StreamsError
 from streams.state.db import check_login
 from streams.state.directory_rows import (
-    _ADDR_TYPES,
     _BATCH_TYPES,
     _COPY,
-    _COPY_ADDR,
     _DEDUPED,
     _DELETE,
     _LOOKUP,
-    _ONLY_APPLIED,
-    _ONLY_LAST,
     _TEMP,
     IMPORT_CHUNK,
     Change,
     Prepared,
-    _addresses,
     _Batch,
     _batch_rows,
     _Feed,
     _insert_new,
     _upsert,
     change_target,
+    live_addresses,
     prepare,
 )
 
@@ -210,16 +209,10 @@ class Directory:
     def _copy(
         self, conn: psycopg.Connection[Any], rows: list[_Batch]
     ) -> None:  # fmt: skip
-        cur = conn.cursor()
-        with cur.copy(_COPY) as cp:
+        with conn.cursor().copy(_COPY) as cp:
             cp.set_types(list(_BATCH_TYPES))
-            for row, _ in rows:
+            for row in rows:
                 cp.write_row(row)
-        with cur.copy(_COPY_ADDR) as cp:
-            cp.set_types(list(_ADDR_TYPES))
-            for _, addrs in rows:
-                for a in addrs:
-                    cp.write_row(a)
 
     # ------------------------------------------------------------ the topic
 
@@ -269,12 +262,7 @@ class Directory:
                 changed += conn.execute(_TENANT_FROM_TOPIC, (*t_row, part, off)).rowcount
             if ups:
                 self._copy(conn, ups)
-                conn.execute(_upsert("dir_batch", from_topic=True))
-                row = conn.execute("select count(*) from dir_applied").fetchone()
-                changed += row[0] if row else 0
-                conn.execute("analyze dir_applied")  # temp tables have no statistics otherwise
-                for stmt in _addresses("dir_applied", _ONLY_APPLIED):
-                    conn.execute(stmt)
+                changed += conn.execute(_upsert("dir_batch", from_topic=True)).rowcount
             if dels:
                 cur = conn.execute(_DELETE, [list(c) for c in zip(*dels, strict=True)])
                 changed += cur.rowcount
@@ -285,9 +273,10 @@ class Directory:
     def lookup(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], Recipient]:
         """The stored recipients among `keys` ((tenant, id) pairs), in ONE round trip.
 
-        Missing ones are absent from the result. Addresses come in their stored order. A
-        row that no longer validates (edited by hand) is left out with a warning. Blocks;
-        raises the errors of the module docstring.
+        Missing ones are absent from the result. Addresses come in their stored order,
+        without those a push service reported dead (`live_addresses`). A row that no longer
+        validates (edited by hand) is left out with a warning. Blocks; raises the errors of
+        the module docstring.
         """
         wanted = list(dict.fromkeys(keys))
         if not wanted:
@@ -296,10 +285,12 @@ class Directory:
         with self._session("recipient lookup") as conn:
             rows = conn.execute(_LOOKUP, (tenants, ids)).fetchall()
         found: dict[tuple[str, str], Recipient] = {}
-        for (doc,) in rows:
+        for doc, dead in rows:
             try:
                 r = Recipient.model_validate_json(doc)
-            except ValidationError as exc:
+                if dead is not None:  # rare: one of its tokens was reported dead
+                    r = live_addresses(r, _reports(dead))
+            except ValueError as exc:  # pydantic's ValidationError is one
                 log.warning("%s: a stored recipient doesn't validate, skipped: %s",
                             self._name, exc)  # fmt: skip
                 continue
@@ -364,20 +355,6 @@ class Directory:
 
     # ------------------------------------------------------------ writes
 
-    def remove_address(self, channel: str, address: str) -> int:
-        """Forget a dead address everywhere it is listed; returns how many rows went.
-
-        `address` is the device token (push) or, for webpush, the subscription's endpoint
-        URL or its whole JSON. Blocks; raises the errors of the module docstring.
-        """
-        with self._session("address removal") as conn:
-            cur = conn.execute(
-                "delete from recipient_addresses where channel = %s "
-                "and (address = %s or endpoint = %s)",
-                (channel, address, address),
-            )
-            return cur.rowcount
-
     def import_rows(
         self,
         rows: Iterable[Recipient | Prepared],
@@ -415,41 +392,32 @@ class Directory:
     ) -> int:  # fmt: skip
         written = 0
         with conn.transaction():
-            for rows, batch, addrs in feed:
-                cur = conn.cursor()
-                with cur.copy(_COPY) as cp:
+            for rows, batch in feed:
+                with conn.cursor().copy(_COPY) as cp:
                     cp.write(batch)
-                with cur.copy(_COPY_ADDR) as cp:
-                    cp.write(addrs)
-                n, existed, only = self._merge(conn)
-                delete, insert = _addresses("dir_applied", only)
-                if existed:  # a new recipient has no addresses to delete
-                    conn.execute("analyze dir_applied")  # temp tables get no statistics else
-                    conn.execute(delete)
-                conn.execute(insert)
-                conn.execute("truncate dir_batch, dir_addr, dir_applied")
-                written += n
+                written += self._merge(conn)
+                conn.execute("truncate dir_batch")
                 self._row_base += rows
                 if progress is not None:
                     progress(self._row_base)
         return written
 
-    def _merge(self, conn: psycopg.Connection[Any]) -> tuple[int, int, str]:
-        """The chunk in dir_batch into `recipients`: (rows written, rows that existed, which
-        of dir_addr's rows to insert, as `_addresses` takes it)."""
+    def _merge(self, conn: psycopg.Connection[Any]) -> int:
+        """The chunk in dir_batch into `recipients`; returns the rows written."""
         try:
             # New recipients (the common case: a first load): a plain insert, in a savepoint;
             # a key that exists, or is in the chunk twice, undoes it and takes the upsert.
             with conn.transaction():
-                return conn.execute(_insert_new("dir_batch")).rowcount, 0, ""
+                return conn.execute(_insert_new("dir_batch")).rowcount
         except psycopg.errors.UniqueViolation:
             pass
-        source, only = "dir_batch", ""
         try:
             with conn.transaction():  # a savepoint: a key listed twice in the chunk
-                counts = conn.execute(_upsert(source, from_topic=False)).fetchone()
+                return conn.execute(_upsert("dir_batch", from_topic=False)).rowcount
         except psycopg.errors.CardinalityViolation:
-            source, only = _DEDUPED, _ONLY_LAST
-            counts = conn.execute(_upsert(source, from_topic=False)).fetchone()
-        n, existed = counts if counts else (0, 0)
-        return n, existed, only
+            return conn.execute(_upsert(_DEDUPED, from_topic=False)).rowcount
+
+
+def _reports(text: str) -> list[tuple[str, str, datetime]]:
+    # The lookup's `[[channel, token, last reported], …]` (json of timestamptz: ISO 8601).
+    return [(c, t, datetime.fromisoformat(at)) for c, t, at in json.loads(text)]

@@ -12,6 +12,7 @@ import json
 import queue
 import threading
 from collections.abc import Iterable, Iterator
+from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -19,79 +20,66 @@ from psycopg.copy import FileWriter
 
 from schemas.recipient import NO_PREFERENCES, Address, Recipient, RecipientChange
 
-__all__ = ["IMPORT_CHUNK", "NO_PREFERENCES", "Change", "Prepared", "change_target", "prepare"]
+__all__ = [
+    "IMPORT_CHUNK", "NO_PREFERENCES", "Change", "Prepared", "change_target", "live_addresses",
+    "prepare",
+]  # fmt: skip
 
 # One record of the recipients topic as the stage hands it over: (partition, offset, the
 # decoded change or None for a tombstone, the record key `<tenant>/<id>`).
 Change = tuple[int, int, RecipientChange | None, bytes]
 
-# The batch tables every write goes through: one row per recipient (`seq` its place in the
-# batch) and one per address, each filled by one COPY.
+# The batch table every write goes through: one row per recipient (`seq` its place in the
+# batch), its addresses inline (a JSON array, and the tokens a push service may report dead),
+# filled by one COPY.
 _BATCH_COLUMNS = (
     "seq", "tenant", "id", "email", "phone", "locale", "timezone", "attributes",
-    "preferences", "src_partition", "src_offset",
+    "preferences", "src_partition", "src_offset", "addresses", "tokens",
 )  # fmt: skip
 _BATCH_TYPES = (
     "int8", "text", "text", "text", "text", "text", "text", "text", "text", "int4", "int8",
-)  # fmt: skip
-_ADDR_COLUMNS = (
-    "seq", "tenant", "recipient_id", "position", "channel", "address", "platform", "app_id",
-    "last_seen", "endpoint",
-)  # fmt: skip
-_ADDR_TYPES = (
-    "int8", "text", "text", "int4", "text", "text", "text", "text", "timestamptz", "text",
+    "text", "text",
 )  # fmt: skip
 _TEMP = (
     "create temp table if not exists dir_batch ("
     " seq bigint not null, tenant text not null, id text not null, email text, phone text,"
     " locale text, timezone text, attributes text not null, preferences text not null,"
-    " src_partition integer not null, src_offset bigint not null) on commit delete rows;"
-    "create temp table if not exists dir_addr ("
-    " seq bigint not null, tenant text not null, recipient_id text not null,"
-    " position integer not null, channel text not null, address text not null,"
-    " platform text, app_id text, last_seen timestamptz, endpoint text)"
-    " on commit delete rows;"
-    "create temp table if not exists dir_applied (tenant text not null, id text not null)"
-    " on commit delete rows"
+    " src_partition integer not null, src_offset bigint not null, addresses text not null,"
+    " tokens text not null) on commit delete rows"
 )
 _COPY = f"copy dir_batch ({', '.join(_BATCH_COLUMNS)}) from stdin (format binary)"
-_COPY_ADDR = f"copy dir_addr ({', '.join(_ADDR_COLUMNS)}) from stdin (format binary)"
 
-_FIELDS = "email, phone, locale, timezone, attributes, preferences"
+_FIELDS = "email, phone, locale, timezone, attributes, preferences, addresses, tokens"
+_VALUES = (
+    "tenant, id, email, phone, locale, timezone, attributes::jsonb, preferences::jsonb, "
+    "addresses::json, tokens::text[], src_partition, src_offset"
+)
 _SET = (
     "email = excluded.email, phone = excluded.phone, locale = excluded.locale, "
     "timezone = excluded.timezone, attributes = excluded.attributes, "
-    "preferences = excluded.preferences, updated_at = now()"
+    "preferences = excluded.preferences, addresses = excluded.addresses, "
+    "tokens = excluded.tokens, updated_at = now()"
 )
 
 
 def _upsert(source: str, *, from_topic: bool) -> str:
-    """The upsert of every recipient in `source` (a dir_batch-shaped relation).
+    """The upsert of every recipient in `source` (a dir_batch-shaped relation); its row
+    count is the recipients written.
 
     From the topic: only where the change is newer than the row (another partition counts
     as newer: the topic was repartitioned, or the row was imported), moving the row's
     position. From an import: always, keeping the row's topic position, so an older topic
     record replayed later still can't overwrite what was imported after it.
     """
-    cols = f"tenant, id, {_FIELDS}, src_partition, src_offset"
-    vals = (
-        "tenant, id, email, phone, locale, timezone, attributes::jsonb, preferences::jsonb, "
-        "src_partition, src_offset"
+    head = (
+        f"insert into recipients as r (tenant, id, {_FIELDS}, src_partition, src_offset) "
+        f"select {_VALUES} from {source} s on conflict (tenant, id) do update set {_SET}"
     )
-    head = f"insert into recipients as r ({cols}) select {vals} from {source} s "
     if not from_topic:
-        # (rows written, rows that existed before): only those have old addresses to delete.
-        return (
-            f"with up as ({head}on conflict (tenant, id) do update set {_SET} "
-            "returning r.tenant, r.id, r.xmax = 0 as inserted), "
-            "old as (insert into dir_applied select tenant, id from up where not inserted "
-            "returning 1) select (select count(*) from up), (select count(*) from old)"
-        )
+        return head
     return (
-        f"with up as ({head}on conflict (tenant, id) do update set {_SET}, "
-        "src_partition = excluded.src_partition, src_offset = excluded.src_offset "
-        "where r.src_partition <> excluded.src_partition or r.src_offset < excluded.src_offset "
-        "returning r.tenant, r.id) insert into dir_applied select tenant, id from up"
+        f"{head}, src_partition = excluded.src_partition, src_offset = excluded.src_offset "
+        "where r.src_partition <> excluded.src_partition or r.src_offset < excluded.src_offset"
     )
 
 
@@ -103,41 +91,12 @@ def _insert_new(source: str) -> str:
     """
     return (
         f"insert into recipients (tenant, id, {_FIELDS}, src_partition, src_offset) "
-        "select tenant, id, email, phone, locale, timezone, attributes::jsonb, "
-        f"preferences::jsonb, src_partition, src_offset from {source}"
+        f"select {_VALUES} from {source}"
     )
 
 
-def _addresses(keys: str, only: str) -> tuple[str, str]:
-    """(delete the old addresses, insert the new ones) of the recipients in `keys`.
-
-    The new ones are dir_addr's rows, those of `only` ("": all). An address `dead_tokens`
-    lists is left out unless it was seen after it was reported dead.
-    """
-    delete = (
-        f"delete from recipient_addresses a using {keys} x "
-        "where a.tenant = x.tenant and a.recipient_id = x.id"
-    )
-    insert = (
-        "insert into recipient_addresses (tenant, recipient_id, position, channel, address, "
-        "platform, app_id, last_seen, endpoint) "
-        "select b.tenant, b.recipient_id, b.position, b.channel, b.address, b.platform, "
-        f"b.app_id, b.last_seen, b.endpoint from dir_addr b{only} "
-        "where not exists (select 1 from dead_tokens d where d.channel = b.channel "
-        "and d.token = coalesce(b.endpoint, b.address) "
-        "and (b.last_seen is null or b.last_seen <= d.last_seen_at))"
-    )
-    return delete, insert
-
-
-# Only the addresses of the recipients applied (from the topic: those newer than the row).
-_ONLY_APPLIED = " join dir_applied x on x.tenant = b.tenant and x.id = b.recipient_id"
 # An import chunk listing a recipient twice: only its last one counts.
 _DEDUPED = "(select distinct on (tenant, id) * from dir_batch order by tenant, id, seq desc)"
-_ONLY_LAST = (
-    " join (select distinct on (tenant, id) seq from dir_batch order by tenant, id, seq desc)"
-    " w on w.seq = b.seq"
-)
 
 _DELETE = (
     "delete from recipients r "
@@ -145,14 +104,18 @@ _DELETE = (
     "where r.tenant = d.tenant and r.id = d.id and (r.src_partition <> d.p or r.src_offset < d.o)"
 )
 
+# Each recipient as JSON, and the tokens of its addresses a push service reported dead
+# (`dead_tokens`: [[channel, token, last reported], …], or null when none is), for
+# `live_addresses` to leave out: a dead address is hidden on every read rather than deleted
+# from every row that lists it (no index from token to recipient to maintain on each write).
 _LOOKUP = (
     "select json_build_object('tenant', r.tenant, 'id', r.id, 'email', r.email, "
     "'phone', r.phone, 'locale', r.locale, 'timezone', r.timezone, "
-    "'attributes', r.attributes, 'preferences', r.preferences, 'addresses', "
-    "coalesce((select json_agg(json_build_object('channel', a.channel, 'address', a.address, "
-    "'platform', a.platform, 'app_id', a.app_id, 'last_seen', a.last_seen) "
-    "order by a.position, a.address) from recipient_addresses a "
-    "where a.tenant = r.tenant and a.recipient_id = r.id), '[]'::json))::text "
+    "'attributes', r.attributes, 'preferences', r.preferences, "
+    "'addresses', r.addresses)::text, "
+    "case when cardinality(r.tokens) > 0 then (select json_agg(json_build_array("
+    "d.channel, d.token, d.last_seen_at))::text from dead_tokens d "
+    "where d.token = any(r.tokens)) end "
     "from unnest(%s::text[], %s::text[]) as k(tenant, id) "
     "join recipients r on r.tenant = k.tenant and r.id = k.id"
 )
@@ -160,8 +123,6 @@ _LOOKUP = (
 # Rows per COPY of an import: big enough that a round trip is nothing, small enough that
 # reading the next chunk overlaps Postgres merging this one, and memory stays bounded.
 IMPORT_CHUNK = 20_000
-
-# The preferences of a recipient who set none (share it: building one costs more than a row).
 
 
 def change_target(change: RecipientChange | None, key: bytes) -> tuple[str, str]:
@@ -196,8 +157,8 @@ _DUMP = json.JSONEncoder(separators=(",", ":"), default=str).encode
 # attributes JSON, preferences JSON), and its addresses as (channel, address, platform,
 # app_id, last_seen, endpoint), each (channel, address) once.
 Prepared = tuple[tuple[Any, ...], list[tuple[Any, ...]]]
-# One recipient's rows of the batch tables: its dir_batch row, its dir_addr rows.
-_Batch = tuple[tuple[Any, ...], list[tuple[Any, ...]]]
+# One recipient's row of the batch table (`_BATCH_COLUMNS`).
+_Batch = tuple[Any, ...]
 
 
 def prepare(r: Recipient) -> Prepared:
@@ -222,17 +183,68 @@ def prepare(r: Recipient) -> Prepared:
     ]
 
 
+def _array_item(token: str, dumped: str | None = None) -> str:
+    # One element of a Postgres array literal, quoted. A JSON dump with no backslash has no
+    # `"`, `\\` or control character inside (ensure_ascii: nor anything non-ASCII): it is
+    # already one.
+    dumped = dumped or _DUMP(token)
+    if "\\" not in dumped:
+        return dumped
+    return '"' + token.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 def _batch_rows(p: Prepared, seq: int, partition: int, offset: int) -> _Batch:
+    """The dir_batch row of one recipient: its fields, its addresses as one JSON array (each
+    as the Address model reads it back, None fields left out), and, as an array literal,
+    the tokens a push service would report dead (push: the token; webpush: the endpoint)."""
     fields, addrs = p
-    tenant, rid = fields[0], fields[1]
-    return (seq, *fields, partition, offset), [
-        (seq, tenant, rid, pos, *a) for pos, a in enumerate(addrs)
-    ]
+    if not addrs:
+        return (seq, *fields, partition, offset, "[]", "{}")
+    items: list[str] = []
+    tokens: list[str] = []
+    for channel, address, platform, app_id, last_seen, endpoint in addrs:
+        dumped = _DUMP(address)
+        item = f'{{"channel":"{channel}","address":{dumped}'
+        if platform is not None:
+            item += f',"platform":"{platform}"'
+        if app_id is not None:
+            item += f',"app_id":{_DUMP(app_id)}'
+        if last_seen is not None:
+            item += f',"last_seen":"{last_seen.isoformat()}"'
+        items.append(item + "}")
+        if endpoint is not None:
+            tokens.append(_array_item(endpoint))
+        elif channel == "push" or channel == "webpush":
+            tokens.append(_array_item(address, dumped))
+    return (seq, *fields, partition, offset, f"[{','.join(items)}]", f"{{{','.join(tokens)}}}")
+
+
+def live_addresses(r: Recipient, dead: Iterable[tuple[str, str, datetime]]) -> Recipient:
+    """`r` without the addresses `dead` ((channel, token, last reported dead)) names; pure.
+
+    An address is dead when its channel and token (webpush: its endpoint, or its whole
+    subscription JSON) match a report and it was not seen after that report (`last_seen`
+    later: the app was reinstalled and the token reissued).
+    """
+    reports: dict[tuple[str, str], datetime] = {}
+    for channel, token, at in dead:
+        key = (channel, token)
+        reports[key] = max(at, reports.get(key, at))
+
+    def alive(a: Address) -> bool:
+        for token in (a.address, _endpoint(a)):
+            at = reports.get((a.channel, token)) if token is not None else None
+            if at is not None and (a.last_seen is None or a.last_seen <= at):
+                return False
+        return True
+
+    kept = tuple(a for a in r.addresses if alive(a))
+    return r if len(kept) == len(r.addresses) else r.model_copy(update={"addresses": kept})
 
 
 # One import chunk as `_Feed` hands it over: (its rows, the binary COPY data of its dir_batch
-# rows, that of its dir_addr rows).
-_Chunk = tuple[int, bytes, bytes]
+# rows).
+_Chunk = tuple[int, bytes]
 
 
 def _copy_data(cursor: psycopg.Cursor[Any], types: tuple[str, ...], rows: Iterable[Any]) -> bytes:
@@ -282,9 +294,7 @@ class _Feed:
             self._put(exc)
 
     def _format(self, chunk: list[_Batch]) -> _Chunk:
-        batch = _copy_data(self._cursor, _BATCH_TYPES, (row for row, _ in chunk))
-        addrs = _copy_data(self._cursor, _ADDR_TYPES, (a for _, ad in chunk for a in ad))
-        return len(chunk), batch, addrs
+        return len(chunk), _copy_data(self._cursor, _BATCH_TYPES, chunk)
 
     def _put(self, item: _Chunk | BaseException | None) -> bool:
         while not self._stop.is_set():

@@ -245,6 +245,15 @@ class World:
                 p.wait(10)
 
 
+def stored_addresses(pg: Any, tenant: str) -> int:
+    """How many addresses the directory's rows of `tenant` hold (hidden dead ones too)."""
+    row = pg.execute(
+        "select coalesce(sum(json_array_length(addresses)), 0) from recipients where tenant = %s",
+        (tenant,),
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
 def read_committed(
     settings: TidingsSettings, topic: str, *, idle_s: float = 3.0, timeout_s: float = 60.0
 ) -> list[Any]:

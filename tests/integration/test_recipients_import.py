@@ -20,6 +20,7 @@ from schemas.settings import TidingsSettings
 from streams.cli.main import main
 from streams.state.directory import Directory
 from streams.state.recipient_rows import upsert_change
+from tests.integration.pipeline import stored_addresses
 
 pytestmark = pytest.mark.integration
 
@@ -86,7 +87,7 @@ def test_jsonl_imports_replacing_addresses_and_the_last_duplicate_wins(
     assert got[(tenant, "u1")].addresses_on("webhook") == ["https://example.com/hook"]
     assert got[(tenant, "u1")].addresses_on("push") == [], "an upsert replaces every address"
     assert got[(tenant, "u2")].preferences.channels == ("sms",)
-    assert count(pg, "recipient_addresses", tenant) == 2
+    assert stored_addresses(pg, tenant) == 2
 
 
 def test_a_row_only_postgres_refuses_leaves_nothing_half_written(
@@ -115,7 +116,9 @@ def test_a_dead_token_leaves_the_directory_and_is_not_written_back(
         Address(channel="push", address=f"{tenant}-live", platform="fcm"),
         Address(channel="webpush", address=sub),
     ))  # fmt: skip
-    directory.apply([(0, 1, upsert_change(r), r.key())])
+    # Another recipient lists the same device (a shared tablet): it goes for both.
+    other = Recipient(tenant=tenant, id="u2", addresses=r.addresses[:1])
+    directory.apply([(0, 1, upsert_change(r), r.key()), (0, 2, upsert_change(other), other.key())])
     hook = PostgresDeadTokens(settings.postgres.conninfo())
 
     async def report() -> None:
@@ -124,26 +127,53 @@ def test_a_dead_token_leaves_the_directory_and_is_not_written_back(
             await hook(DeadToken(channel, "fcm", "user:u1", token, "UNREGISTERED", "n-1"))
         await hook.close()
 
+    def pushes(rid: str) -> list[str]:
+        return directory.lookup([(tenant, rid)])[(tenant, rid)].addresses_on("push")
+
     tokens = [f"{tenant}-dead", f"https://push.example/{tenant}"]
     try:
         asyncio.run(report())
         assert directory.lookup([(tenant, "u1")])[(tenant, "u1")].addresses == r.addresses[1:2]
+        assert pushes("u2") == []
         # The producing team still lists the dead token: it stays out ...
-        directory.apply([(0, 2, upsert_change(r), r.key())])
-        assert [a.address for a in directory.lookup([(tenant, "u1")])[(tenant, "u1")].addresses
-                ] == [f"{tenant}-live"]  # fmt: skip
+        directory.apply([(0, 3, upsert_change(r), r.key())])
+        assert pushes("u1") == [f"{tenant}-live"]
         # ... unless the device was seen after the report (reinstalled, token reissued).
         seen = datetime.now(UTC) + timedelta(seconds=5)
         back = r.model_copy(update={"addresses": (r.addresses[0].model_copy(
             update={"last_seen": seen}),)})  # fmt: skip
-        directory.apply([(0, 3, upsert_change(back), r.key())])
-        assert directory.lookup([(tenant, "u1")])[(tenant, "u1")].addresses_on("push") == [
-            f"{tenant}-dead"
-        ]
-        assert directory.remove_address("push", f"{tenant}-dead") == 1
-        assert count(pg, "recipient_addresses", tenant) == 0
+        directory.apply([(0, 4, upsert_change(back), r.key())])
+        assert pushes("u1") == [f"{tenant}-dead"]
+        assert pushes("u2") == [], "seen again on u1's record only"
+        # The rows keep what their producers sent; reads hide the dead.
+        assert stored_addresses(pg, tenant) == 2
     finally:
         pg.execute("delete from dead_tokens where token = any(%s)", (tokens,))
+
+
+def test_odd_tokens_are_stored_exactly_and_hidden_when_dead(
+    tenant: str, directory: Directory, pg: PG, settings: TidingsSettings
+) -> None:
+    odd = [f'{tenant}-q"uote', f"{tenant}-back\\slash", f"{tenant}-\u00e9t\u00e9 {{x,y}}", "NULL"]
+    r = Recipient(tenant=tenant, id="u1", addresses=tuple(
+        Address(channel="push", address=t, platform="fcm") for t in odd
+    ))  # fmt: skip
+    directory.import_rows([r])
+    row = pg.execute("select tokens from recipients where tenant = %s", (tenant,)).fetchone()
+    assert row is not None and row[0] == odd
+    assert directory.lookup([(tenant, "u1")])[(tenant, "u1")] == r
+    hook = PostgresDeadTokens(settings.postgres.conninfo())
+
+    async def report() -> None:
+        for token in odd[:3]:
+            await hook(DeadToken("push", "fcm", "user:u1", token, "UNREGISTERED", "n-1"))
+        await hook.close()
+
+    try:
+        asyncio.run(report())
+        assert directory.lookup([(tenant, "u1")])[(tenant, "u1")].addresses_on("push") == ["NULL"]
+    finally:
+        pg.execute("delete from dead_tokens where token = any(%s)", (odd[:3],))
 
 
 def test_import_rate_of_200k_rows(
@@ -162,7 +192,7 @@ def test_import_rate_of_200k_rows(
     took = time.monotonic() - t0
     out = capsys.readouterr().out
     assert count(pg, "recipients", tenant) == n
-    assert count(pg, "recipient_addresses", tenant) == n * 3 // 2
+    assert stored_addresses(pg, tenant) == n * 3 // 2
     with capsys.disabled():
         print(f"\n  recipients import: {n:,} rows in {took:.1f} s = {n / took:,.0f} rows/s "
               f"(end to end, the command says: {out.strip()})")  # fmt: skip

@@ -41,7 +41,7 @@ from streams.runtime.kafka import ensure_topics
 from streams.state.db import apply_migrations
 from streams.state.directory import Directory
 from streams.state.recipient_rows import delete_change, upsert_change
-from tests.integration.pipeline import read_committed, wait_until
+from tests.integration.pipeline import read_committed, stored_addresses, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -153,11 +153,6 @@ def stored(rt: Topic, ids: list[str]) -> dict[str, Recipient]:
         d.close()
 
 
-def address_rows(pg: PG, tenant: str) -> int:
-    row = pg.execute("select count(*) from recipient_addresses where tenant = %s", (tenant,))
-    return int(row.fetchone()[0])  # type: ignore[index]
-
-
 # ------------------------------------------------------------ through the stage
 
 
@@ -190,7 +185,7 @@ def test_upserts_and_deletes_materialise_and_the_topic_is_compacted(
     assert got["u1"] == u1
     assert got["u1"].preferences.categories == ("billing",)
     assert got["u4"] == u4
-    assert address_rows(pg, rt.tenant) == 1, "u2's addresses went with it"
+    assert stored_addresses(pg, rt.tenant) == 1, "u2's addresses went with it"
 
 
 def test_a_malformed_record_is_dead_lettered_and_the_next_one_applied(rt: Topic) -> None:
@@ -298,10 +293,10 @@ def test_a_redelivered_batch_changes_nothing_and_an_older_offset_never_wins(
         assert pg.execute("select updated_at from recipients where tenant = %s",
                           (rt.tenant,)).fetchone() == stamp  # fmt: skip
         assert d.lookup([(rt.tenant, "u1")]) == {(rt.tenant, "u1"): v2}
-        assert address_rows(pg, rt.tenant) == 1
+        assert stored_addresses(pg, rt.tenant) == 1
         assert d.apply([(0, 11, None, key)]) == 1, "a newer tombstone erases"
         assert d.lookup([(rt.tenant, "u1")]) == {}
-        assert address_rows(pg, rt.tenant) == 0, "and its addresses"
+        assert stored_addresses(pg, rt.tenant) == 0, "and its addresses"
     finally:
         d.close()
 
@@ -419,7 +414,7 @@ def test_kill_9_mid_stream_then_restart_ends_equal_to_the_topic(rt: Topic, pg: P
         wait_until(lambda: stored(rt, ids) == expected, 120,
                    "the directory equal to the topic's final state")  # fmt: skip
         want_addresses = sum(len(r.addresses) for r in expected.values())
-        assert address_rows(pg, rt.tenant) == want_addresses
+        assert stored_addresses(pg, rt.tenant) == want_addresses
     except AssertionError as exc:
         raise AssertionError(f"{exc}\nrestarted stage's log:\n{rt.log(1)}") from None
     finally:

@@ -2,11 +2,11 @@
 
 `PostgresDeadTokens(conninfo)` is a DeadTokenHook (`await hook(dead)`). It upserts one row per
 (channel, token): a token reported again keeps `first_seen_at` and moves `last_seen_at`, so
-replays and retries add nothing. The same statement deletes the address from the recipient
-directory (`recipient_addresses`, matched by channel and token, or for Web Push by the
-subscription's endpoint), so the next send skips it; the directory also refuses to write it
-back unless it was seen after it was reported (streams/state/directory.py). The tables come
-from migrations `0005_dead_tokens.sql` and `0006_recipients.sql` (`tidings db migrate`).
+replays and retries add nothing. The recipient directory reads this table with every
+lookup and leaves the address out (matched by channel and token, or for Web Push by the
+subscription's endpoint) unless it was seen after it was reported, so the next send to
+anyone listing it skips it (streams/state/directory.py). The table comes from migrations
+`0005_dead_tokens.sql` and `0008_inline_addresses.sql` (`tidings db migrate`).
 
 One connection, opened on the first call (never in `__init__`, so building providers connects
 to nothing and the connection belongs to the event loop that sends), calls serialised on it.
@@ -25,10 +25,7 @@ from processors.channels.push.deadtoken import DeadToken
 
 __all__ = ["PostgresDeadTokens"]
 
-# One statement, so one transaction: the address leaves the directory iff the report is kept.
 _UPSERT = (
-    "WITH removed AS (DELETE FROM recipient_addresses "
-    "WHERE channel = %(channel)s AND (address = %(token)s OR endpoint = %(token)s)) "
     "INSERT INTO dead_tokens (channel, token, recipient, provider, reason, notification_id) "
     "VALUES (%(channel)s, %(token)s, %(recipient)s, %(provider)s, %(reason)s, %(nid)s) "
     "ON CONFLICT (channel, token) DO UPDATE SET recipient = EXCLUDED.recipient, "
@@ -55,8 +52,8 @@ class PostgresDeadTokens:
         self._lock = asyncio.Lock()  # binds to the loop of its first use, not to this thread
 
     async def __call__(self, dead: DeadToken) -> None:
-        """Upsert the row and delete the address from the directory; awaits Postgres for at
-        most `timeout_s`.
+        """Upsert the row (the directory hides the address from then on); awaits Postgres
+        for at most `timeout_s`.
 
         Raises psycopg.Error or TimeoutError when Postgres is down, and RuntimeError (with the
         fix) when a table is missing; the providers' `report_dead` logs these, never raises.

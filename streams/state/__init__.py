@@ -26,6 +26,7 @@ from streams.state.directory_rows import (
     Change,
     Prepared,
     change_target,
+    live_addresses,
     prepare,
 )
 from streams.state.dirwatch import DirWatch
@@ -71,6 +72,7 @@ __all__ = [
     "count_lines",
     "delete_change",
     "describe",
+    "live_addresses",
     "login_fix",
     "migrations",
     "month_start",

@@ -33,6 +33,7 @@ __all__ = [
     "CatalogSettings",
     "ChannelsSettings",
     "DecodeLimits",
+    "GatewaySettings",
     "GroupSettings",
     "KafkaSettings",
     "LogSettings",
@@ -308,6 +309,22 @@ def _config_file_source(path: str | None) -> dict[str, Any]:
     return data
 
 
+class GatewaySettings(Frozen):
+    """The gateway: tidings' REST API (docs/api.md), `tidings run --stage gateway`."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8089, ge=1, le=65535)
+    # Whether `tidings run` without --stage includes the gateway stage.
+    enabled: bool = False
+    # A request body larger than this is refused (413) before it is read whole.
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024, le=64 * 1024 * 1024)
+    # Events in one `application/cloudevents-batch+json` request, at most.
+    max_batch: int = Field(default=500, ge=1, le=10_000)
+    # How long a verified API key is trusted without reading Postgres again: a revoked key
+    # keeps working on a running gateway for at most this long.
+    key_cache_s: float = Field(default=30.0, ge=0.0, le=3600.0)
+
+
 class TidingsSettings(BaseSettings):
     """Every setting of tidings; env `TIDINGS_<SECTION>__<FIELD>` overrides the file."""
 
@@ -330,6 +347,7 @@ class TidingsSettings(BaseSettings):
     catalog: CatalogSettings = CatalogSettings()
     route: RouteSettings = RouteSettings()
     callbacks: CallbacksSettings = CallbacksSettings()
+    gateway: GatewaySettings = GatewaySettings()
     runtime: RuntimeSettings = RuntimeSettings()
     observe: ObserveSettings = ObserveSettings()
     log: LogSettings = LogSettings()

@@ -45,12 +45,15 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 # Every stage `--stage` accepts. `tidings run` without --stage runs `default_stages(settings)`.
-STAGES = ("route", "deliver", "audit", "recipients", "callbacks")
+STAGES = ("route", "deliver", "audit", "recipients", "callbacks", "gateway")
+# Stages that serve one HTTP port: one process each per host.
+HTTP_STAGES = ("callbacks", "gateway")
 
 
 def default_stages(settings: TidingsSettings) -> tuple[str, ...]:
-    """The stages `tidings run` runs when none is named: all, callbacks only when enabled."""
-    return tuple(n for n in STAGES if n != "callbacks" or settings.callbacks.enabled)
+    """The stages `tidings run` runs when none is named: all, the HTTP ones when enabled."""
+    enabled = {"callbacks": settings.callbacks.enabled, "gateway": settings.gateway.enabled}
+    return tuple(n for n in STAGES if enabled.get(n, True))
 
 
 # `--workers` at most: more members than partitions only sit idle (docs/operations.md).
@@ -78,22 +81,23 @@ def plan_processes(stages: tuple[str, ...], *, workers: int = 1, threads: bool =
 
     Default: every stage its own process (no shared GIL), `workers` of each. `threads`: one
     process running all `stages` as threads (the in-process mode), `workers` of those.
-    `callbacks` is an HTTP server on one port, so it never gets more than one process:
+    `callbacks` and `gateway` serve one HTTP port, so they never get more than one process:
     asked for explicitly (`named`) with `workers` > 1, that is an error; in the default set
     it runs once. One unit means: run it in this process, no supervisor.
     """
     if not 1 <= workers <= MAX_WORKERS:
         raise ValueError(f"--workers must be 1..{MAX_WORKERS}, got {workers}")
-    if workers > 1 and "callbacks" in stages and (named or threads):
+    http = [st for st in stages if st in HTTP_STAGES]
+    if workers > 1 and http and (named or threads):
         raise ValueError(
-            "--workers > 1 with the callbacks stage: it serves one HTTP port, so run one "
-            "callbacks process per host (`tidings run --stage callbacks`)"
+            f"--workers > 1 with the {http[0]} stage: it serves one HTTP port, so run one "
+            f"{http[0]} process per host (`tidings run --stage {http[0]}`)"
         )
     if threads:
         return [Unit(stages, i, workers) for i in range(workers)]
     units: list[Unit] = []
     for st in stages:
-        n = 1 if st == "callbacks" else workers
+        n = 1 if st in HTTP_STAGES else workers
         units += [Unit((st,), i, n) for i in range(n)]
     return units
 
@@ -142,6 +146,10 @@ def _build(name: str, ctx: StageContext) -> Stage:
         from streams.stages.callbacks import CallbacksStage
 
         return CallbacksStage(ctx)
+    if name == "gateway":
+        from streams.stages.gateway import GatewayStage
+
+        return GatewayStage(ctx)
     raise ValueError(f"unknown stage {name!r}; use one of {', '.join(STAGES)}")
 
 

@@ -44,9 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     doctor.set_defaults(handler=_doctor)
 
-    from streams.cli import catalog, commands, dlq, recipients, status, tenants
+    from streams.cli import apikeys, catalog, commands, dlq, recipients, status, tenants
 
     commands.register(sub)
+    apikeys.register(sub)
     catalog.register(sub)
     dlq.register(sub)
     recipients.register(sub)

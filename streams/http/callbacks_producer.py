@@ -43,11 +43,15 @@ class AckProducer:
     error (it cannot produce any more: the process must restart).
     """
 
-    def __init__(self, settings: TidingsSettings, *, ack_timeout_s: float = ACK_TIMEOUT_S) -> None:
+    def __init__(
+        self, settings: TidingsSettings, *, ack_timeout_s: float = ACK_TIMEOUT_S,
+        stage: str = "callbacks",
+    ) -> None:  # fmt: skip
         self._settings = settings
         self._ack_timeout_s = ack_timeout_s
         self._producer: Producer | None = None
-        self._counter = OutputCounter("callbacks", settings.topics)
+        self._stage = stage
+        self._counter = OutputCounter(stage, settings.topics)
         self._poller: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._in_flight = 0
@@ -60,7 +64,7 @@ class AckProducer:
             "error_cb": self._on_error,
         }
         self._producer = make_producer(self._settings, **extra)
-        self._poller = asyncio.create_task(self._serve(), name="callbacks-kafka-poll")
+        self._poller = asyncio.create_task(self._serve(), name=f"{self._stage}-kafka-poll")
 
     async def send(self, out: Out) -> None:
         """Produce `out` and return once the broker acknowledged it (acks=all).

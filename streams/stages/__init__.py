@@ -1,5 +1,6 @@
 """One module per consumer-group stage: route, deliver (with its worker and outputs),
-audit, recipients (the directory's materialiser), and the provider callbacks stage.
+audit, recipients (the directory's materialiser), the provider callbacks stage, and the
+gateway (the REST API).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from streams.stages.deliver_outputs import (
 )
 from streams.stages.deliver_recheck import ADDRESS_CHANGED, PreferenceRecheck, recheck
 from streams.stages.deliver_worker import Completion, DeliverWorker
+from streams.stages.gateway import GatewayStage
+from streams.stages.http_stage import HttpStage
 from streams.stages.recipients import RecipientsStage, decode_change
 from streams.stages.resolve import (
     NO_ADDRESS,
@@ -56,6 +59,8 @@ __all__ = [
     "DeliverStage",
     "DeliverWorker",
     "DirectoryView",
+    "GatewayStage",
+    "HttpStage",
     "Item",
     "Made",
     "Outcome",

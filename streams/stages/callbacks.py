@@ -14,42 +14,23 @@ import logging
 
 from aiohttp import web
 
-from streams.exceptions import FatalStageError, StageStopping
+from streams.exceptions import FatalStageError
 from streams.http.callbacks import callback_url_problems, redact
 from streams.http.callbacks_app import CallbackHandlers
 from streams.http.callbacks_producer import ACK_TIMEOUT_S, AckProducer
 from streams.http.unsubscribe import UnsubscribeHandlers
-from streams.runtime.outage import Outage
-from streams.runtime.stage import StageContext
+from streams.stages.http_stage import HttpStage
 from streams.state import DeliveryLog, Directory
-from streams.state.db import wait_for_migrations
 
 __all__ = ["CallbacksStage"]
 
 log = logging.getLogger(__name__)
 
 
-class CallbacksStage:
+class CallbacksStage(HttpStage):
     """Serve provider callbacks until `stop` is set."""
 
     name = "callbacks"
-
-    def __init__(self, ctx: StageContext) -> None:
-        self._s = ctx.settings
-        self._stop = ctx.stop
-        self._metrics = ctx.metrics
-
-    def run(self) -> None:
-        """Serve until `stop` is set; blocks. Raises FatalStageError when the port cannot be
-        bound or the Kafka producer failed fatally."""
-        s = self._s
-        pg = Outage("callbacks", "postgres", limit_s=s.runtime.outage_limit_s,
-                    metrics=self._metrics)  # fmt: skip
-        try:
-            wait_for_migrations(s.postgres.conninfo(), "callbacks", self._stop, pg)
-        except StageStopping:
-            return
-        asyncio.run(self._serve())
 
     async def _serve(self) -> None:
         s = self._s

@@ -38,7 +38,7 @@ Builds = dict[str, list[Obj]]
 # Every stage `tidings run --stage` knows: a stage added to the code without its manifests
 # fails here. All but callbacks (an HTTP server) consume a group each: KEDA scales those.
 STAGES = APP_STAGES
-CONSUMER_STAGES = tuple(s for s in STAGES if s != "callbacks")
+CONSUMER_STAGES = tuple(s for s in STAGES if s not in ("callbacks", "gateway"))
 CONTAINER = "tidings"
 # The oldest Kubernetes these manifests are meant for, and the newest schemas shipped.
 K8S_VERSIONS = ("1.31.0", kubernetes_validate.latest_version())
@@ -434,19 +434,20 @@ def test_every_stage_has_a_pdb_selecting_exactly_its_pods(
     assert pdb["spec"]["maxUnavailable"] == 1
 
 
-def test_callbacks_listens_on_all_interfaces_behind_its_service(builds: Builds) -> None:
+@pytest.mark.parametrize("stage", ["callbacks", "gateway"])
+def test_an_http_stage_listens_on_all_interfaces_behind_its_service(
+    builds: Builds, stage: str
+) -> None:
     for docs in builds.values():
-        s = settings_of(docs, "callbacks")
-        assert s.callbacks.host == "0.0.0.0"
-        ports = {
-            p["name"]: p["containerPort"] for p in container(deployment(docs, "callbacks"))["ports"]
-        }
-        assert ports["callbacks"] == s.callbacks.port
-        svc = kinds(docs, "Service")["tidings-callbacks"]
+        s = getattr(settings_of(docs, stage), stage)
+        assert s.host == "0.0.0.0"
+        ports = {p["name"]: p["containerPort"] for p in container(deployment(docs, stage))["ports"]}
+        assert ports[stage] == s.port
+        svc = kinds(docs, "Service")[f"tidings-{stage}"]
         assert svc["spec"]["selector"].items() <= (
-            deployment(docs, "callbacks")["spec"]["template"]["metadata"]["labels"].items()
+            deployment(docs, stage)["spec"]["template"]["metadata"]["labels"].items()
         )
-        assert svc["spec"]["ports"][0]["targetPort"] == "callbacks"
+        assert svc["spec"]["ports"][0]["targetPort"] == stage
 
 
 @pytest.mark.parametrize("target", TARGETS)

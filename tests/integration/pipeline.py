@@ -245,6 +245,36 @@ class World:
                 p.wait(10)
 
 
+@contextmanager
+def http_stage(settings: TidingsSettings, stage: str, base_url: str) -> Iterator[None]:
+    """Run the HTTP stage `stage` (`run_stages`, on a thread) until `base_url`/healthz
+    answers 200 (≤ 30 s); on exit stop it, and check it stopped cleanly within 60 s."""
+    import httpx
+
+    stop = threading.Event()
+    rc: list[int] = []
+    t = threading.Thread(
+        target=lambda: rc.append(run_stages(settings, (stage,), stop=stop)), name=stage
+    )
+    t.start()
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(base_url + "/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert t.is_alive() and time.monotonic() < deadline, f"{stage} did not start: {rc}"
+            time.sleep(0.1)
+        yield
+    finally:
+        stop.set()
+        t.join(60)
+    assert not t.is_alive(), f"{stage} stage did not stop within 60 s"
+    assert rc == [0], f"{stage} stage exited {rc}"
+
+
 def stored_addresses(pg: Any, tenant: str) -> int:
     """How many addresses the directory's rows of `tenant` hold (hidden dead ones too)."""
     row = pg.execute(

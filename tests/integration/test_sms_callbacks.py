@@ -8,7 +8,6 @@ port, requests over HTTP with httpx, signatures computed the way Twilio computes
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -26,7 +25,6 @@ from schemas.notification import Notification, notification_id
 from schemas.providers import ChannelsSettings, TwilioProviderSettings
 from schemas.settings import CallbacksSettings, TidingsSettings
 from schemas.status import StatusEvent, build_status
-from streams.app import run_stages
 from streams.http.callbacks import callback_url
 from streams.http.callbacks_app import MAX_BODY_BYTES, CallbackHandlers
 from streams.http.callbacks_producer import AckProducer
@@ -34,7 +32,7 @@ from streams.runtime.kafka import ensure_topics
 from streams.runtime.metrics import Metrics
 from streams.state import DeliveryLog, SentRecord
 from streams.state.db import apply_migrations
-from tests.integration.pipeline import read_committed
+from tests.integration.pipeline import http_stage, read_committed
 from tests.peers.npm import free_port
 
 # The base URL as Twilio sees it (a proxy in front); the test talks to 127.0.0.1 directly.
@@ -130,32 +128,14 @@ def server(settings: TidingsSettings) -> Iterator[Server]:
     s = callbacks_settings(settings, topic, port)
     ensure_topics(s, {topic: 1})
     apply_migrations(s.postgres.conninfo())
-    stop = threading.Event()
-    rc: list[int] = []
-    t = threading.Thread(
-        target=lambda: rc.append(run_stages(s, ("callbacks",), stop=stop)), name="callbacks"
-    )
-    t.start()
     local = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(local + "/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert t.is_alive() and time.monotonic() < deadline, f"stage did not start: {rc}"
-            time.sleep(0.1)
-        yield Server(s, local, topic)
+        with http_stage(s, "callbacks", local):
+            yield Server(s, local, topic)
     finally:
-        stop.set()
-        t.join(60)
         admin = AdminClient(s.kafka.client_config())
         for f in admin.delete_topics([topic], operation_timeout=30).values():
             f.result(timeout=30)
-    assert not t.is_alive(), "callbacks stage did not stop within 60 s"
-    assert rc == [0], f"callbacks stage exited {rc}"
 
 
 def decode(m: Message) -> StatusEvent:

@@ -1,0 +1,220 @@
+"""The gateway's FastAPI app: routes, API-key auth, bounded bodies, problem+json errors.
+
+`create_app(settings, producer, keys)` builds it; the gateway stage (streams/stages/
+gateway.py) serves it with uvicorn. OpenAPI 3.1 at `/openapi.json`, interactive docs at
+`/docs`. What is built today: `POST /v1/events` and `GET /healthz` (docs/api.md; the rest of
+the gateway issue is listed there as not done).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+from schemas.settings import TidingsSettings
+from streams.exceptions import DependencyDown
+from streams.http.callbacks_producer import AckProducer, NotAcknowledgedError
+from streams.http.gateway.intake import BATCH, STRUCTURED, events_from_request
+from streams.http.gateway.keys import ApiKey, parse_key, verify
+from streams.http.gateway.keystore import ApiKeyStore
+from streams.http.gateway.problems import PROBLEM_JSON, Problem
+from streams.runtime.records import Out
+
+__all__ = ["AcceptedEvent", "EventsAccepted", "create_app"]
+
+log = logging.getLogger(__name__)
+
+
+class AcceptedEvent(BaseModel):
+    """One event the broker acknowledged."""
+
+    id: str
+    type: str
+    topic: str
+
+
+class EventsAccepted(BaseModel):
+    """`POST /v1/events` answered 202: every event of the request is durable in Kafka."""
+
+    accepted: list[AcceptedEvent]
+
+
+class ProblemDoc(BaseModel):
+    """RFC 9457 problem details."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str
+    pointer: str | None = None
+
+
+_PROBLEMS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ProblemDoc, "content": {PROBLEM_JSON: {}}, "description": what}
+    for code, what in (
+        (400, "the request is not a valid CloudEvent; `pointer` names the field"),
+        (401, "no API key, or not a valid one"),
+        (403, "the key lacks the scope, or the event names another tenant"),
+        (413, "the body or the batch is too large"),
+        (415, "not a CloudEvents content mode"),
+        (422, "the event type has no domain topic"),
+        (503, "Kafka or Postgres is unavailable: retry (the event id makes it idempotent)"),
+    )
+}
+
+
+def _problem(p: Problem) -> JSONResponse:
+    return JSONResponse(p.body(), status_code=p.status, media_type=PROBLEM_JSON, headers=p.headers)
+
+
+async def _body(request: Request, limit: int) -> bytes:
+    """The request body, refused (413) past `limit` bytes before it is read whole."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise Problem(
+            413,
+            "Body too large",
+            f"the body is {declared} bytes, more than gateway.max_body_bytes = {limit}",
+        )
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise Problem(
+                413,
+                "Body too large",
+                f"the body is more than gateway.max_body_bytes = {limit} bytes",
+            )
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _api_key(request: Request) -> ApiKey:
+    """The request's API key, verified; raises Problem 401 (or 503: Postgres away)."""
+    keys: ApiKeyStore = request.app.state.keys
+    auth = request.headers.get("authorization", "")
+    text = auth[7:] if auth[:7].lower() == "bearer " else request.headers.get("x-api-key", "")
+    if not text:
+        raise Problem(
+            401,
+            "No API key",
+            "send `Authorization: Bearer <key>`; make a key "
+            "with `tidings apikeys create TENANT --scope events:write`",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    parsed = parse_key(text)
+    if parsed is None:
+        raise Problem(
+            401,
+            "Invalid API key",
+            "the key is not of the form tdk_<prefix>_<secret>",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    try:
+        stored = await keys.get(parsed[0])
+    except DependencyDown as exc:
+        raise Problem(503, "Unavailable", f"{exc}; retry", headers={"Retry-After": "5"}) from exc
+    if stored is None or not verify(stored, parsed[1]):
+        raise Problem(
+            401,
+            "Invalid API key",
+            "unknown or revoked key",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    return stored
+
+
+Key = Annotated[ApiKey, Depends(_api_key)]
+
+
+def create_app(settings: TidingsSettings, producer: AckProducer, keys: ApiKeyStore) -> FastAPI:
+    """The gateway app; nothing connects here (the producer and the store are started by
+    the caller, and the store connects on its first lookup)."""
+    app = FastAPI(
+        title="tidings gateway",
+        version="1",
+        description="Events in, over HTTP. Authenticate with `Authorization: Bearer <API "
+        "key>` (`tidings apikeys create`). Errors are RFC 9457 problem+json.",
+    )
+    app.state.keys = keys
+
+    @app.exception_handler(Problem)
+    async def _on_problem(_: Request, exc: Problem) -> JSONResponse:
+        return _problem(exc)
+
+    @app.exception_handler(Exception)
+    async def _on_bug(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("gateway: %s %s failed", request.method, request.url.path)
+        return _problem(
+            Problem(
+                500,
+                "Internal error",
+                "the gateway failed on this request (its log says why); nothing was acknowledged",
+            )
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _on_invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        err = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        where = "/" + "/".join(str(p) for p in err.get("loc", ()))
+        return _problem(Problem(400, "Invalid request", str(err.get("msg")), where))
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.post(
+        "/v1/events",
+        status_code=202,
+        response_model=EventsAccepted,
+        responses=_PROBLEMS,
+        summary="Publish CloudEvents (structured, binary or batched)",
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    STRUCTURED: {"schema": {"type": "object"}},
+                    BATCH: {"schema": {"type": "array", "items": {"type": "object"}}},
+                    "application/json": {"schema": {"type": "object"}},
+                },
+            }
+        },
+    )
+    async def post_events(request: Request, key: Key) -> EventsAccepted:
+        """Produce the request's events to their domain topics; 202 only once the broker
+        acknowledged every one. A retry with the same event ids is safe: notification ids
+        derive from (source, id), so a retried event never sends twice."""
+        if not key.allows("events:write"):
+            raise Problem(403, "Missing scope", "this API key lacks the events:write scope")
+        body = await _body(request, settings.gateway.max_body_bytes)
+        events = events_from_request(
+            request.headers.get("content-type", ""),
+            request.headers,
+            body,
+            tenant=key.tenant,
+            settings=settings,
+        )
+        sends = [producer.send(Out(e.topic, e.value, e.key, list(e.headers))) for e in events]
+        results = await asyncio.gather(*sends, return_exceptions=True)
+        failed = [r for r in results if isinstance(r, BaseException)]
+        if failed:
+            if not all(isinstance(r, NotAcknowledgedError) for r in failed):
+                raise failed[0]
+            raise Problem(
+                503,
+                "Kafka unavailable",
+                f"{len(failed)} of {len(events)} event(s) not acknowledged "
+                f"({failed[0]}); retry the request: the event ids make it idempotent",
+                headers={"Retry-After": "5"},
+            )
+        return EventsAccepted(
+            accepted=[AcceptedEvent(id=e.id, type=e.type, topic=e.topic) for e in events]
+        )
+
+    return app

@@ -181,7 +181,9 @@ def run_stages(
         gc.set_threshold(*settings.runtime.gc_thresholds)
     stop = stop or threading.Event()
     metrics = metrics or Metrics()
-    ref = _catalog(settings) if {"route", "deliver", "recipients"} & set(stages) else None
+    ref = (
+        _catalog(settings) if {"route", "deliver", "recipients", "gateway"} & set(stages) else None
+    )
     errors: list[BaseException] = []
     if not settings.observe.metrics:
         disable_metrics()

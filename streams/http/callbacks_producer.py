@@ -66,8 +66,9 @@ class AckProducer:
         self._producer = make_producer(self._settings, **extra)
         self._poller = asyncio.create_task(self._serve(), name=f"{self._stage}-kafka-poll")
 
-    async def send(self, out: Out) -> None:
-        """Produce `out` and return once the broker acknowledged it (acks=all).
+    async def send(self, out: Out) -> tuple[int, int]:
+        """Produce `out` and return once the broker acknowledged it (acks=all): its
+        (partition, offset).
 
         Raises NotAcknowledgedError when it was not acknowledged within the ack timeout,
         or could not be enqueued. Never blocks the event loop.
@@ -75,11 +76,12 @@ class AckProducer:
         if self._producer is None:
             raise RuntimeError("AckProducer.send before start()")
         loop = asyncio.get_running_loop()
-        fut: asyncio.Future[None] = loop.create_future()
+        fut: asyncio.Future[tuple[int, int]] = loop.create_future()
 
         def on_delivery(err: KafkaError | None, msg: Message) -> None:
             # Served by poll() on the loop thread, or by flush() in an executor at shutdown.
-            loop.call_soon_threadsafe(_settle, fut, err)
+            where = (msg.partition() or 0, msg.offset() or 0) if err is None else (-1, -1)
+            loop.call_soon_threadsafe(_settle, fut, err, where)
 
         try:
             self._producer.produce(
@@ -98,7 +100,7 @@ class AckProducer:
         try:
             # The delivery callback always comes within message.timeout.ms; the margin
             # only guards against a stalled poll task.
-            await asyncio.wait_for(fut, self._ack_timeout_s + 5.0)
+            where = await asyncio.wait_for(fut, self._ack_timeout_s + 5.0)
         except TimeoutError as exc:
             raise NotAcknowledgedError(
                 f"no acknowledgement from Kafka for {out.topic} within "
@@ -107,6 +109,7 @@ class AckProducer:
         finally:
             self._in_flight -= 1
         self._counter.produced([out])
+        return where
 
     async def _serve(self) -> None:
         assert self._producer is not None
@@ -143,10 +146,10 @@ class AckProducer:
         return left
 
 
-def _settle(fut: asyncio.Future[None], err: Any) -> None:
+def _settle(fut: asyncio.Future[tuple[int, int]], err: Any, where: tuple[int, int]) -> None:
     if fut.done():
         return
     if err is None:
-        fut.set_result(None)
+        fut.set_result(where)
     else:
         fut.set_exception(NotAcknowledgedError(f"Kafka refused the record: {err}"))

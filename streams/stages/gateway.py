@@ -18,6 +18,7 @@ from streams.exceptions import FatalStageError
 from streams.http.callbacks_producer import ACK_TIMEOUT_S, AckProducer
 from streams.http.gateway import ApiKeyStore, create_app
 from streams.stages.http_stage import HttpStage
+from streams.state.directory import Directory
 
 __all__ = ["GatewayStage"]
 
@@ -50,8 +51,9 @@ class GatewayStage(HttpStage):
         producer = AckProducer(s, stage="gateway")
         await producer.start()
         keys = ApiKeyStore(s.postgres.conninfo(), cache_s=s.gateway.key_cache_s)
+        directory = Directory(s.postgres.conninfo(), name="gateway")
         config = uvicorn.Config(
-            create_app(s, producer, keys),
+            create_app(s, producer, keys, directory, self._catalog),
             log_config=None,  # tidings' logging, not uvicorn's
             access_log=False,
             timeout_graceful_shutdown=int(ACK_TIMEOUT_S) + 5,
@@ -77,3 +79,4 @@ class GatewayStage(HttpStage):
             sock.close()
             await producer.close()
             await keys.close()
+            directory.close()

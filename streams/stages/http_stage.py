@@ -23,6 +23,7 @@ class HttpStage:
         self._s = ctx.settings
         self._stop = ctx.stop
         self._metrics = ctx.metrics
+        self._catalog = ctx.catalog
 
     def run(self) -> None:
         """Serve until `stop` is set; blocks. Waits out Postgres being down at start (bounded

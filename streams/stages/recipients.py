@@ -18,15 +18,7 @@ import logging
 
 from confluent_kafka import Consumer, KafkaException, Message, Producer
 
-from catalog import Catalog
-from catalog.preferences import unknown_defaults, unknown_names
 from schemas import codes
-from schemas.recipient import (
-    TENANT_DEFAULTS,
-    RecipientChange,
-    recipient_key,
-    tenant_defaults_key,
-)
 from streams.exceptions import ConsumerFenced, StageStopping
 from streams.runtime.dead_letter import dead_letter, reason_for
 from streams.runtime.kafka import make_consumer, make_producer, records
@@ -38,58 +30,12 @@ from streams.runtime.records import Out, norm_headers
 from streams.runtime.stage import StageContext
 from streams.state.db import wait_for_migrations
 from streams.state.directory import Directory, DirectoryRefused
-from streams.state.directory_rows import Change, change_target
+from streams.state.directory_rows import Change
+from streams.state.recipient_rows import decode_change
 
 __all__ = ["RecipientsStage", "decode_change"]
 
 log = logging.getLogger(__name__)
-
-
-def decode_change(
-    key: bytes | None, value: bytes | None, catalog: Catalog | None = None
-) -> RecipientChange | None:
-    """The change one recipients record carries, validated; None for a tombstone. Pure.
-
-    Raises ValueError (pydantic's ValidationError among them) naming what is wrong: bad
-    JSON, a field or bound that fails, an unknown type, no key, a key other than
-    `<tenant>/<id>` of the data (compaction keeps the last record per key, so a key that
-    names another recipient would erase the wrong one), or, with a `catalog`, preferences
-    naming a category or rule it doesn't have (with the valid ones).
-    """
-    if key is None:
-        raise ValueError("the record has no key: key it <tenant>/<id> (compaction needs it)")
-    if value is None:
-        change_target(None, key)  # a tombstone: its key must name a recipient
-        return None
-    change = RecipientChange.model_validate_json(value)
-    if change.type == TENANT_DEFAULTS:
-        d = change.tenant_defaults()
-        if catalog is not None:
-            unknown = unknown_defaults(d.preferences, d.required_categories,
-                                       catalog.categories(), catalog.rule_ids())  # fmt: skip
-            if unknown:
-                raise ValueError(f"{unknown} (catalog {catalog.version})")
-        if tenant_defaults_key(d.tenant) != key:
-            raise ValueError(
-                f"record key {key[:80]!r} doesn't match its data: key a tenant's defaults "
-                f"{tenant_defaults_key(d.tenant)[:80]!r} (<tenant>/)"
-            )
-        return change
-    if change.type == "tidings.recipient.upserted":
-        r = change.recipient()
-        target = (r.tenant, r.id)
-        if catalog is not None:
-            unknown = unknown_names(r.preferences, catalog.categories(), catalog.rule_ids())
-            if unknown:
-                raise ValueError(f"{unknown} (catalog {catalog.version})")
-    else:
-        target = change.target()
-    if recipient_key(*target) != key:
-        raise ValueError(
-            f"record key {key[:80]!r} doesn't match its data: key it "
-            f"{recipient_key(*target)[:80]!r} (<tenant>/<id>)"
-        )
-    return change
 
 
 class RecipientsStage:

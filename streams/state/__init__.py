@@ -33,6 +33,7 @@ from streams.state.dirwatch import DirWatch
 from streams.state.recipient_rows import (
     CSV_COLUMNS,
     count_lines,
+    decode_change,
     delete_change,
     describe,
     parse_csv_row,
@@ -70,6 +71,7 @@ __all__ = [
     "change_target",
     "check_login",
     "count_lines",
+    "decode_change",
     "delete_change",
     "describe",
     "live_addresses",

@@ -24,7 +24,9 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
+from catalog import Catalog
 from catalog.cel import is_email, is_phone
+from catalog.preferences import unknown_defaults, unknown_names
 from schemas.recipient import (
     MAX_ADDRESSES,
     MAX_ATTRIBUTES_BYTES,
@@ -34,12 +36,15 @@ from schemas.recipient import (
     Recipient,
     RecipientChange,
     TenantDefaults,
+    recipient_key,
+    tenant_defaults_key,
 )
-from streams.state.directory_rows import NO_PREFERENCES, Prepared, prepare
+from streams.state.directory_rows import NO_PREFERENCES, Prepared, change_target, prepare
 
 __all__ = [
     "CSV_COLUMNS",
     "count_lines",
+    "decode_change",
     "delete_change",
     "describe",
     "parse_csv_row",
@@ -383,3 +388,50 @@ def delete_change(tenant: str, rid: str, *, source: str = "tidings-cli") -> Reci
         id=str(uuid.uuid4()), source=source, type="tidings.recipient.deleted",
         data={"tenant": tenant, "id": rid},
     )  # fmt: skip
+
+
+def decode_change(
+    key: bytes | None, value: bytes | None, catalog: Catalog | None = None
+) -> RecipientChange | None:
+    """The change one recipients record carries, validated; None for a tombstone. Pure.
+
+    Raises ValueError (pydantic's ValidationError among them) naming what is wrong: bad
+    JSON, a field or bound that fails, an unknown type, no key, a key other than
+    `<tenant>/<id>` of the data (compaction keeps the last record per key, so a key that
+    names another recipient would erase the wrong one), or, with a `catalog`, preferences
+    naming a category or rule it doesn't have (with the valid ones).
+    """
+    if key is None:
+        raise ValueError("the record has no key: key it <tenant>/<id> (compaction needs it)")
+    if value is None:
+        change_target(None, key)  # a tombstone: its key must name a recipient
+        return None
+    change = RecipientChange.model_validate_json(value)
+    if change.type == TENANT_DEFAULTS:
+        d = change.tenant_defaults()
+        if catalog is not None:
+            unknown = unknown_defaults(d.preferences, d.required_categories,
+                                       catalog.categories(), catalog.rule_ids())  # fmt: skip
+            if unknown:
+                raise ValueError(f"{unknown} (catalog {catalog.version})")
+        if tenant_defaults_key(d.tenant) != key:
+            raise ValueError(
+                f"record key {key[:80]!r} doesn't match its data: key a tenant's defaults "
+                f"{tenant_defaults_key(d.tenant)[:80]!r} (<tenant>/)"
+            )
+        return change
+    if change.type == "tidings.recipient.upserted":
+        r = change.recipient()
+        target = (r.tenant, r.id)
+        if catalog is not None:
+            unknown = unknown_names(r.preferences, catalog.categories(), catalog.rule_ids())
+            if unknown:
+                raise ValueError(f"{unknown} (catalog {catalog.version})")
+    else:
+        target = change.target()
+    if recipient_key(*target) != key:
+        raise ValueError(
+            f"record key {key[:80]!r} doesn't match its data: key it "
+            f"{recipient_key(*target)[:80]!r} (<tenant>/<id>)"
+        )
+    return change

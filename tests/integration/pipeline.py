@@ -246,15 +246,18 @@ class World:
 
 
 @contextmanager
-def http_stage(settings: TidingsSettings, stage: str, base_url: str) -> Iterator[None]:
-    """Run the HTTP stage `stage` (`run_stages`, on a thread) until `base_url`/healthz
-    answers 200 (≤ 30 s); on exit stop it, and check it stopped cleanly within 60 s."""
+def http_stage(
+    settings: TidingsSettings, stage: str, base_url: str, *, also: tuple[str, ...] = ()
+) -> Iterator[None]:
+    """Run the HTTP stage `stage` (and the stages `also`: `run_stages`, on a thread) until
+    `base_url`/healthz answers 200 (≤ 30 s); on exit stop them, and check they stopped
+    cleanly within 60 s."""
     import httpx
 
     stop = threading.Event()
     rc: list[int] = []
     t = threading.Thread(
-        target=lambda: rc.append(run_stages(settings, (stage,), stop=stop)), name=stage
+        target=lambda: rc.append(run_stages(settings, (stage, *also), stop=stop)), name=stage
     )
     t.start()
     try:

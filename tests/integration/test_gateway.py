@@ -10,6 +10,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import pytest
@@ -103,24 +104,30 @@ def gw(settings: TidingsSettings) -> Iterator[Gateway]:
     topic = f"test.gateway.{u}.order"
     port = free_port()
     s = settings.model_copy(update={
-        "topics": settings.topics.model_copy(update={"events": (topic,)}),
+        "topics": settings.topics.model_copy(update={
+            "events": (topic,), "recipients": f"test.gateway.{u}.recipients",
+            "dlq": f"test.gateway.{u}.dlq"}),
+        "groups": settings.groups.model_copy(update={"recipients": f"recipients-{u}"}),
+        "runtime": settings.runtime.model_copy(update={"drain_timeout_s": 5.0}),
         "gateway": GatewaySettings(port=port, key_cache_s=0.0, max_body_bytes=64 * 1024,
                                    max_batch=10),
     })  # fmt: skip
-    ensure_topics(s, {topic: PARTITIONS})
+    ensure_topics(s, {topic: PARTITIONS, s.topics.recipients: 2, s.topics.dlq: 1})
     apply_migrations(s.postgres.conninfo())
     url = f"http://127.0.0.1:{port}"
     try:
-        with http_stage(s, "gateway", url):
+        with http_stage(s, "gateway", url, also=("recipients",)):
             yield Gateway(s, url, topic, f"tenant-{u}")
     finally:
         admin = AdminClient(s.kafka.client_config())
-        for f in admin.delete_topics([topic], operation_timeout=30).values():
+        made = [topic, s.topics.recipients, s.topics.dlq]
+        for f in admin.delete_topics(made, operation_timeout=30).values():
             f.result(timeout=30)
         import psycopg
 
         with psycopg.connect(s.postgres.conninfo(), autocommit=True) as conn:
             conn.execute("delete from api_keys where prefix = any(%s)", (_KEYS,))
+            conn.execute("delete from recipients where tenant like %s", (f"tenant-{u}%",))
 
 
 def _problem(r: httpx.Response, status: int) -> dict[str, object]:
@@ -201,3 +208,101 @@ def test_the_openapi_document_describes_the_api(gw: Gateway) -> None:
         op["requestBody"]["content"]
     )
     assert httpx.get(f"{gw.url}/docs", timeout=10).status_code == 200
+
+
+# ---------------------------------------------------------------- /v1/recipients
+
+
+def _call(gw: Gateway, method: str, path: str, key: str, body: object = None,
+          **params: str) -> httpx.Response:  # fmt: skip
+    return httpx.request(method, f"{gw.url}/v1/recipients{path}", json=body, params=params,
+                         headers={"Authorization": f"Bearer {key}"}, timeout=30)  # fmt: skip
+
+
+def _visible(gw: Gateway, key: str, rid: str, want: object, timeout_s: float = 30) -> object:
+    """GET the recipient until it equals `want` (None: until it is gone)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        r = _call(gw, "GET", f"/{rid}", key)
+        got = r.json() if r.status_code == 200 else None
+        if (want is None and r.status_code == 404) or (want is not None and got == want):
+            return got
+        assert time.monotonic() < deadline, f"never visible: {r.status_code} {r.text}"
+        time.sleep(0.2)
+
+
+def test_a_recipient_is_written_through_the_topic_read_changed_and_erased(gw: Gateway) -> None:
+    key = gw.key("recipients:write")
+    body = {"email": "ada@example.com", "locale": "en-GB", "attributes": {"plan": "pro"},
+            "preferences": {"categories": ["shipping"]},
+            "addresses": [{"channel": "push", "address": "tok-1", "platform": "fcm"}]}  # fmt: skip
+    r = _call(gw, "PUT", "/u-1", key, body)
+    assert r.status_code == 202, r.text
+    ack = r.json()
+    assert (ack["tenant"], ack["id"], ack["type"]) == (
+        gw.tenant,
+        "u-1",
+        "tidings.recipient.upserted",
+    )
+    assert ack["offset"] >= 0 and "recipients stage" in ack["visible"]
+    want = {"tenant": gw.tenant, "id": "u-1", "email": "ada@example.com", "phone": None,
+            "locale": "en-GB", "timezone": None, "attributes": {"plan": "pro"},
+            "addresses": [{"channel": "push", "address": "tok-1", "platform": "fcm",
+                           "app_id": None, "last_seen": None}]}  # fmt: skip
+    got = _wait(gw, key, "u-1", lambda d: d["email"] == "ada@example.com")
+    assert {k: got[k] for k in want} == want
+    assert got["preferences"]["categories"] == ["shipping"]
+    assert _call(gw, "GET", "/u-1/preferences", key).json()["categories"] == ["shipping"]
+    # A device added, then the preferences replaced, then the device removed.
+    dev = {"channel": "push", "address": "tok-2", "platform": "apns", "app_id": "app.x"}
+    assert _call(gw, "POST", "/u-1/addresses", key, dev).status_code == 202
+    _wait(gw, key, "u-1", lambda d: len(d["addresses"]) == 2)
+    r = _call(gw, "PUT", "/u-1/preferences", key, {"channels": ["sms"]})
+    assert r.status_code == 202, r.text
+    d = _wait(gw, key, "u-1", lambda d: d["preferences"].get("channels") == ["sms"])
+    assert len(d["addresses"]) == 2 and d["preferences"].get("categories", []) == []
+    r = _call(gw, "DELETE", "/u-1/addresses", key, channel="push", address="tok-1")
+    assert r.status_code == 202, r.text
+    d = _wait(gw, key, "u-1", lambda d: [a["address"] for a in d["addresses"]] == ["tok-2"])
+    assert d["email"] == "ada@example.com", "the rest of the recipient is kept"
+    # Erasure.
+    assert _call(gw, "DELETE", "/u-1", key).json()["type"] == "tidings.recipient.deleted"
+    _visible(gw, key, "u-1", None)
+
+
+def _wait(gw: Gateway, key: str, rid: str, ok: Any, timeout_s: float = 30) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        r = _call(gw, "GET", f"/{rid}", key)
+        if r.status_code == 200 and ok(r.json()):
+            return r.json()
+        assert time.monotonic() < deadline, f"not reached: {r.status_code} {r.text}"
+        time.sleep(0.2)
+
+
+def test_bad_recipients_are_refused_before_the_topic(gw: Gateway) -> None:
+    key = gw.key("recipients:write")
+    doc = _problem(_call(gw, "PUT", "/u-2", key, {"preferences": {"categories": ["nope"]}}), 400)
+    assert "nope" in str(doc["detail"]) and "shipping" in str(doc["detail"])
+    assert "email" in str(
+        _problem(_call(gw, "PUT", "/u-2", key, {"email": "not-mail"}), 400)["detail"]
+    )
+    assert _problem(_call(gw, "PUT", "/u-2", key, {"id": "u-3"}), 400)["pointer"] == "/id"
+    assert _problem(_call(gw, "PUT", "/u-2", key, {"tenant": "x"}), 400)["pointer"] == "/tenant"
+    _problem(_call(gw, "PUT", "/u-2/preferences", key, {"channels": ["fax"]}), 400)
+    _problem(_call(gw, "POST", "/u-2/addresses", key, {"channel": "fax", "address": "1"}), 400)
+    _problem(_call(gw, "GET", "/u-2", key), 404)
+    _problem(_call(gw, "PUT", "/u-2/preferences", key, {}), 404)
+    _problem(_call(gw, "PUT", "/u-2", gw.key("events:write"), {}), 403)
+
+
+def test_one_tenants_key_never_sees_anothers_recipients(gw: Gateway) -> None:
+    mine = gw.key("recipients:write")
+    theirs = gw.key("admin", tenant=f"{gw.tenant}-b")
+    assert _call(gw, "PUT", "/shared-id", mine, {"email": "a@example.com"}).status_code == 202
+    _wait(gw, mine, "shared-id", lambda d: d["email"] == "a@example.com")
+    _problem(_call(gw, "GET", "/shared-id", theirs), 404)
+    # Their write of the same id is their own recipient, not mine.
+    assert _call(gw, "PUT", "/shared-id", theirs, {"email": "b@example.com"}).status_code == 202
+    _wait(gw, theirs, "shared-id", lambda d: d["email"] == "b@example.com")
+    assert _call(gw, "GET", "/shared-id", mine).json()["email"] == "a@example.com"

@@ -5,6 +5,8 @@ the AckProducer: Kafka); app.py wires them into routes, streams/stages/gateway.p
 """
 
 from streams.http.gateway.app import AcceptedEvent, EventsAccepted, create_app
+from streams.http.gateway.auth import Key, api_key
+from streams.http.gateway.directory_api import ChangeAccepted, directory_router
 from streams.http.gateway.intake import BATCH, STRUCTURED, Accepted, events_from_request
 from streams.http.gateway.keys import (
     SCOPES,
@@ -28,12 +30,16 @@ __all__ = [
     "AcceptedEvent",
     "ApiKey",
     "ApiKeyStore",
+    "ChangeAccepted",
     "EventsAccepted",
     "IssuedKey",
+    "Key",
     "Problem",
+    "api_key",
     "check_scopes",
     "create_app",
     "create_key",
+    "directory_router",
     "events_from_request",
     "issue_key",
     "list_keys",

@@ -2,29 +2,31 @@
 
 `create_app(settings, producer, keys)` builds it; the gateway stage (streams/stages/
 gateway.py) serves it with uvicorn. OpenAPI 3.1 at `/openapi.json`, interactive docs at
-`/docs`. What is built today: `POST /v1/events` and `GET /healthz` (docs/api.md; the rest of
-the gateway issue is listed there as not done).
+`/docs`. What is built today: `POST /v1/events`, `/v1/recipients` (directory_api.py) and
+`GET /healthz` (docs/api.md; the rest of the gateway issue is listed there as not done).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from schemas.settings import TidingsSettings
-from streams.exceptions import DependencyDown
 from streams.http.callbacks_producer import AckProducer, NotAcknowledgedError
+from streams.http.gateway.auth import Key
+from streams.http.gateway.directory_api import directory_router
 from streams.http.gateway.intake import BATCH, STRUCTURED, events_from_request
-from streams.http.gateway.keys import ApiKey, parse_key, verify
 from streams.http.gateway.keystore import ApiKeyStore
 from streams.http.gateway.problems import PROBLEM_JSON, Problem
 from streams.runtime.records import Out
+from streams.state.catalog import CatalogRef
+from streams.state.directory import Directory
 
 __all__ = ["AcceptedEvent", "EventsAccepted", "create_app"]
 
@@ -95,47 +97,16 @@ async def _body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def _api_key(request: Request) -> ApiKey:
-    """The request's API key, verified; raises Problem 401 (or 503: Postgres away)."""
-    keys: ApiKeyStore = request.app.state.keys
-    auth = request.headers.get("authorization", "")
-    text = auth[7:] if auth[:7].lower() == "bearer " else request.headers.get("x-api-key", "")
-    if not text:
-        raise Problem(
-            401,
-            "No API key",
-            "send `Authorization: Bearer <key>`; make a key "
-            "with `tidings apikeys create TENANT --scope events:write`",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
-    parsed = parse_key(text)
-    if parsed is None:
-        raise Problem(
-            401,
-            "Invalid API key",
-            "the key is not of the form tdk_<prefix>_<secret>",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
-    try:
-        stored = await keys.get(parsed[0])
-    except DependencyDown as exc:
-        raise Problem(503, "Unavailable", f"{exc}; retry", headers={"Retry-After": "5"}) from exc
-    if stored is None or not verify(stored, parsed[1]):
-        raise Problem(
-            401,
-            "Invalid API key",
-            "unknown or revoked key",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
-    return stored
-
-
-Key = Annotated[ApiKey, Depends(_api_key)]
-
-
-def create_app(settings: TidingsSettings, producer: AckProducer, keys: ApiKeyStore) -> FastAPI:
-    """The gateway app; nothing connects here (the producer and the store are started by
-    the caller, and the store connects on its first lookup)."""
+def create_app(
+    settings: TidingsSettings,
+    producer: AckProducer,
+    keys: ApiKeyStore,
+    directory: Directory,
+    catalog: CatalogRef | None = None,
+) -> FastAPI:
+    """The gateway app; nothing connects here (the producer is started by the caller, the
+    store and the directory connect on first use). `catalog`: what recipients' preferences
+    may name (None: not checked here; the recipients stage still checks)."""
     app = FastAPI(
         title="tidings gateway",
         version="1",
@@ -143,6 +114,7 @@ def create_app(settings: TidingsSettings, producer: AckProducer, keys: ApiKeySto
         "key>` (`tidings apikeys create`). Errors are RFC 9457 problem+json.",
     )
     app.state.keys = keys
+    app.include_router(directory_router(settings, producer, directory, catalog))
 
     @app.exception_handler(Problem)
     async def _on_problem(_: Request, exc: Problem) -> JSONResponse:

@@ -1,0 +1,53 @@
+"""The gateway's API-key check, as a FastAPI dependency: `Key` in a route's signature is the
+request's verified key (the app puts its ApiKeyStore at `app.state.keys`)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from streams.exceptions import DependencyDown
+from streams.http.gateway.keys import ApiKey, parse_key, verify
+from streams.http.gateway.keystore import ApiKeyStore
+from streams.http.gateway.problems import Problem
+
+__all__ = ["Key", "api_key"]
+
+
+async def api_key(request: Request) -> ApiKey:
+    """The request's API key, verified; raises Problem 401 (or 503: Postgres away)."""
+    keys: ApiKeyStore = request.app.state.keys
+    auth = request.headers.get("authorization", "")
+    text = auth[7:] if auth[:7].lower() == "bearer " else request.headers.get("x-api-key", "")
+    if not text:
+        raise Problem(
+            401,
+            "No API key",
+            "send `Authorization: Bearer <key>`; make a key "
+            "with `tidings apikeys create TENANT --scope events:write`",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    parsed = parse_key(text)
+    if parsed is None:
+        raise Problem(
+            401,
+            "Invalid API key",
+            "the key is not of the form tdk_<prefix>_<secret>",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    try:
+        stored = await keys.get(parsed[0])
+    except DependencyDown as exc:
+        raise Problem(503, "Unavailable", f"{exc}; retry", headers={"Retry-After": "5"}) from exc
+    if stored is None or not verify(stored, parsed[1]):
+        raise Problem(
+            401,
+            "Invalid API key",
+            "unknown or revoked key",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    return stored
+
+
+Key = Annotated[ApiKey, Depends(api_key)]

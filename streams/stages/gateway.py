@@ -19,6 +19,7 @@ from streams.http.callbacks_producer import ACK_TIMEOUT_S, AckProducer
 from streams.http.gateway import ApiKeyStore, create_app
 from streams.stages.http_stage import HttpStage
 from streams.state.directory import Directory
+from streams.state.history import AuditHistory
 
 __all__ = ["GatewayStage"]
 
@@ -52,8 +53,9 @@ class GatewayStage(HttpStage):
         await producer.start()
         keys = ApiKeyStore(s.postgres.conninfo(), cache_s=s.gateway.key_cache_s)
         directory = Directory(s.postgres.conninfo(), name="gateway")
+        history = AuditHistory(s.postgres.conninfo())
         config = uvicorn.Config(
-            create_app(s, producer, keys, directory, self._catalog),
+            create_app(s, producer, keys, directory, history, self._catalog),
             log_config=None,  # tidings' logging, not uvicorn's
             access_log=False,
             timeout_graceful_shutdown=int(ACK_TIMEOUT_S) + 5,
@@ -80,3 +82,4 @@ class GatewayStage(HttpStage):
             await producer.close()
             await keys.close()
             directory.close()
+            await history.close()

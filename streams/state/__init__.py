@@ -30,6 +30,7 @@ from streams.state.directory_rows import (
     prepare,
 )
 from streams.state.dirwatch import DirWatch
+from streams.state.history import AuditHistory, HistoryCursor
 from streams.state.recipient_rows import (
     CSV_COLUMNS,
     count_lines,
@@ -53,6 +54,7 @@ __all__ = [
     "IMPORT_CHUNK",
     "LOOKUP_TIMEOUT_S",
     "NO_PREFERENCES",
+    "AuditHistory",
     "CapStore",
     "CatalogRef",
     "Change",
@@ -63,6 +65,7 @@ __all__ = [
     "DirWatch",
     "Directory",
     "DirectoryRefused",
+    "HistoryCursor",
     "Migration",
     "Prepared",
     "SentRecord",

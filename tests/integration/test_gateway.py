@@ -14,11 +14,20 @@ from typing import Any
 
 import httpx
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    Message,
+    Producer,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient
 
 from schemas.envelope import Origin, decode_event
+from schemas.notification import Notification, notification_id
 from schemas.settings import GatewaySettings, TidingsSettings
+from schemas.status import build_status
 from streams.cli.main import main
 from streams.http.gateway import STRUCTURED
 from streams.runtime.kafka import ensure_topics
@@ -106,21 +115,24 @@ def gw(settings: TidingsSettings) -> Iterator[Gateway]:
     s = settings.model_copy(update={
         "topics": settings.topics.model_copy(update={
             "events": (topic,), "recipients": f"test.gateway.{u}.recipients",
-            "dlq": f"test.gateway.{u}.dlq"}),
-        "groups": settings.groups.model_copy(update={"recipients": f"recipients-{u}"}),
+            "dlq": f"test.gateway.{u}.dlq", "status": f"test.gateway.{u}.status"}),
+        "groups": settings.groups.model_copy(update={"recipients": f"recipients-{u}",
+                                                     "audit": f"audit-{u}"}),
         "runtime": settings.runtime.model_copy(update={"drain_timeout_s": 5.0}),
         "gateway": GatewaySettings(port=port, key_cache_s=0.0, max_body_bytes=64 * 1024,
                                    max_batch=10),
     })  # fmt: skip
-    ensure_topics(s, {topic: PARTITIONS, s.topics.recipients: 2, s.topics.dlq: 1})
+    ensure_topics(
+        s, {topic: PARTITIONS, s.topics.recipients: 2, s.topics.dlq: 1, s.topics.status: 2}
+    )
     apply_migrations(s.postgres.conninfo())
     url = f"http://127.0.0.1:{port}"
     try:
-        with http_stage(s, "gateway", url, also=("recipients",)):
+        with http_stage(s, "gateway", url, also=("recipients", "audit")):
             yield Gateway(s, url, topic, f"tenant-{u}")
     finally:
         admin = AdminClient(s.kafka.client_config())
-        made = [topic, s.topics.recipients, s.topics.dlq]
+        made = [topic, s.topics.recipients, s.topics.dlq, s.topics.status]
         for f in admin.delete_topics(made, operation_timeout=30).values():
             f.result(timeout=30)
         import psycopg
@@ -128,6 +140,7 @@ def gw(settings: TidingsSettings) -> Iterator[Gateway]:
         with psycopg.connect(s.postgres.conninfo(), autocommit=True) as conn:
             conn.execute("delete from api_keys where prefix = any(%s)", (_KEYS,))
             conn.execute("delete from recipients where tenant like %s", (f"tenant-{u}%",))
+            conn.execute("delete from audit_log where tenant like %s", (f"tenant-{u}%",))
 
 
 def _problem(r: httpx.Response, status: int) -> dict[str, object]:
@@ -306,3 +319,69 @@ def test_one_tenants_key_never_sees_anothers_recipients(gw: Gateway) -> None:
     assert _call(gw, "PUT", "/shared-id", theirs, {"email": "b@example.com"}).status_code == 202
     _wait(gw, theirs, "shared-id", lambda d: d["email"] == "b@example.com")
     assert _call(gw, "GET", "/shared-id", mine).json()["email"] == "a@example.com"
+
+
+# ---------------------------------------------------------------- /v1/notifications
+
+
+def _notification(tenant: str, i: int) -> Notification:
+    u = uuid.uuid4().hex
+    to = f"user{i}@example.com"
+    return Notification(
+        id=notification_id(f"urn:test:{u}", f"evt-{u}", "welcome", to, "email"),
+        event_id=f"evt-{u}", event_source=f"urn:test:{u}", event_type="user.registered",
+        tenant=tenant, rule_id="welcome", rule_version=1, template_id="welcome",
+        template_version="1", catalog_version="c", channel="email", recipient=to,
+        event_time_ms=int(time.time() * 1000) - i * 1000,
+    )  # fmt: skip
+
+
+def _history(gw: Gateway, key: str, path: str = "", **params: str) -> httpx.Response:
+    return httpx.get(f"{gw.url}/v1/notifications{path}", params=params,
+                     headers={"Authorization": f"Bearer {key}"}, timeout=30)  # fmt: skip
+
+
+def test_history_comes_from_the_audit_log_within_the_tenant(gw: Gateway) -> None:
+    mine = [_notification(gw.tenant, i) for i in range(5)]
+    theirs = _notification(f"{gw.tenant}-b", 9)
+    p = Producer(gw.settings.kafka.client_config())
+    for n in [*mine, theirs]:
+        for status, stage in (("queued", "route"), ("sent", "deliver")):
+            st = build_status(n, status, stage=stage)  # type: ignore[arg-type]
+            p.produce(gw.settings.topics.status, st.encode(), st.key(), headers=st.headers())
+    assert p.flush(30) == 0
+    key = gw.key("events:write")
+    deadline = time.monotonic() + 60
+    while (r := _history(gw, key, f"/{mine[0].id}")).status_code != 200 or len(
+        r.json()["statuses"]
+    ) < 2:
+        assert time.monotonic() < deadline, f"the audit stage never recorded it: {r.text}"
+        time.sleep(0.3)
+    assert [x["status"] for x in r.json()["statuses"]] == ["queued", "sent"]
+    assert r.json()["statuses"][0]["recipient_id"] == "user0@example.com"
+    # Another tenant's notification is not this key's, even by its id.
+    _problem(_history(gw, key, f"/{theirs.id}"), 404)
+    _problem(_history(gw, key, "/not-a-uuid"), 400)
+    # Pages of 3, newest first, until done: every row of the tenant once.
+    seen: list[tuple[str, str]] = []
+    cursor: str | None = None
+    wait_all = time.monotonic() + 60
+    while True:
+        params = {"limit": "3", **({"cursor": cursor} if cursor else {})}
+        page = _history(gw, key, **params).json()
+        seen += [(x["notification_id"], x["status"]) for x in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            if len(seen) == 10 or time.monotonic() > wait_all:
+                break
+            seen, cursor = [], None  # the audit stage is still writing: read again
+            time.sleep(0.3)
+    assert sorted(seen) == sorted((n.id, s) for n in mine for s in ("queued", "sent"))
+    assert len(set(seen)) == 10
+    only = _history(gw, key, recipient="user3@example.com", status="sent").json()["items"]
+    assert [(x["notification_id"], x["status"]) for x in only] == [(mine[3].id, "sent")]
+    _problem(_history(gw, key, cursor="garbage"), 400)
+    _problem(_history(gw, gw.key("recipients:write")), 403)
+    cancel = httpx.post(f"{gw.url}/v1/notifications/{mine[0].id}/cancel",
+                        headers={"Authorization": f"Bearer {key}"}, timeout=30)  # fmt: skip
+    assert "not built yet" in str(_problem(cancel, 409)["detail"])

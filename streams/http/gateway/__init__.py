@@ -7,6 +7,12 @@ the AckProducer: Kafka); app.py wires them into routes, streams/stages/gateway.p
 from streams.http.gateway.app import AcceptedEvent, EventsAccepted, create_app
 from streams.http.gateway.auth import Key, api_key
 from streams.http.gateway.directory_api import ChangeAccepted, directory_router
+from streams.http.gateway.history_api import (
+    HistoryPage,
+    NotificationHistory,
+    StatusRow,
+    history_router,
+)
 from streams.http.gateway.intake import BATCH, STRUCTURED, Accepted, events_from_request
 from streams.http.gateway.keys import (
     SCOPES,
@@ -32,15 +38,19 @@ __all__ = [
     "ApiKeyStore",
     "ChangeAccepted",
     "EventsAccepted",
+    "HistoryPage",
     "IssuedKey",
     "Key",
+    "NotificationHistory",
     "Problem",
+    "StatusRow",
     "api_key",
     "check_scopes",
     "create_app",
     "create_key",
     "directory_router",
     "events_from_request",
+    "history_router",
     "issue_key",
     "list_keys",
     "parse_key",

@@ -2,8 +2,9 @@
 
 `create_app(settings, producer, keys)` builds it; the gateway stage (streams/stages/
 gateway.py) serves it with uvicorn. OpenAPI 3.1 at `/openapi.json`, interactive docs at
-`/docs`. What is built today: `POST /v1/events`, `/v1/recipients` (directory_api.py) and
-`GET /healthz` (docs/api.md; the rest of the gateway issue is listed there as not done).
+`/docs`. What is built today: `POST /v1/events`, `/v1/recipients` (directory_api.py),
+`/v1/notifications` (history_api.py) and `GET /healthz` (docs/api.md; the rest of the
+gateway issue is listed there as not done).
 """
 
 from __future__ import annotations
@@ -21,12 +22,14 @@ from schemas.settings import TidingsSettings
 from streams.http.callbacks_producer import AckProducer, NotAcknowledgedError
 from streams.http.gateway.auth import Key
 from streams.http.gateway.directory_api import directory_router
+from streams.http.gateway.history_api import history_router
 from streams.http.gateway.intake import BATCH, STRUCTURED, events_from_request
 from streams.http.gateway.keystore import ApiKeyStore
 from streams.http.gateway.problems import PROBLEM_JSON, Problem
 from streams.runtime.records import Out
 from streams.state.catalog import CatalogRef
 from streams.state.directory import Directory
+from streams.state.history import AuditHistory
 
 __all__ = ["AcceptedEvent", "EventsAccepted", "create_app"]
 
@@ -102,6 +105,7 @@ def create_app(
     producer: AckProducer,
     keys: ApiKeyStore,
     directory: Directory,
+    history: AuditHistory,
     catalog: CatalogRef | None = None,
 ) -> FastAPI:
     """The gateway app; nothing connects here (the producer is started by the caller, the
@@ -115,6 +119,7 @@ def create_app(
     )
     app.state.keys = keys
     app.include_router(directory_router(settings, producer, directory, catalog))
+    app.include_router(history_router(history))
 
     @app.exception_handler(Problem)
     async def _on_problem(_: Request, exc: Problem) -> JSONResponse:

@@ -323,6 +323,27 @@ class GatewaySettings(Frozen):
     # How long a verified API key is trusted without reading Postgres again: a revoked key
     # keeps working on a running gateway for at most this long.
     key_cache_s: float = Field(default=30.0, ge=0.0, le=3600.0)
+    # Per tenant, the HS256 secrets recipient tokens (the inbox's auth) are signed with: the
+    # first signs (`tidings tokens sign`), any verifies (rotate by prepending). At least 32
+    # bytes each. A tenant without secrets has no inbox API.
+    recipient_token_secrets: dict[str, tuple[SecretStr, ...]] = Field(default_factory=dict)
+    # A recipient token may live at most this long (its `exp` - `iat`).
+    recipient_token_max_ttl_s: int = Field(default=7 * 24 * 3600, ge=60, le=90 * 24 * 3600)
+
+    @field_validator("recipient_token_secrets")
+    @classmethod
+    def _long_token_secrets(
+        cls, v: dict[str, tuple[SecretStr, ...]]
+    ) -> dict[str, tuple[SecretStr, ...]]:
+        for tenant, secrets in v.items():
+            for i, secret in enumerate(secrets):
+                if len(secret.get_secret_value().encode()) < 32:
+                    raise ValueError(
+                        f"gateway.recipient_token_secrets[{tenant!r}][{i}] is shorter than 32 "
+                        "bytes: make one with `python -c 'import secrets; "
+                        "print(secrets.token_urlsafe(32))'`"
+                    )
+        return v
 
 
 class TidingsSettings(BaseSettings):

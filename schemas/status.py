@@ -14,12 +14,15 @@ __all__ = ["STATUSES", "ErrorInfo", "Status", "StatusData", "StatusEvent", "buil
 # `unknown`: a sender died between the provider call and its record, and the channel's
 # ambiguity policy is `skip`: whether the recipient got it can't be known, and it isn't resent.
 # `unsubscribed`: the recipient used the mail's one-click unsubscribe link (its `reason` names
-# the opt-out it set); from `tidings/callbacks`, after the `sent`.
+# the opt-out it set); from `tidings/callbacks`, after the `sent`. `read`, `seen`, `archived`:
+# the recipient's app marked an in-app entry (the gateway's inbox API), from `tidings/gateway`.
 Status = Literal[
     "queued", "suppressed", "sent", "delivered", "failed", "read", "unknown", "unsubscribed",
+    "seen", "archived",
 ]  # fmt: skip
 STATUSES: tuple[Status, ...] = (
     "queued", "suppressed", "sent", "delivered", "failed", "read", "unknown", "unsubscribed",
+    "seen", "archived",
 )  # fmt: skip
 
 

@@ -1,4 +1,5 @@
-"""`tidings apikeys create TENANT --scope S | list | revoke PREFIX`: the gateway's API keys.
+"""`tidings apikeys create TENANT --scope S | list | revoke PREFIX`: the gateway's API keys;
+`tidings tokens sign TENANT RECIPIENT --ttl S`: a recipient token for the inbox API.
 
 `create` prints the key once (`tdk_<prefix>_<secret>`): only its SHA-256 is stored, so a
 lost key is revoked and replaced, never recovered. `list` shows prefixes, tenants, scopes
@@ -17,6 +18,7 @@ from schemas.settings import TidingsSettings
 from streams.exceptions import DependencyDown, FatalStageError
 from streams.http.gateway.keys import SCOPES, issue_key
 from streams.http.gateway.keystore import create_key, list_keys, revoke_key
+from streams.http.gateway.tokens import sign_recipient_token
 
 __all__ = ["register"]
 
@@ -42,8 +44,11 @@ def _create(args: argparse.Namespace, s: TidingsSettings) -> int:
     if _db(lambda: create_key(s.postgres.conninfo(), issued.key)) is None:
         return 1
     print(issued.text)
-    print(f"key {issued.key.prefix} for tenant {args.tenant!r}, scopes "
-          f"{', '.join(issued.key.scopes)}: shown once, store it now", file=sys.stderr)  # fmt: skip
+    print(
+        f"key {issued.key.prefix} for tenant {args.tenant!r}, scopes "
+        f"{', '.join(issued.key.scopes)}: shown once, store it now",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -62,21 +67,45 @@ def _revoke(args: argparse.Namespace, s: TidingsSettings) -> int:
     if done is None:
         return 1
     if not done:
-        print(f"error: no active key {args.prefix!r}; `tidings apikeys list` shows them",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"error: no active key {args.prefix!r}; `tidings apikeys list` shows them",
+            file=sys.stderr,
+        )
         return 1
     print(f"revoked {args.prefix}")
     return 0
 
 
+def _sign(args: argparse.Namespace, s: TidingsSettings) -> int:
+    try:
+        print(sign_recipient_token(s.gateway, args.tenant, args.recipient, args.ttl))
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add `apikeys create | list | revoke` to `sub`."""
+    """Add `apikeys create | list | revoke` and `tokens sign` to `sub`."""
+    t = sub.add_parser("tokens", help="sign recipient tokens for the gateway's inbox API")
+    tsub = t.add_subparsers(dest="tokens_command", required=True)
+    sign = tsub.add_parser(
+        "sign",
+        help="print a token for RECIPIENT of TENANT (HS256 JWT)",
+        description="Your backend signs these in production (any JWT "
+        "library: claims tid, sub, iat, exp); this is for trying it.",
+    )
+    sign.add_argument("tenant")
+    sign.add_argument("recipient", help="the recipient id (the in-app channel's recipient)")
+    sign.add_argument("--ttl", type=int, default=3600, help="seconds it is valid (3600)")
+    sign.set_defaults(handler=_sign)
     p = sub.add_parser("apikeys", help="create, list and revoke the gateway's API keys")
     psub = p.add_subparsers(dest="apikeys_command", required=True)
     create = psub.add_parser("create", help="make a key for TENANT (printed once)")
     create.add_argument("tenant", help="the tenant the key acts for ('' for none)")
-    create.add_argument("--scope", action="append", choices=SCOPES,
-                        help="what the key may do (repeat for several)")  # fmt: skip
+    create.add_argument(
+        "--scope", action="append", choices=SCOPES, help="what the key may do (repeat for several)"
+    )
     create.add_argument("--name", default="", help="a label, to tell keys apart")
     create.set_defaults(handler=_create)
     ls = psub.add_parser("list", help="the keys (prefix, tenant, scopes, state)")

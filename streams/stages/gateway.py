@@ -16,10 +16,9 @@ import uvicorn
 
 from streams.exceptions import FatalStageError
 from streams.http.callbacks_producer import ACK_TIMEOUT_S, AckProducer
-from streams.http.gateway import ApiKeyStore, create_app
+from streams.http.gateway import ApiKeyStore, GatewayDeps, create_app
 from streams.stages.http_stage import HttpStage
-from streams.state.directory import Directory
-from streams.state.history import AuditHistory
+from streams.state import AuditHistory, DeliveryLog, Directory, Inbox
 
 __all__ = ["GatewayStage"]
 
@@ -52,10 +51,13 @@ class GatewayStage(HttpStage):
         producer = AckProducer(s, stage="gateway")
         await producer.start()
         keys = ApiKeyStore(s.postgres.conninfo(), cache_s=s.gateway.key_cache_s)
-        directory = Directory(s.postgres.conninfo(), name="gateway")
-        history = AuditHistory(s.postgres.conninfo())
+        conninfo = s.postgres.conninfo()
+        deps = GatewayDeps(
+            producer, keys, Directory(conninfo, name="gateway"), AuditHistory(conninfo),
+            Inbox(conninfo), DeliveryLog(conninfo), self._catalog,
+        )  # fmt: skip
         config = uvicorn.Config(
-            create_app(s, producer, keys, directory, history, self._catalog),
+            create_app(s, deps),
             log_config=None,  # tidings' logging, not uvicorn's
             access_log=False,
             timeout_graceful_shutdown=int(ACK_TIMEOUT_S) + 5,
@@ -81,5 +83,7 @@ class GatewayStage(HttpStage):
             sock.close()
             await producer.close()
             await keys.close()
-            directory.close()
-            await history.close()
+            deps.directory.close()
+            await deps.history.close()
+            await deps.inbox.close()
+            await deps.deliveries.close()

@@ -31,6 +31,8 @@ from streams.state.directory_rows import (
 )
 from streams.state.dirwatch import DirWatch
 from streams.state.history import AuditHistory, HistoryCursor
+from streams.state.inbox import ACTIONS, FILTERS, Action, Inbox, InboxCursor, InboxFilter
+from streams.state.pg_async import AsyncPg
 from streams.state.recipient_rows import (
     CSV_COLUMNS,
     count_lines,
@@ -47,13 +49,17 @@ from streams.state.recipient_rows import (
 )
 
 __all__ = [
+    "ACTIONS",
     "CAP_MAX_CHECKS",
     "CSV_COLUMNS",
     "DEFAULT_CATALOG_KEY",
     "DEFAULT_CATALOG_TOPIC",
+    "FILTERS",
     "IMPORT_CHUNK",
     "LOOKUP_TIMEOUT_S",
     "NO_PREFERENCES",
+    "Action",
+    "AsyncPg",
     "AuditHistory",
     "CapStore",
     "CatalogRef",
@@ -66,6 +72,9 @@ __all__ = [
     "Directory",
     "DirectoryRefused",
     "HistoryCursor",
+    "Inbox",
+    "InboxCursor",
+    "InboxFilter",
     "Migration",
     "Prepared",
     "SentRecord",

@@ -102,6 +102,20 @@ class DeliveryLog:
         )
         return {r[0]: SentRecord(r[1], r[2], r[3]) for r in rows}
 
+    async def dispatch_records(self, ids: list[str]) -> dict[str, bytes]:
+        """The dispatch records (`Notification.encode()` bytes) kept with the sends of
+        `ids`, in ONE round trip; ids without one (not sent, or sent before migration 0004)
+        are absent. Raises DependencyDown, FatalStageError as `sent` does."""
+        if not ids:
+            return {}
+        rows = await self._rows(
+            "select notification_id::text, notification from deliveries "
+            "where notification_id = any(%b::uuid[]) and notification is not null",
+            (ids,),
+            "deliveries lookup",
+        )
+        return {r[0]: bytes(r[1]) for r in rows}
+
     async def delivery(self, nid: str) -> Delivery | None:
         """The recorded send of notification `nid` (a UUID), or None if none is recorded.
 

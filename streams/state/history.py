@@ -11,15 +11,10 @@ queries serialised on it. Errors: Postgres unreachable → DependencyDown; the t
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-import psycopg
-from psycopg.rows import dict_row
-
-from streams.exceptions import DependencyDown, FatalStageError
+from streams.state.pg_async import AsyncPg
 
 __all__ = ["AuditHistory", "HistoryCursor"]
 
@@ -36,35 +31,11 @@ class AuditHistory:
     """Reads `audit_log`; use from one event loop. Nothing connects in `__init__`."""
 
     def __init__(self, conninfo: str) -> None:
-        self._conninfo = conninfo
-        self._conn: psycopg.AsyncConnection[dict[str, Any]] | None = None
-        self._lock = asyncio.Lock()
-
-    async def _rows(self, sql: str, params: Sequence[Any]) -> list[dict[str, Any]]:
-        async with self._lock:
-            try:
-                if self._conn is None or self._conn.closed:
-                    self._conn = await psycopg.AsyncConnection.connect(
-                        self._conninfo, autocommit=True, connect_timeout=5, row_factory=dict_row
-                    )
-                cur = await self._conn.execute(sql, params)
-                return await cur.fetchall()
-            except psycopg.errors.UndefinedTable as exc:
-                raise FatalStageError(
-                    f"gateway: the audit_log table is missing ({exc}); "
-                    "apply the migrations with `tidings db migrate`"
-                ) from exc
-            except psycopg.Error as exc:
-                conn, self._conn = self._conn, None
-                if conn is not None:
-                    await conn.close()
-                raise DependencyDown(
-                    "postgres", f"gateway: history read failed, Postgres unreachable ({exc})"
-                ) from exc
+        self._pg = AsyncPg(conninfo, "gateway history")
 
     async def notification(self, tenant: str, nid: str) -> list[dict[str, Any]]:
         """Every status row of notification `nid` of `tenant`, oldest first ([] if none)."""
-        return await self._rows(
+        return await self._pg.rows(
             f"select {_COLUMNS} from audit_log where notification_id = %s::uuid "
             "and coalesce(tenant, '') = %s order by status_at, attempt, status",
             (nid, tenant),
@@ -94,15 +65,12 @@ class AuditHistory:
             where.append("(event_at, notification_id, status, attempt) < (%s, %s::uuid, %s, %s)")
             params.extend(after)
         params.append(limit)
-        return await self._rows(
+        return await self._pg.rows(
             f"select {_COLUMNS} from audit_log where {' and '.join(where)} "
             "order by event_at desc, notification_id desc, status desc, attempt desc limit %s",
             params,
         )
 
     async def close(self) -> None:
-        """Close the connection if open; a later read opens a new one."""
-        async with self._lock:
-            conn, self._conn = self._conn, None
-            if conn is not None:
-                await conn.close()
+        """Close the connection if open; a later call opens a new one."""
+        await self._pg.close()

@@ -5,14 +5,18 @@ records read back from a uuid domain topic on the real broker, decoded as route 
 
 from __future__ import annotations
 
+import asyncio
 import json
+import random
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import jwt
 import pytest
 from confluent_kafka import (
     OFFSET_BEGINNING,
@@ -23,14 +27,18 @@ from confluent_kafka import (
     TopicPartition,
 )
 from confluent_kafka.admin import AdminClient
+from pydantic import SecretStr
 
+from processors.channels.inapp import InAppProvider
+from schemas.content import InAppContent
 from schemas.envelope import Origin, decode_event
 from schemas.notification import Notification, notification_id
 from schemas.settings import GatewaySettings, TidingsSettings
-from schemas.status import build_status
+from schemas.status import StatusEvent, build_status
 from streams.cli.main import main
-from streams.http.gateway import STRUCTURED
+from streams.http.gateway import STRUCTURED, sign_recipient_token
 from streams.runtime.kafka import ensure_topics
+from streams.state import DeliveryLog, SentRecord
 from streams.state.db import apply_migrations
 from tests.integration.pipeline import http_stage
 from tests.peers.npm import free_port
@@ -71,6 +79,8 @@ class Gateway:
 
 
 _KEYS: list[str] = []
+_INBOX_IDS: list[str] = []
+SECRET = "s" * 40
 PARTITIONS = 2
 
 
@@ -120,7 +130,8 @@ def gw(settings: TidingsSettings) -> Iterator[Gateway]:
                                                      "audit": f"audit-{u}"}),
         "runtime": settings.runtime.model_copy(update={"drain_timeout_s": 5.0}),
         "gateway": GatewaySettings(port=port, key_cache_s=0.0, max_body_bytes=64 * 1024,
-                                   max_batch=10),
+                                   max_batch=10, recipient_token_secrets={
+                                       f"tenant-{u}": (SecretStr(SECRET),)}),
     })  # fmt: skip
     ensure_topics(
         s, {topic: PARTITIONS, s.topics.recipients: 2, s.topics.dlq: 1, s.topics.status: 2}
@@ -141,6 +152,10 @@ def gw(settings: TidingsSettings) -> Iterator[Gateway]:
             conn.execute("delete from api_keys where prefix = any(%s)", (_KEYS,))
             conn.execute("delete from recipients where tenant like %s", (f"tenant-{u}%",))
             conn.execute("delete from audit_log where tenant like %s", (f"tenant-{u}%",))
+            conn.execute("delete from inbox where tenant like %s", (f"tenant-{u}%",))
+            conn.execute(
+                "delete from deliveries where notification_id = any(%s::uuid[])", (_INBOX_IDS,)
+            )
 
 
 def _problem(r: httpx.Response, status: int) -> dict[str, object]:
@@ -385,3 +400,127 @@ def test_history_comes_from_the_audit_log_within_the_tenant(gw: Gateway) -> None
     cancel = httpx.post(f"{gw.url}/v1/notifications/{mine[0].id}/cancel",
                         headers={"Authorization": f"Bearer {key}"}, timeout=30)  # fmt: skip
     assert "not built yet" in str(_problem(cancel, 409)["detail"])
+
+
+# ---------------------------------------------------------------- /v1/inbox
+
+
+def _inbox_entries(gw: Gateway, recipient: str, n: int) -> list[Notification]:
+    """`n` in-app notifications stored by the real InAppProvider (Postgres inbox, Redis
+    publish) and their sends recorded with the dispatch record, as deliver does."""
+    notes = []
+    for i in range(n):
+        u = uuid.uuid4().hex
+        notes.append(Notification(
+            id=notification_id(f"urn:test:{u}", f"evt-{u}", "welcome", recipient, "inapp"),
+            event_id=f"evt-{u}", event_source=f"urn:test:{u}", event_type="order.created",
+            tenant=gw.tenant, rule_id="welcome", rule_version=1, template_id="welcome",
+            template_version="1", catalog_version="c", channel="inapp", recipient=recipient,
+            category="orders" if i % 2 else "news", user=recipient,
+            event_time_ms=int(time.time() * 1000),
+        ))  # fmt: skip
+    _INBOX_IDS.extend(x.id for x in notes)
+    s = gw.settings
+
+    async def store() -> None:
+        p = InAppProvider(conninfo=s.postgres.conninfo(),
+                          redis_url=s.redis.url.get_secret_value())  # fmt: skip
+        log = DeliveryLog(s.postgres.conninfo())
+        try:
+            for i, x in enumerate(notes):
+                await p.send(x, InAppContent(title=f"t{i}", body=f"b{i}", data={"i": i}))
+                await log.record(x.id, "inapp", SentRecord("inbox", x.id, 1),
+                                 notification=x.encode())  # fmt: skip
+                await asyncio.sleep(0.002)  # distinct created_at, newest last
+        finally:
+            await p.close()
+            await log.close()
+
+    asyncio.run(store())
+    return notes
+
+
+def _me(gw: Gateway, recipient: str) -> dict[str, str]:
+    token = sign_recipient_token(gw.settings.gateway, gw.tenant, recipient, 600)
+    return {"Authorization": f"Bearer {token}"}
+
+
+def _inbox(gw: Gateway, me: dict[str, str], method: str = "GET", path: str = "",
+           body: object = None, **params: str) -> httpx.Response:  # fmt: skip
+    return httpx.request(method, f"{gw.url}/v1/inbox{path}", headers=me, json=body,
+                         params=params, timeout=30)  # fmt: skip
+
+
+def _gateway_statuses(gw: Gateway) -> list[StatusEvent]:
+    evs = [StatusEvent.decode(m.value()) for m in _read_all(gw.settings, gw.settings.topics.status)]
+    return [e for e in evs if e.source == "tidings/gateway"]
+
+
+def test_the_inbox_lists_counts_and_marks_as_its_recipient(gw: Gateway) -> None:
+    rid = f"user-{uuid.uuid4().hex[:6]}"
+    notes = _inbox_entries(gw, rid, 5)
+    me = _me(gw, rid)
+    page = _inbox(gw, me, limit="3").json()
+    assert [x["id"] for x in page["items"]] == [n.id for n in notes[::-1][:3]]  # newest first
+    rest = _inbox(gw, me, limit="3", cursor=page["next_cursor"]).json()
+    assert [x["id"] for x in rest["items"]] == [notes[1].id, notes[0].id]
+    assert rest["next_cursor"] is None
+    assert {x["category"] for x in _inbox(gw, me, category="orders").json()["items"]} == {"orders"}
+    assert _inbox(gw, me, path="/counts").json() == {"unread": 5, "unseen": 5}
+    # Read one: a read status (from its dispatch record), once; read implies seen.
+    assert _inbox(gw, me, "POST", f"/{notes[0].id}/read").json()["changed"] == [notes[0].id]
+    assert _inbox(gw, me, "POST", f"/{notes[0].id}/read").json()["changed"] == []
+    assert _inbox(gw, me, path="/counts").json() == {"unread": 4, "unseen": 4}
+    reads = [e for e in _gateway_statuses(gw) if e.data.notification_id == notes[0].id]
+    assert [e.data.status for e in reads] == ["read"]
+    assert (reads[0].data.rule_id, reads[0].data.channel) == ("welcome", "inapp")
+    # Seen in bulk, one archived, then everything read.
+    r = _inbox(gw, me, "POST", "/seen", {"ids": [n.id for n in notes]}).json()
+    assert sorted(r["changed"]) == sorted(n.id for n in notes[1:]) and r["more"] is False
+    assert _inbox(gw, me, "POST", f"/{notes[4].id}/archive").json()["changed"] == [notes[4].id]
+    assert _inbox(gw, me, path="/counts").json() == {"unread": 3, "unseen": 0}
+    assert [x["id"] for x in _inbox(gw, me, filter="archived").json()["items"]] == [notes[4].id]
+    assert len(_inbox(gw, me).json()["items"]) == 4, "archived ones are out of the feed"
+    r = _inbox(gw, me, "POST", "/read", {"all": True}).json()  # archived ones too
+    assert sorted(r["changed"]) == sorted(n.id for n in notes[1:])
+    assert _inbox(gw, me, path="/counts").json() == {"unread": 0, "unseen": 0}
+    kinds = sorted((e.data.notification_id, e.data.status) for e in _gateway_statuses(gw)
+                   if e.data.notification_id in {n.id for n in notes})  # fmt: skip
+    want = [(notes[0].id, "read"), *((n.id, "seen") for n in notes[1:]),
+            (notes[4].id, "archived"), *((n.id, "read") for n in notes[1:])]  # fmt: skip
+    assert kinds == sorted(want)
+
+
+def test_counts_equal_the_list_after_concurrent_changes(gw: Gateway) -> None:
+    rid = f"user-{uuid.uuid4().hex[:6]}"
+    notes = _inbox_entries(gw, rid, 8)
+    me = _me(gw, rid)
+    rng = random.Random(7)
+    calls = [(rng.choice(["read", "unread", "seen", "archive", "unarchive"]), rng.choice(notes).id)
+             for _ in range(40)]  # fmt: skip
+    with ThreadPoolExecutor(8) as pool:
+        done = list(
+            pool.map(lambda c: _inbox(gw, me, "POST", f"/{c[1]}/{c[0]}").status_code, calls)
+        )
+    assert set(done) == {200}
+    unread = _inbox(gw, me, filter="unread", limit="200").json()["items"]
+    unseen = _inbox(gw, me, filter="unseen", limit="200").json()["items"]
+    assert _inbox(gw, me, path="/counts").json() == {"unread": len(unread), "unseen": len(unseen)}
+
+
+def test_a_token_reads_only_its_own_inbox(gw: Gateway) -> None:
+    rid = f"user-{uuid.uuid4().hex[:6]}"
+    notes = _inbox_entries(gw, rid, 2)
+    other = _me(gw, f"{rid}-other")
+    assert _inbox(gw, other).json()["items"] == []
+    assert _inbox(gw, other, "POST", f"/{notes[0].id}/read").json()["changed"] == []
+    assert _inbox(gw, _me(gw, rid), path="/counts").json()["unread"] == 2, "untouched"
+    _problem(_inbox(gw, {}), 401)
+    _problem(_inbox(gw, {"Authorization": "Bearer x.y.z"}), 401)
+    expired = jwt.encode({"tid": gw.tenant, "sub": rid, "iat": 1, "exp": 2}, SECRET,
+                         algorithm="HS256")  # fmt: skip
+    assert "expired" in str(
+        _problem(_inbox(gw, {"Authorization": f"Bearer {expired}"}), 401)["detail"]
+    )
+    # An API key is not a recipient token.
+    _problem(_inbox(gw, {"Authorization": f"Bearer {gw.key('admin')}"}), 401)

@@ -4,7 +4,7 @@ Pure parts (keys.py, intake.py, problems.py) and thin adapters (keystore.py: Pos
 the AckProducer: Kafka); app.py wires them into routes, streams/stages/gateway.py serves it.
 """
 
-from streams.http.gateway.app import AcceptedEvent, EventsAccepted, create_app
+from streams.http.gateway.app import AcceptedEvent, EventsAccepted, GatewayDeps, create_app
 from streams.http.gateway.auth import Key, api_key
 from streams.http.gateway.directory_api import ChangeAccepted, directory_router
 from streams.http.gateway.history_api import (
@@ -12,6 +12,14 @@ from streams.http.gateway.history_api import (
     NotificationHistory,
     StatusRow,
     history_router,
+)
+from streams.http.gateway.inbox_api import (
+    BULK_MAX,
+    InboxChanged,
+    InboxCounts,
+    InboxEntry,
+    InboxPage,
+    inbox_router,
 )
 from streams.http.gateway.intake import BATCH, STRUCTURED, Accepted, events_from_request
 from streams.http.gateway.keys import (
@@ -26,9 +34,16 @@ from streams.http.gateway.keys import (
 )
 from streams.http.gateway.keystore import ApiKeyStore, create_key, list_keys, revoke_key
 from streams.http.gateway.problems import PROBLEM_JSON, Problem
+from streams.http.gateway.produce import produce_acked
+from streams.http.gateway.tokens import (
+    RecipientIdentity,
+    sign_recipient_token,
+    verify_recipient_token,
+)
 
 __all__ = [
     "BATCH",
+    "BULK_MAX",
     "PROBLEM_JSON",
     "SCOPES",
     "STRUCTURED",
@@ -38,11 +53,17 @@ __all__ = [
     "ApiKeyStore",
     "ChangeAccepted",
     "EventsAccepted",
+    "GatewayDeps",
     "HistoryPage",
+    "InboxChanged",
+    "InboxCounts",
+    "InboxEntry",
+    "InboxPage",
     "IssuedKey",
     "Key",
     "NotificationHistory",
     "Problem",
+    "RecipientIdentity",
     "StatusRow",
     "api_key",
     "check_scopes",
@@ -51,10 +72,14 @@ __all__ = [
     "directory_router",
     "events_from_request",
     "history_router",
+    "inbox_router",
     "issue_key",
     "list_keys",
     "parse_key",
+    "produce_acked",
     "revoke_key",
     "secret_digest",
+    "sign_recipient_token",
     "verify",
+    "verify_recipient_token",
 ]

@@ -3,14 +3,14 @@
 `create_app(settings, producer, keys)` builds it; the gateway stage (streams/stages/
 gateway.py) serves it with uvicorn. OpenAPI 3.1 at `/openapi.json`, interactive docs at
 `/docs`. What is built today: `POST /v1/events`, `/v1/recipients` (directory_api.py),
-`/v1/notifications` (history_api.py) and `GET /healthz` (docs/api.md; the rest of the
-gateway issue is listed there as not done).
+`/v1/notifications` (history_api.py), `/v1/inbox` (inbox_api.py) and `GET /healthz`
+(docs/api.md; the rest of the gateway issue is listed there as not done).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -19,19 +19,23 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from schemas.settings import TidingsSettings
-from streams.http.callbacks_producer import AckProducer, NotAcknowledgedError
+from streams.http.callbacks_producer import AckProducer
 from streams.http.gateway.auth import Key
 from streams.http.gateway.directory_api import directory_router
 from streams.http.gateway.history_api import history_router
+from streams.http.gateway.inbox_api import inbox_router
 from streams.http.gateway.intake import BATCH, STRUCTURED, events_from_request
 from streams.http.gateway.keystore import ApiKeyStore
 from streams.http.gateway.problems import PROBLEM_JSON, Problem
+from streams.http.gateway.produce import produce_acked
 from streams.runtime.records import Out
 from streams.state.catalog import CatalogRef
+from streams.state.deliveries import DeliveryLog
 from streams.state.directory import Directory
 from streams.state.history import AuditHistory
+from streams.state.inbox import Inbox
 
-__all__ = ["AcceptedEvent", "EventsAccepted", "create_app"]
+__all__ = ["AcceptedEvent", "EventsAccepted", "GatewayDeps", "create_app"]
 
 log = logging.getLogger(__name__)
 
@@ -100,26 +104,36 @@ async def _body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def create_app(
-    settings: TidingsSettings,
-    producer: AckProducer,
-    keys: ApiKeyStore,
-    directory: Directory,
-    history: AuditHistory,
-    catalog: CatalogRef | None = None,
-) -> FastAPI:
-    """The gateway app; nothing connects here (the producer is started by the caller, the
-    store and the directory connect on first use). `catalog`: what recipients' preferences
-    may name (None: not checked here; the recipients stage still checks)."""
+@dataclass(frozen=True)
+class GatewayDeps:
+    """The adapters the routes use (nothing here connects when built: the producer is
+    started by the caller, the others connect on first use). `catalog`: what recipients'
+    preferences may name (None: not checked here; the recipients stage still checks)."""
+
+    producer: AckProducer
+    keys: ApiKeyStore
+    directory: Directory
+    history: AuditHistory
+    inbox: Inbox
+    deliveries: DeliveryLog
+    catalog: CatalogRef | None = None
+
+
+def create_app(settings: TidingsSettings, deps: GatewayDeps) -> FastAPI:
+    """The gateway app; connects nothing."""
     app = FastAPI(
         title="tidings gateway",
         version="1",
-        description="Events in, over HTTP. Authenticate with `Authorization: Bearer <API "
-        "key>` (`tidings apikeys create`). Errors are RFC 9457 problem+json.",
+        description="Events in, over HTTP. Server routes authenticate with `Authorization: "
+        "Bearer <API key>` (`tidings apikeys create`), the inbox with a recipient token "
+        "signed by the tenant's backend. Errors are RFC 9457 problem+json.",
     )
-    app.state.keys = keys
-    app.include_router(directory_router(settings, producer, directory, catalog))
-    app.include_router(history_router(history))
+    app.state.keys = deps.keys
+    app.state.settings = settings
+    producer = deps.producer
+    app.include_router(directory_router(settings, producer, deps.directory, deps.catalog))
+    app.include_router(history_router(deps.history))
+    app.include_router(inbox_router(settings, producer, deps.inbox, deps.deliveries))
 
     @app.exception_handler(Problem)
     async def _on_problem(_: Request, exc: Problem) -> JSONResponse:
@@ -177,19 +191,8 @@ def create_app(
             tenant=key.tenant,
             settings=settings,
         )
-        sends = [producer.send(Out(e.topic, e.value, e.key, list(e.headers))) for e in events]
-        results = await asyncio.gather(*sends, return_exceptions=True)
-        failed = [r for r in results if isinstance(r, BaseException)]
-        if failed:
-            if not all(isinstance(r, NotAcknowledgedError) for r in failed):
-                raise failed[0]
-            raise Problem(
-                503,
-                "Kafka unavailable",
-                f"{len(failed)} of {len(events)} event(s) not acknowledged "
-                f"({failed[0]}); retry the request: the event ids make it idempotent",
-                headers={"Retry-After": "5"},
-            )
+        outs = [Out(e.topic, e.value, e.key, list(e.headers)) for e in events]
+        await produce_acked(producer, outs, "retry the request: the event ids make it idempotent")
         return EventsAccepted(
             accepted=[AcceptedEvent(id=e.id, type=e.type, topic=e.topic) for e in events]
         )

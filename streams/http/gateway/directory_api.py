@@ -26,10 +26,11 @@ from pydantic import BaseModel, ValidationError
 from schemas.recipient import Address, Preferences, Recipient, RecipientChange, recipient_key
 from schemas.settings import TidingsSettings
 from streams.exceptions import DependencyDown
-from streams.http.callbacks_producer import AckProducer, NotAcknowledgedError
+from streams.http.callbacks_producer import AckProducer
 from streams.http.gateway.auth import Key
 from streams.http.gateway.keys import ApiKey
 from streams.http.gateway.problems import Problem
+from streams.http.gateway.produce import produce_acked
 from streams.runtime.records import Out
 from streams.state.catalog import CatalogRef
 from streams.state.directory import Directory
@@ -82,11 +83,7 @@ def directory_router(
             decode_change(key, value, catalog.current if catalog is not None else None)
         except ValueError as exc:
             raise Problem(400, "Invalid recipient", str(exc), "/") from None
-        try:
-            part, off = await producer.send(Out(topic, value, key, _HEADERS))
-        except NotAcknowledgedError as exc:
-            raise Problem(503, "Kafka unavailable", f"{exc}; retry the request",
-                          headers={"Retry-After": "5"}) from exc  # fmt: skip
+        [(part, off)] = await produce_acked(producer, [Out(topic, value, key, _HEADERS)], "retry")
         tenant, _, rid = key.decode().partition("/")
         return ChangeAccepted(tenant=tenant, id=rid, type=change.type, partition=part, offset=off)
 

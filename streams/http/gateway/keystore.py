@@ -10,7 +10,6 @@ Errors: Postgres unreachable → DependencyDown (the caller answers 503); the ta
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections import OrderedDict
 from typing import Any
@@ -19,10 +18,12 @@ import psycopg
 
 from streams.exceptions import DependencyDown, FatalStageError
 from streams.http.gateway.keys import ApiKey
+from streams.state.pg_async import AsyncPg
 
 __all__ = ["ApiKeyStore", "create_key", "list_keys", "revoke_key"]
 
-_COLUMNS = "prefix, tenant, scopes, secret_sha256, revoked_at, name"
+_NAMES = ("prefix", "tenant", "scopes", "secret_sha256", "revoked_at", "name")
+_COLUMNS = ", ".join(_NAMES)
 _MAX_CACHED = 10_000  # keys remembered at once (the oldest read is forgotten first)
 
 
@@ -43,11 +44,9 @@ class ApiKeyStore:
     """Keys by prefix, cached; use from one event loop. Nothing connects in `__init__`."""
 
     def __init__(self, conninfo: str, *, cache_s: float = 30.0) -> None:
-        self._conninfo = conninfo
+        self._pg = AsyncPg(conninfo, "gateway: API key lookup")
         self._cache_s = cache_s
         self._cache: OrderedDict[str, tuple[float, ApiKey | None]] = OrderedDict()
-        self._conn: psycopg.AsyncConnection[Any] | None = None
-        self._lock = asyncio.Lock()
 
     async def get(self, prefix: str) -> ApiKey | None:
         """The key named `prefix`, or None; awaits Postgres at most once per `cache_s`.
@@ -58,35 +57,17 @@ class ApiKeyStore:
         hit = self._cache.get(prefix)
         if hit is not None and now - hit[0] < self._cache_s:
             return hit[1]
-        async with self._lock:
-            try:
-                if self._conn is None or self._conn.closed:
-                    self._conn = await psycopg.AsyncConnection.connect(
-                        self._conninfo, autocommit=True, connect_timeout=5
-                    )
-                cur = await self._conn.execute(
-                    f"select {_COLUMNS} from api_keys where prefix = %s", (prefix,)
-                )
-                row = await cur.fetchone()
-            except psycopg.Error as exc:
-                await self._drop()
-                raise _translate(exc, "API key lookup") from exc
-        key = _row(row) if row else None
+        rows = await self._pg.rows(f"select {_COLUMNS} from api_keys where prefix = %s", (prefix,))
+        key = _row(tuple(rows[0][c] for c in _NAMES)) if rows else None
         self._cache[prefix] = (now, key)
         self._cache.move_to_end(prefix)
         while len(self._cache) > _MAX_CACHED:
             self._cache.popitem(last=False)
         return key
 
-    async def _drop(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            await conn.close()
-
     async def close(self) -> None:
         """Close the connection if open; a later `get` opens a new one."""
-        async with self._lock:
-            await self._drop()
+        await self._pg.close()
 
 
 def _sync(conninfo: str, what: str, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:

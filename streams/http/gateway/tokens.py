@@ -1,0 +1,102 @@
+"""Recipient tokens: how a recipient's app proves who it is to the inbox API; pure.
+
+A recipient token is a JWT (RFC 7519) signed HS256 with one of the tenant's
+`gateway.recipient_token_secrets`, claims `tid` (tenant), `sub` (recipient id), `iat`, `exp`
+(required; at most `gateway.recipient_token_max_ttl_s` after `iat`). The customer's backend
+signs it (any JWT library; `tidings tokens sign` for trying it) and hands it to its app, so
+tidings never sees the customer's own user sessions: Knock's "enhanced security" mode,
+Novu's subscriber HMAC.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import jwt
+
+from schemas.settings import GatewaySettings
+from streams.http.gateway.problems import Problem
+
+__all__ = ["RecipientIdentity", "sign_recipient_token", "verify_recipient_token"]
+
+_ALGORITHM = "HS256"
+
+
+@dataclass(frozen=True, slots=True)
+class RecipientIdentity:
+    """Who a verified token speaks for."""
+
+    tenant: str
+    recipient: str
+
+
+def sign_recipient_token(
+    settings: GatewaySettings, tenant: str, recipient: str, ttl_s: int, *, now: float | None = None
+) -> str:
+    """A token for (tenant, recipient), valid `ttl_s` seconds; raises ValueError when the
+    tenant has no secret or `ttl_s` is past the maximum."""
+    secrets = settings.recipient_token_secrets.get(tenant)
+    if not secrets:
+        raise ValueError(f"tenant {tenant!r} has no gateway.recipient_token_secrets")
+    if not 0 < ttl_s <= settings.recipient_token_max_ttl_s:
+        raise ValueError(
+            f"ttl must be 1..{settings.recipient_token_max_ttl_s} s "
+            "(gateway.recipient_token_max_ttl_s)"
+        )
+    iat = int(now if now is not None else time.time())
+    claims = {"tid": tenant, "sub": recipient, "iat": iat, "exp": iat + ttl_s}
+    return jwt.encode(claims, secrets[0].get_secret_value(), algorithm=_ALGORITHM)
+
+
+def _refused(detail: str) -> Problem:
+    return Problem(
+        401, "Invalid recipient token", detail, headers={"WWW-Authenticate": 'Bearer realm="inbox"'}
+    )
+
+
+def verify_recipient_token(
+    settings: GatewaySettings, token: str, *, now: float | None = None
+) -> RecipientIdentity:
+    """The identity a token proves; raises Problem 401 saying why it doesn't."""
+    try:
+        unverified = jwt.decode(token, options={"verify_signature": False})
+        header = jwt.get_unverified_header(token)
+    except jwt.PyJWTError as exc:
+        raise _refused(f"not a JWT ({exc})") from None
+    if header.get("alg") != _ALGORITHM:
+        raise _refused(f"alg {header.get('alg')!r}: recipient tokens are {_ALGORITHM}")
+    tenant = unverified.get("tid")
+    if not isinstance(tenant, str):
+        raise _refused("the token has no `tid` (tenant) claim")
+    secrets = settings.recipient_token_secrets.get(tenant, ())
+    if not secrets:
+        raise _refused(f"tenant {tenant[:64]!r} has no inbox here (no recipient token secrets)")
+    at = now if now is not None else time.time()
+    for secret in secrets:
+        try:
+            claims = jwt.decode(
+                token,
+                secret.get_secret_value(),
+                algorithms=[_ALGORITHM],
+                options={
+                    "require": ["exp", "iat", "sub", "tid"],
+                    "verify_exp": False,
+                    "verify_iat": False,
+                },
+            )
+        except jwt.InvalidSignatureError:
+            continue
+        except jwt.PyJWTError as exc:
+            raise _refused(str(exc)) from None
+        if not isinstance(claims["exp"], int | float) or claims["exp"] <= at:
+            raise _refused("the token has expired: ask your backend for a new one")
+        if claims["exp"] - claims["iat"] > settings.recipient_token_max_ttl_s:
+            raise _refused(
+                f"the token lives longer than gateway.recipient_token_max_ttl_s = "
+                f"{settings.recipient_token_max_ttl_s} s"
+            )
+        if not isinstance(claims["sub"], str) or not claims["sub"]:
+            raise _refused("`sub` must be the recipient id")
+        return RecipientIdentity(tenant, claims["sub"])
+    raise _refused("bad signature: not signed with a secret of this tenant")

@@ -327,6 +327,12 @@ class GatewaySettings(Frozen):
     # first signs (`tidings tokens sign`), any verifies (rotate by prepending). At least 32
     # bytes each. A tenant without secrets has no inbox API.
     recipient_token_secrets: dict[str, tuple[SecretStr, ...]] = Field(default_factory=dict)
+    # Requests per second one API key may make, over all gateway processes (Redis); past it:
+    # 429 with Retry-After. 0: no limit.
+    rate_limit_per_s: int = Field(default=1000, ge=0, le=1_000_000)
+    # Origins a browser may call the API from (CORS), e.g. "https://app.example.com"; empty:
+    # none (server-to-server calls need no CORS).
+    cors_origins: tuple[str, ...] = ()
     # A recipient token may live at most this long (its `exp` - `iat`).
     recipient_token_max_ttl_s: int = Field(default=7 * 24 * 3600, ge=60, le=90 * 24 * 3600)
 

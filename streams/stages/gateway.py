@@ -18,7 +18,7 @@ from streams.exceptions import FatalStageError
 from streams.http.callbacks_producer import ACK_TIMEOUT_S, AckProducer
 from streams.http.gateway import ApiKeyStore, GatewayDeps, create_app
 from streams.stages.http_stage import HttpStage
-from streams.state import AuditHistory, DeliveryLog, Directory, Inbox
+from streams.state import AuditHistory, DeliveryLog, Directory, Inbox, RateLimiter
 
 __all__ = ["GatewayStage"]
 
@@ -55,6 +55,7 @@ class GatewayStage(HttpStage):
         deps = GatewayDeps(
             producer, keys, Directory(conninfo, name="gateway"), AuditHistory(conninfo),
             Inbox(conninfo), DeliveryLog(conninfo), self._catalog,
+            RateLimiter(s.redis.url.get_secret_value()) if s.gateway.rate_limit_per_s else None,
         )  # fmt: skip
         config = uvicorn.Config(
             create_app(s, deps),
@@ -87,3 +88,5 @@ class GatewayStage(HttpStage):
             await deps.history.close()
             await deps.inbox.close()
             await deps.deliveries.close()
+            if deps.limiter is not None:
+                await deps.limiter.close()

@@ -33,6 +33,7 @@ from streams.state.dirwatch import DirWatch
 from streams.state.history import AuditHistory, HistoryCursor
 from streams.state.inbox import ACTIONS, FILTERS, Action, Inbox, InboxCursor, InboxFilter
 from streams.state.pg_async import AsyncPg
+from streams.state.rate_limit import RateLimiter
 from streams.state.recipient_rows import (
     CSV_COLUMNS,
     count_lines,
@@ -77,6 +78,7 @@ __all__ = [
     "InboxFilter",
     "Migration",
     "Prepared",
+    "RateLimiter",
     "SentRecord",
     "apply_migrations",
     "audit_partition_ddl",

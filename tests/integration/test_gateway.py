@@ -81,6 +81,7 @@ class Gateway:
 _KEYS: list[str] = []
 _INBOX_IDS: list[str] = []
 SECRET = "s" * 40
+RATE = 25  # requests a second per key
 PARTITIONS = 2
 
 
@@ -130,7 +131,9 @@ def gw(settings: TidingsSettings) -> Iterator[Gateway]:
                                                      "audit": f"audit-{u}"}),
         "runtime": settings.runtime.model_copy(update={"drain_timeout_s": 5.0}),
         "gateway": GatewaySettings(port=port, key_cache_s=0.0, max_body_bytes=64 * 1024,
-                                   max_batch=10, recipient_token_secrets={
+                                   max_batch=10, rate_limit_per_s=RATE,
+                                   cors_origins=("https://app.example",),
+                                   recipient_token_secrets={
                                        f"tenant-{u}": (SecretStr(SECRET),)}),
     })  # fmt: skip
     ensure_topics(
@@ -524,3 +527,31 @@ def test_a_token_reads_only_its_own_inbox(gw: Gateway) -> None:
     )
     # An API key is not a recipient token.
     _problem(_inbox(gw, {"Authorization": f"Bearer {gw.key('admin')}"}), 401)
+
+
+# ---------------------------------------------------------------- limits
+
+
+def test_a_key_past_its_rate_gets_429_with_retry_after_then_goes_on(gw: Gateway) -> None:
+    key = gw.key("events:write")
+    with ThreadPoolExecutor(8) as pool:
+        codes = list(pool.map(lambda _: gw.post(key, gw.event()), range(3 * RATE)))
+    limited = [r for r in codes if r.status_code == 429]
+    assert limited and all(r.status_code in (202, 429) for r in codes)
+    assert sum(r.status_code == 202 for r in codes) >= RATE
+    assert int(limited[0].headers["retry-after"]) >= 1
+    assert "rate_limit_per_s" in str(_problem(limited[0], 429)["detail"])
+    time.sleep(1.1)
+    assert gw.post(key, gw.event()).status_code == 202, "the next second is a new window"
+    # Another key has its own budget.
+    assert gw.post(gw.key("events:write"), gw.event()).status_code == 202
+
+
+def test_cors_answers_only_the_configured_origins(gw: Gateway) -> None:
+    pre = {"Access-Control-Request-Method": "POST",
+           "Access-Control-Request-Headers": "authorization,content-type"}  # fmt: skip
+    ok = httpx.options(f"{gw.url}/v1/events", headers={**pre, "Origin": "https://app.example"})
+    assert ok.status_code == 200
+    assert ok.headers["access-control-allow-origin"] == "https://app.example"
+    bad = httpx.options(f"{gw.url}/v1/events", headers={**pre, "Origin": "https://evil.example"})
+    assert "access-control-allow-origin" not in bad.headers

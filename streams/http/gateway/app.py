@@ -15,6 +15,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
@@ -34,6 +35,7 @@ from streams.state.deliveries import DeliveryLog
 from streams.state.directory import Directory
 from streams.state.history import AuditHistory
 from streams.state.inbox import Inbox
+from streams.state.rate_limit import RateLimiter
 
 __all__ = ["AcceptedEvent", "EventsAccepted", "GatewayDeps", "create_app"]
 
@@ -73,6 +75,7 @@ _PROBLEMS: dict[int | str, dict[str, Any]] = {
         (413, "the body or the batch is too large"),
         (415, "not a CloudEvents content mode"),
         (422, "the event type has no domain topic"),
+        (429, "past gateway.rate_limit_per_s for this key: wait Retry-After seconds"),
         (503, "Kafka or Postgres is unavailable: retry (the event id makes it idempotent)"),
     )
 }
@@ -117,6 +120,7 @@ class GatewayDeps:
     inbox: Inbox
     deliveries: DeliveryLog
     catalog: CatalogRef | None = None
+    limiter: RateLimiter | None = None  # None: no rate limits
 
 
 def create_app(settings: TidingsSettings, deps: GatewayDeps) -> FastAPI:
@@ -130,6 +134,16 @@ def create_app(settings: TidingsSettings, deps: GatewayDeps) -> FastAPI:
     )
     app.state.keys = deps.keys
     app.state.settings = settings
+    app.state.limiter = deps.limiter
+    if settings.gateway.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.gateway.cors_origins),
+            allow_methods=["GET", "POST", "PUT", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "X-API-Key", "ce-*"],
+            expose_headers=["Retry-After"],
+            max_age=600,
+        )
     producer = deps.producer
     app.include_router(directory_router(settings, producer, deps.directory, deps.catalog))
     app.include_router(history_router(deps.history))

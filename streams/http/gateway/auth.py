@@ -1,8 +1,10 @@
 """The gateway's API-key check, as a FastAPI dependency: `Key` in a route's signature is the
-request's verified key (the app puts its ApiKeyStore at `app.state.keys`)."""
+request's verified key, within its rate limit (the app puts its ApiKeyStore at
+`app.state.keys`, its RateLimiter or None at `app.state.limiter`)."""
 
 from __future__ import annotations
 
+import math
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -11,6 +13,7 @@ from streams.exceptions import DependencyDown
 from streams.http.gateway.keys import ApiKey, parse_key, verify
 from streams.http.gateway.keystore import ApiKeyStore
 from streams.http.gateway.problems import Problem
+from streams.state.rate_limit import RateLimiter
 
 __all__ = ["Key", "api_key"]
 
@@ -47,6 +50,18 @@ async def api_key(request: Request) -> ApiKey:
             "unknown or revoked key",
             headers={"WWW-Authenticate": "Bearer"},
         )
+    limiter: RateLimiter | None = request.app.state.limiter
+    limit = request.app.state.settings.gateway.rate_limit_per_s
+    if limiter is not None and limit:
+        wait = await limiter.allow(stored.prefix, limit)
+        if wait is not None:
+            raise Problem(
+                429,
+                "Too many requests",
+                f"this API key is past gateway.rate_limit_per_s = {limit} requests a second; "
+                "wait and retry",
+                headers={"Retry-After": str(max(1, math.ceil(wait)))},
+            )
     return stored
 
 

@@ -929,9 +929,11 @@ def environment() -> dict[str, Any]:
 # import and four route windows take a minute and a half.
 DIRECTORY = ("directory-import", "route-directory")
 DELIVER_ALONE = ("deliver-email", "deliver-webhook", "deliver-inapp")  # bench/deliver.py
+# POST /v1/events per gateway process, and the HTTP stack's own limit (bench/gateway.py).
+GATEWAY = ("limit-uvicorn", "gateway-events", "gateway-events-batch")
 SCENARIOS = (
     "raw", "faust", "route", *LIMITS, *PIPELINES, *DELIVER_ALONE, *INSTRUMENTED, *DIRECTORY,
-    "latency",
+    *GATEWAY, "latency",
 )  # fmt: skip
 # --quick without --only: every kind of row once (each mix, each form, each limit), ~3 min.
 QUICK_SCENARIOS = (
@@ -984,6 +986,11 @@ def _print_row(name: str, r: dict[str, Any]) -> None:
         from bench import directory
 
         directory.print_row(name, r)
+        return
+    if name in GATEWAY:
+        from bench import gateway
+
+        gateway.print_row(name, r)
         return
     dry = "  (ran dry)" if r.get("ran_dry") else ""
     dry += f"  [{r.get('step_s', 0):.0f} s]"
@@ -1091,6 +1098,10 @@ def _run_all(w: World, plan: Plan, args: argparse.Namespace, results: dict[str, 
                 from bench import deliver
 
                 sc[name] = deliver.run(w, plan, name, pool, quick=args.quick, prof=args.prof)
+            elif name in GATEWAY:
+                from bench import gateway
+
+                sc[name] = gateway.run(w, plan, name, quick=args.quick)
             else:
                 step = _paired if name in INSTRUMENTED else _step
                 sc[name] = step(w, plan, name, pool, args.prof)

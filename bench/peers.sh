@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The bench's fast real peers, from Debian's packages, unpacked (never installed) under
-# .local/peers: Postfix's smtp-sink (package postfix) and nginx (package nginx).
+# .local/peers: Postfix's smtp-sink (package postfix), nginx (package nginx), and ApacheBench
+# (apache2-utils, with its libapr1 and libaprutil1) for the gateway rows.
 #
 #   bash bench/peers.sh          # fetch + unpack what is missing; prints nothing when done
 #
@@ -30,6 +31,10 @@ works() {
                 "$PEERS/postfix/usr/sbin/smtp-sink" 2>&1 || true)"
             [[ "$out" == *usage:* ]] ;;
         nginx) "$PEERS/nginx/usr/sbin/nginx" -v >/dev/null 2>&1 ;;
+        libapr1 | libaprutil1) ls "$PEERS/$1"/usr/lib/x86_64-linux-gnu/*.so.* >/dev/null 2>&1 ;;
+        apache2-utils) # ab, the gateway rows' load generator (bench/gateway.py)
+            LD_LIBRARY_PATH="$PEERS/libapr1/usr/lib/x86_64-linux-gnu:$PEERS/libaprutil1/usr/lib/x86_64-linux-gnu" \
+                "$PEERS/apache2-utils/usr/bin/ab" -V >/dev/null 2>&1 ;;
     esac
 }
 
@@ -68,6 +73,6 @@ fetch() {
 }
 
 mkdir -p "$PEERS"
-for pkg in postfix nginx; do
+for pkg in postfix nginx libapr1 libaprutil1 apache2-utils; do
     works "$pkg" || fetch "$pkg"
 done

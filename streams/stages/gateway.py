@@ -16,7 +16,7 @@ import uvicorn
 
 from streams.exceptions import FatalStageError
 from streams.http.callbacks_producer import ACK_TIMEOUT_S, AckProducer
-from streams.http.gateway import ApiKeyStore, GatewayDeps, create_app
+from streams.http.gateway import ApiKeyStore, GatewayDeps, InboxActions, Realtime, create_app
 from streams.stages.http_stage import HttpStage
 from streams.state import AuditHistory, DeliveryLog, Directory, Inbox, RateLimiter
 
@@ -54,11 +54,15 @@ class GatewayStage(HttpStage):
         conninfo = s.postgres.conninfo()
         deps = GatewayDeps(
             producer, keys, Directory(conninfo, name="gateway"), AuditHistory(conninfo),
-            Inbox(conninfo), DeliveryLog(conninfo), self._catalog,
+            InboxActions(s, producer, Inbox(conninfo), DeliveryLog(conninfo)), self._catalog,
             RateLimiter(s.redis.url.get_secret_value()) if s.gateway.rate_limit_per_s else None,
         )  # fmt: skip
+        realtime = Realtime(s, deps.actions)
+        app = create_app(s, deps)
+        app.include_router(realtime.router())
+        await realtime.start()
         config = uvicorn.Config(
-            create_app(s, deps),
+            realtime.asgi(app),
             log_config=None,  # tidings' logging, not uvicorn's
             access_log=False,
             timeout_graceful_shutdown=int(ACK_TIMEOUT_S) + 5,
@@ -82,11 +86,11 @@ class GatewayStage(HttpStage):
             server.should_exit = True
             await asyncio.gather(serving, return_exceptions=True)
             sock.close()
+            await realtime.close()
             await producer.close()
             await keys.close()
             deps.directory.close()
             await deps.history.close()
-            await deps.inbox.close()
-            await deps.deliveries.close()
+            await deps.actions.close()
             if deps.limiter is not None:
                 await deps.limiter.close()

@@ -15,10 +15,12 @@ from streams.http.gateway.history_api import (
 )
 from streams.http.gateway.inbox_api import (
     BULK_MAX,
+    InboxActions,
     InboxChanged,
     InboxCounts,
     InboxEntry,
     InboxPage,
+    inbox_entry,
     inbox_router,
 )
 from streams.http.gateway.intake import BATCH, STRUCTURED, Accepted, events_from_request
@@ -35,6 +37,7 @@ from streams.http.gateway.keys import (
 from streams.http.gateway.keystore import ApiKeyStore, create_key, list_keys, revoke_key
 from streams.http.gateway.problems import PROBLEM_JSON, Problem
 from streams.http.gateway.produce import produce_acked
+from streams.http.gateway.realtime import CATCH_UP, PRESENCE_TTL_S, Realtime, room_of
 from streams.http.gateway.tokens import (
     RecipientIdentity,
     sign_recipient_token,
@@ -44,6 +47,8 @@ from streams.http.gateway.tokens import (
 __all__ = [
     "BATCH",
     "BULK_MAX",
+    "CATCH_UP",
+    "PRESENCE_TTL_S",
     "PROBLEM_JSON",
     "SCOPES",
     "STRUCTURED",
@@ -55,6 +60,7 @@ __all__ = [
     "EventsAccepted",
     "GatewayDeps",
     "HistoryPage",
+    "InboxActions",
     "InboxChanged",
     "InboxCounts",
     "InboxEntry",
@@ -63,6 +69,7 @@ __all__ = [
     "Key",
     "NotificationHistory",
     "Problem",
+    "Realtime",
     "RecipientIdentity",
     "StatusRow",
     "api_key",
@@ -72,12 +79,14 @@ __all__ = [
     "directory_router",
     "events_from_request",
     "history_router",
+    "inbox_entry",
     "inbox_router",
     "issue_key",
     "list_keys",
     "parse_key",
     "produce_acked",
     "revoke_key",
+    "room_of",
     "secret_digest",
     "sign_recipient_token",
     "verify",

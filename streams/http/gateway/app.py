@@ -25,17 +25,15 @@ from streams.http.callbacks_producer import AckProducer
 from streams.http.gateway.auth import Key
 from streams.http.gateway.directory_api import directory_router
 from streams.http.gateway.history_api import history_router
-from streams.http.gateway.inbox_api import inbox_router
+from streams.http.gateway.inbox_api import InboxActions, inbox_router
 from streams.http.gateway.intake import BATCH, STRUCTURED, events_from_request
 from streams.http.gateway.keystore import ApiKeyStore
 from streams.http.gateway.problems import PROBLEM_JSON, Problem
 from streams.http.gateway.produce import produce_acked
 from streams.runtime.records import Out
 from streams.state.catalog import CatalogRef
-from streams.state.deliveries import DeliveryLog
 from streams.state.directory import Directory
 from streams.state.history import AuditHistory
-from streams.state.inbox import Inbox
 from streams.state.rate_limit import RateLimiter
 
 __all__ = ["AcceptedEvent", "EventsAccepted", "GatewayDeps", "create_app"]
@@ -119,8 +117,7 @@ class GatewayDeps:
     keys: ApiKeyStore
     directory: Directory
     history: AuditHistory
-    inbox: Inbox
-    deliveries: DeliveryLog
+    actions: InboxActions  # the inbox and its status events
     catalog: CatalogRef | None = None
     limiter: RateLimiter | None = None  # None: no rate limits
 
@@ -214,5 +211,5 @@ def create_app(settings: TidingsSettings, deps: GatewayDeps) -> FastAPI:
     # After /v1/events: routes match in order, and the intake is the busiest.
     app.include_router(directory_router(settings, producer, deps.directory, deps.catalog))
     app.include_router(history_router(deps.history))
-    app.include_router(inbox_router(settings, producer, deps.inbox, deps.deliveries))
+    app.include_router(inbox_router(deps.actions))
     return app

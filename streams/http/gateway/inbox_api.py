@@ -33,7 +33,16 @@ from streams.runtime.records import Out
 from streams.state.deliveries import DeliveryLog
 from streams.state.inbox import Action, Inbox, InboxCursor, InboxFilter
 
-__all__ = ["BULK_MAX", "InboxChanged", "InboxCounts", "InboxEntry", "InboxPage", "inbox_router"]
+__all__ = [
+    "BULK_MAX",
+    "InboxActions",
+    "InboxChanged",
+    "InboxCounts",
+    "InboxEntry",
+    "InboxPage",
+    "inbox_entry",
+    "inbox_router",
+]
 
 log = logging.getLogger(__name__)
 
@@ -106,32 +115,43 @@ def _after(cursor: str) -> InboxCursor:
         ) from None
 
 
-def _entry(row: dict[str, Any]) -> InboxEntry:
+def inbox_entry(row: dict[str, Any]) -> InboxEntry:
+    """An inbox row (Inbox.page) as the API shows it."""
     return InboxEntry(
         id=row["notification_id"], **{k: v for k, v in row.items() if k != "notification_id"}
     )
 
 
-def inbox_router(
-    settings: TidingsSettings, producer: AckProducer, inbox: Inbox, deliveries: DeliveryLog
-) -> APIRouter:
-    """The routes (nothing connects here)."""
-    router = APIRouter(prefix="/v1/inbox", tags=["inbox"])
-    status_topic = settings.topics.status
+async def _pg(call: Any) -> Any:
+    try:
+        return await call
+    except DependencyDown as exc:
+        raise Problem(
+            503, "Inbox unavailable", f"{exc}; retry", headers={"Retry-After": "5"}
+        ) from exc
 
-    async def pg(call: Any) -> Any:
-        try:
-            return await call
-        except DependencyDown as exc:
-            raise Problem(
-                503, "Inbox unavailable", f"{exc}; retry", headers={"Retry-After": "5"}
-            ) from exc
 
-    async def statuses(action: Action, ids: list[str]) -> None:
+class InboxActions:
+    """Marking a recipient's entries: the status events first, then the rows (module
+    docstring). Shared by the HTTP routes and the Socket.IO handlers (realtime.py)."""
+
+    def __init__(
+        self,
+        settings: TidingsSettings,
+        producer: AckProducer,
+        inbox: Inbox,
+        deliveries: DeliveryLog,
+    ) -> None:
+        self.inbox = inbox
+        self._producer = producer
+        self._deliveries = deliveries
+        self._status_topic = settings.topics.status
+
+    async def _statuses(self, action: Action, ids: list[str]) -> None:
         status = _STATUS.get(action)
         if status is None or not ids:
             return
-        records = await pg(deliveries.dispatch_records(ids))
+        records = await _pg(self._deliveries.dispatch_records(ids))
         outs = []
         for nid in ids:
             raw = records.get(nid)
@@ -146,16 +166,30 @@ def inbox_router(
                 log.error("gateway: the dispatch record of %s is unreadable: %s", nid, exc)
                 continue
             st = build_status(n, status, stage="gateway")
-            outs.append(Out(status_topic, st.encode(), st.key(), st.headers()))
-        await produce_acked(producer, outs, "nothing was changed: retry")
+            outs.append(Out(self._status_topic, st.encode(), st.key(), st.headers()))
+        await produce_acked(self._producer, outs, "nothing was changed: retry")
 
-    async def apply(me: RecipientIdentity, action: Action, ids: list[str] | None) -> InboxChanged:
-        todo = await pg(inbox.pending(me.tenant, me.recipient, action, ids, BULK_MAX + 1))
+    async def apply(
+        self, me: RecipientIdentity, action: Action, ids: list[str] | None
+    ) -> InboxChanged:
+        """Apply `action` to `ids` (None: all) of `me`; raises Problem 503 (nothing changed)."""
+        todo = await _pg(self.inbox.pending(me.tenant, me.recipient, action, ids, BULK_MAX + 1))
         more = len(todo) > BULK_MAX
         todo = todo[:BULK_MAX]
-        await statuses(action, todo)  # first: a failure here leaves the rows as they were
-        changed = await pg(inbox.change(me.tenant, me.recipient, action, todo))
+        await self._statuses(action, todo)  # first: a failure here leaves the rows as they were
+        changed = await _pg(self.inbox.change(me.tenant, me.recipient, action, todo))
         return InboxChanged(changed=changed, more=more)
+
+    async def close(self) -> None:
+        """Close the inbox's and the delivery log's connections."""
+        await self.inbox.close()
+        await self._deliveries.close()
+
+
+def inbox_router(actions: InboxActions) -> APIRouter:
+    """The routes (nothing connects here)."""
+    router = APIRouter(prefix="/v1/inbox", tags=["inbox"])
+    inbox, apply, pg = actions.inbox, actions.apply, _pg
 
     @router.get("", response_model=InboxPage)
     async def list_inbox(
@@ -176,7 +210,7 @@ def inbox_router(
                 after=_after(cursor) if cursor else None,
             )
         )
-        items = [_entry(r) for r in rows[:limit]]
+        items = [inbox_entry(r) for r in rows[:limit]]
         return InboxPage(items=items, next_cursor=_cursor(items[-1]) if len(rows) > limit else None)
 
     @router.get("/counts", response_model=InboxCounts)

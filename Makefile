@@ -41,9 +41,10 @@ lint: venv
 typecheck: venv
 	$(VENV)/bin/mypy
 
-tools: venv  ## the checkers the tests run: kustomize, hadolint, promtool (into .local/tools/bin)
+tools: venv  ## the checkers the tests run: kustomize, hadolint, promtool (into .local/tools/bin), chromium
 	@bash deploy/tools.sh
 	@bash scripts/promtool.sh
+	@DEBIAN_FRONTEND=noninteractive bash scripts/browser.sh
 
 test: up lint typecheck tools  ## lint, type-check, and run every test against the real stack
 	$(PY) -m pytest

@@ -15,6 +15,13 @@ from pathlib import Path
 from schemas.settings import TidingsSettings
 from streams.app import run_stages
 from streams.dev.demo import demo_recipients, produce_demo
+from streams.dev.inbox_demo import (
+    DEMO_INBOX_TENANT,
+    DEMO_INBOX_USER,
+    inbox_url,
+    produce_payments,
+    with_gateway,
+)
 from streams.dev.smtp_sink import SmtpSink
 from streams.runtime.kafka import ensure_topics, pipeline_topics
 from streams.runtime.metrics import Metrics
@@ -37,6 +44,7 @@ def summary_line(counts: dict[str, int], mail_dir: Path, eml: int) -> str:
 def run_dev(settings: TidingsSettings, *, rate: float, mail_dir: Path, seed: int) -> int:
     """Run the local demo until Ctrl-C; returns the exit code. Blocks."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    settings = with_gateway(settings)
     for name in ensure_topics(settings, pipeline_topics(settings)):
         print(f"created topic {name}")
     for m in apply_migrations(settings.postgres.conninfo()):
@@ -61,6 +69,11 @@ def run_dev(settings: TidingsSettings, *, rate: float, mail_dir: Path, seed: int
         daemon=True,
     )
     demo.start()
+    payments = threading.Thread(target=produce_payments, args=(settings, stop), name="payments",
+                                daemon=True)  # fmt: skip
+    payments.start()
+    print(f"web inbox of {DEMO_INBOX_TENANT}/{DEMO_INBOX_USER}, filling live (a payment every "
+          f"5 s):\n  {inbox_url(settings)}\n", flush=True)  # fmt: skip
 
     shown: list[str] = []
 

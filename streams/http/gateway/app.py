@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
+from importlib import resources
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -39,6 +40,10 @@ from streams.state.rate_limit import RateLimiter
 __all__ = ["AcceptedEvent", "EventsAccepted", "GatewayDeps", "create_app"]
 
 log = logging.getLogger(__name__)
+_STATIC = {
+    name: resources.files("streams.http.gateway").joinpath("static", name).read_bytes()
+    for name in ("inbox.html", "socket.io.min.js")
+}
 _DUMPS = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
@@ -207,6 +212,20 @@ def create_app(settings: TidingsSettings, deps: GatewayDeps) -> FastAPI:
         # the response model again (the model still documents the answer in OpenAPI).
         accepted = [{"id": e.id, "type": e.type, "topic": e.topic} for e in events]
         return Response(_DUMPS({"accepted": accepted}), 202, media_type="application/json")
+
+    @app.get("/inbox", include_in_schema=False)
+    async def inbox_page() -> Response:
+        """The web inbox (static/inbox.html): open it as /inbox#token=<recipient token>."""
+        return Response(_STATIC["inbox.html"], media_type="text/html; charset=utf-8")
+
+    @app.get("/socket.io.min.js", include_in_schema=False)
+    async def socketio_client() -> Response:
+        """The socket.io client the page loads (npm socket.io-client 4.8.1, MIT)."""
+        return Response(
+            _STATIC["socket.io.min.js"],
+            media_type="text/javascript",
+            headers={"Cache-Control": "public, max-age=86400"},
+        )
 
     # After /v1/events: routes match in order, and the intake is the busiest.
     app.include_router(directory_router(settings, producer, deps.directory, deps.catalog))

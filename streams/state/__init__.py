@@ -32,7 +32,7 @@ from streams.state.directory_rows import (
 from streams.state.dirwatch import DirWatch
 from streams.state.history import AuditHistory, HistoryCursor
 from streams.state.inbox import ACTIONS, FILTERS, Action, Inbox, InboxCursor, InboxFilter
-from streams.state.pg_async import AsyncPg
+from streams.state.pg_async import AsyncPg, RefusedInput
 from streams.state.rate_limit import RateLimiter
 from streams.state.recipient_rows import (
     CSV_COLUMNS,
@@ -79,6 +79,7 @@ __all__ = [
     "Migration",
     "Prepared",
     "RateLimiter",
+    "RefusedInput",
     "SentRecord",
     "apply_migrations",
     "audit_partition_ddl",

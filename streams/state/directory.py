@@ -290,7 +290,7 @@ class Directory:
                 r = Recipient.model_validate_json(doc)
                 if dead is not None:  # rare: one of its tokens was reported dead
                     r = live_addresses(r, _reports(dead))
-            except ValueError as exc:  # pydantic's ValidationError is one
+            except (ValueError, TypeError) as exc:  # pydantic's ValidationError is a ValueError
                 log.warning("%s: a stored recipient doesn't validate, skipped: %s",
                             self._name, exc)  # fmt: skip
                 continue

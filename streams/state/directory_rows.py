@@ -12,7 +12,7 @@ import json
 import queue
 import threading
 from collections.abc import Iterable, Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -232,9 +232,12 @@ def live_addresses(r: Recipient, dead: Iterable[tuple[str, str, datetime]]) -> R
         reports[key] = max(at, reports.get(key, at))
 
     def alive(a: Address) -> bool:
+        seen = a.last_seen
+        if seen is not None and seen.tzinfo is None:  # a producer's naive time: read as UTC
+            seen = seen.replace(tzinfo=UTC)
         for token in (a.address, _endpoint(a)):
             at = reports.get((a.channel, token)) if token is not None else None
-            if at is not None and (a.last_seen is None or a.last_seen <= at):
+            if at is not None and (seen is None or seen <= at):
                 return False
         return True
 

@@ -2,8 +2,9 @@
 API keys): queries serialised on it, psycopg's errors translated.
 
 `AsyncPg(conninfo, what)`: `rows(sql, params)` returns dict rows ([] for a statement that
-returns none). Errors: Postgres unreachable or the query failing → DependencyDown (the
-connection is dropped; the next call reconnects); a table or column missing →
+returns none). Errors: a value Postgres refuses (DataError) → RefusedInput; Postgres
+unreachable or the query failing otherwise → DependencyDown (the connection is dropped;
+the next call reconnects); a table or column missing →
 FatalStageError naming `tidings db migrate`. Nothing connects in `__init__`.
 """
 
@@ -16,9 +17,14 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from streams.exceptions import DependencyDown, FatalStageError
+from streams.exceptions import DependencyDown, FatalStageError, StreamsError
 
-__all__ = ["AsyncPg"]
+__all__ = ["AsyncPg", "RefusedInput"]
+
+
+class RefusedInput(StreamsError, ValueError):
+    """Postgres refused a value of the request itself (a NUL character in a text): the
+    caller answers 400; retrying the same request can't help."""
 
 
 class AsyncPg:
@@ -45,6 +51,8 @@ class AsyncPg:
                     f"{self._what}: a table is missing or old ({exc}); "
                     "apply the migrations with `tidings db migrate`"
                 ) from exc
+            except psycopg.DataError as exc:
+                raise RefusedInput(f"{self._what}: Postgres refused a value ({exc})") from exc
             except psycopg.Error as exc:
                 await self._drop()
                 raise DependencyDown(

@@ -6,6 +6,7 @@ records read back from a uuid domain topic on the real broker, decoded as route 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import random
 import time
@@ -475,8 +476,8 @@ def test_the_inbox_lists_counts_and_marks_as_its_recipient(gw: Gateway) -> None:
     assert _inbox(gw, me, "POST", f"/{notes[0].id}/read").json()["changed"] == []
     assert _inbox(gw, me, path="/counts").json() == {"unread": 4, "unseen": 4}
     reads = [e for e in _gateway_statuses(gw) if e.data.notification_id == notes[0].id]
-    assert [e.data.status for e in reads] == ["read"]
-    assert (reads[0].data.rule_id, reads[0].data.channel) == ("welcome", "inapp")
+    assert [e.data.status for e in reads] == ["seen", "read"], "never seen: read implies it"
+    assert (reads[1].data.rule_id, reads[1].data.channel) == ("welcome", "inapp")
     # Seen in bulk, one archived, then everything read.
     r = _inbox(gw, me, "POST", "/seen", {"ids": [n.id for n in notes]}).json()
     assert sorted(r["changed"]) == sorted(n.id for n in notes[1:]) and r["more"] is False
@@ -489,7 +490,7 @@ def test_the_inbox_lists_counts_and_marks_as_its_recipient(gw: Gateway) -> None:
     assert _inbox(gw, me, path="/counts").json() == {"unread": 0, "unseen": 0}
     kinds = sorted((e.data.notification_id, e.data.status) for e in _gateway_statuses(gw)
                    if e.data.notification_id in {n.id for n in notes})  # fmt: skip
-    want = [(notes[0].id, "read"), *((n.id, "seen") for n in notes[1:]),
+    want = [(notes[0].id, "seen"), (notes[0].id, "read"), *((n.id, "seen") for n in notes[1:]),
             (notes[4].id, "archived"), *((n.id, "read") for n in notes[1:])]  # fmt: skip
     assert kinds == sorted(want)
 
@@ -555,3 +556,18 @@ def test_cors_answers_only_the_configured_origins(gw: Gateway) -> None:
     assert ok.headers["access-control-allow-origin"] == "https://app.example"
     bad = httpx.options(f"{gw.url}/v1/events", headers={**pre, "Origin": "https://evil.example"})
     assert "access-control-allow-origin" not in bad.headers
+
+
+def test_bad_input_is_a_4xx_never_a_5xx(gw: Gateway) -> None:
+    # A body past max_body_bytes is refused before auth or parsing, on every route.
+    big = httpx.put(f"{gw.url}/v1/recipients/x", content=b"{" + b" " * 70_000 + b"}",
+                    headers={"Content-Type": "application/json"}, timeout=30)  # fmt: skip
+    _problem(big, 413)
+    rid = f"user-{uuid.uuid4().hex[:6]}"
+    me = _me(gw, rid)
+    _problem(_inbox(gw, me, category="a\u0000b"), 400)
+    cursor = base64.urlsafe_b64encode(b'["2025-01-01T00:00:00", 1, "sent", 1e400]').decode()
+    _problem(_history(gw, gw.key("events:write"), cursor=cursor), 400)
+    # A ce-* header without ce-specversion and ce-id is not binary mode, and not ignored.
+    r = gw.post(gw.key("events:write"), gw.event(tenantid="victim"), headers={"ce-type": gw.topic})
+    _problem(r, 400)

@@ -193,7 +193,10 @@ def test_two_gateways_deliver_once_per_connection_and_receipts_cross(two: Two) -
         evs = [StatusEvent.decode(m.value()) for m in
                read_committed(two.settings, two.settings.topics.status, idle_s=1.5)]  # fmt: skip
         mine = [e for e in evs if e.data.notification_id == n.id]
-        assert [(e.data.status, e.source) for e in mine] == [("read", "tidings/gateway")]
+        assert [(e.data.status, e.source) for e in mine] == [
+            ("seen", "tidings/gateway"),
+            ("read", "tidings/gateway"),
+        ], "read implies seen (the client never sent seen)"
 
     asyncio.run(go())
 

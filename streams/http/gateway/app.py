@@ -44,6 +44,21 @@ _STATIC = {
     name: resources.files("streams.http.gateway").joinpath("static", name).read_bytes()
     for name in ("inbox.html", "socket.io.min.js")
 }
+# The binary mode's attribute headers a browser may send (CORS has no wildcards in names).
+_CE_HEADERS = [
+    f"ce-{a}"
+    for a in (
+        "specversion",
+        "id",
+        "type",
+        "source",
+        "subject",
+        "time",
+        "tenantid",
+        "dataschema",
+        "datacontenttype",
+    )
+]
 _DUMPS = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
@@ -88,6 +103,64 @@ _PROBLEMS: dict[int | str, dict[str, Any]] = {
 
 def _problem(p: Problem) -> JSONResponse:
     return JSONResponse(p.body(), status_code=p.status, media_type=PROBLEM_JSON, headers=p.headers)
+
+
+class BodyLimit:
+    """ASGI middleware: every HTTP request body past `limit` bytes is refused with 413 before
+    any route (or its auth) reads it (FastAPI parses a body parameter before dependencies)."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self._app = app
+        self._limit = limit
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or ()).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self._limit:
+            await self._refuse(send)
+            return
+        seen = 0
+
+        async def bounded() -> Any:
+            # Never more than `limit` bytes buffered. (A route that parses a body parameter
+            # turns this into its own 400; a body declared too large is a 413 above.)
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self._limit:
+                    raise _TooLarge
+            return message
+
+        try:
+            await self._app(scope, bounded, send)
+        except _TooLarge:
+            await self._refuse(send)
+
+    async def _refuse(self, send: Any) -> None:
+        p = Problem(
+            413,
+            "Body too large",
+            f"the body is more than gateway.max_body_bytes = {self._limit} bytes",
+        )
+        body = _DUMPS(p.body()).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", PROBLEM_JSON.encode()),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+class _TooLarge(Exception):
+    pass
 
 
 async def _body(request: Request, limit: int) -> bytes:
@@ -139,12 +212,13 @@ def create_app(settings: TidingsSettings, deps: GatewayDeps) -> FastAPI:
     app.state.keys = deps.keys
     app.state.settings = settings
     app.state.limiter = deps.limiter
+    app.add_middleware(BodyLimit, limit=settings.gateway.max_body_bytes)
     if settings.gateway.cors_origins:
         app.add_middleware(
             CORSMiddleware,
             allow_origins=list(settings.gateway.cors_origins),
             allow_methods=["GET", "POST", "PUT", "DELETE"],
-            allow_headers=["Authorization", "Content-Type", "X-API-Key", "ce-*"],
+            allow_headers=["Authorization", "Content-Type", "X-API-Key", *_CE_HEADERS],
             expose_headers=["Retry-After"],
             max_age=600,
         )

@@ -27,6 +27,7 @@ from streams.http.gateway.auth import Key
 from streams.http.gateway.keys import ApiKey
 from streams.http.gateway.problems import Problem
 from streams.state.history import AuditHistory, HistoryCursor
+from streams.state.pg_async import RefusedInput
 
 __all__ = ["HistoryPage", "NotificationHistory", "StatusRow", "history_router"]
 
@@ -82,7 +83,7 @@ def _decode(cursor: str) -> HistoryCursor:
             base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         )
         return datetime.fromisoformat(at), str(uuid.UUID(nid)), str(status), int(attempt)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, AttributeError, OverflowError) as exc:
         raise Problem(
             400,
             "Invalid cursor",
@@ -98,6 +99,8 @@ def history_router(history: AuditHistory) -> APIRouter:
     async def read(call: Any) -> list[dict[str, Any]]:
         try:
             rows: list[dict[str, Any]] = await call
+        except RefusedInput as exc:
+            raise Problem(400, "Invalid value", f"{exc}: fix the request") from None
         except DependencyDown as exc:
             raise Problem(
                 503, "Audit log unavailable", f"{exc}; retry", headers={"Retry-After": "5"}

@@ -32,6 +32,7 @@ from streams.http.gateway.tokens import RecipientIdentity, verify_recipient_toke
 from streams.runtime.records import Out
 from streams.state.deliveries import DeliveryLog
 from streams.state.inbox import Action, Inbox, InboxCursor, InboxFilter
+from streams.state.pg_async import RefusedInput
 
 __all__ = [
     "BULK_MAX",
@@ -109,7 +110,7 @@ def _after(cursor: str) -> InboxCursor:
     try:
         at, nid = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
         return datetime.fromisoformat(at), str(nid)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, AttributeError, OverflowError) as exc:
         raise Problem(
             400, "Invalid cursor", f"not a cursor this API gave ({exc})", "/query/cursor"
         ) from None
@@ -125,6 +126,8 @@ def inbox_entry(row: dict[str, Any]) -> InboxEntry:
 async def _pg(call: Any) -> Any:
     try:
         return await call
+    except RefusedInput as exc:
+        raise Problem(400, "Invalid value", f"{exc}: fix the request") from None
     except DependencyDown as exc:
         raise Problem(
             503, "Inbox unavailable", f"{exc}; retry", headers={"Retry-After": "5"}
@@ -176,6 +179,9 @@ class InboxActions:
         todo = await _pg(self.inbox.pending(me.tenant, me.recipient, action, ids, BULK_MAX + 1))
         more = len(todo) > BULK_MAX
         todo = todo[:BULK_MAX]
+        if action == "read":  # read implies seen: an entry never seen gets its `seen` too
+            unseen = await _pg(self.inbox.pending(me.tenant, me.recipient, "seen", todo, BULK_MAX))
+            await self._statuses("seen", unseen)
         await self._statuses(action, todo)  # first: a failure here leaves the rows as they were
         changed = await _pg(self.inbox.change(me.tenant, me.recipient, action, todo))
         return InboxChanged(changed=changed, more=more)

@@ -65,8 +65,17 @@ def events_from_request(
     first one that can't be accepted: nothing of the request is then produced."""
     media = _media(content_type)
     ce = {k.lower()[3:]: v for k, v in headers.items() if k.lower().startswith("ce-")}
-    if ce:
+    # Binary mode exactly when route will read it so (schemas.envelope.decode_event).
+    if "specversion" in ce or "id" in ce:
         return [_binary(ce, media or "application/json", body, tenant, settings)]
+    if ce:
+        raise Problem(
+            400,
+            "Incomplete binary mode",
+            f"ce-{sorted(ce)[0]} without ce-specversion and ce-id: send all of "
+            "ce-specversion, ce-id, ce-type, ce-source, or a structured event",
+            "ce-",
+        )
     if media == BATCH:
         docs = _parse(body, "the batch")
         if not isinstance(docs, list):

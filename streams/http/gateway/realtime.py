@@ -50,8 +50,9 @@ _PRESENCE = "tidings:presence:"
 
 
 def room_of(me: RecipientIdentity) -> str:
-    """The Socket.IO room of a recipient: the in-app channel's name after its prefix."""
-    return f"{me.tenant or '-'}:{me.recipient}"
+    """The Socket.IO room of a recipient: (tenant, recipient) as JSON, so no tenant or
+    recipient name can spell another's room (the Redis channel name can: `a:b` + `c`)."""
+    return json.dumps([me.tenant or "", me.recipient])
 
 
 class Realtime:
@@ -61,7 +62,13 @@ class Realtime:
         self._s = settings
         self._actions = actions
         url = settings.redis.url.get_secret_value()
-        self._redis = aioredis.Redis.from_url(url)
+        # Bounded: a blackholed Redis must not hang handshakes (presence writes).
+        self._redis = aioredis.Redis.from_url(url, socket_timeout=5.0, socket_connect_timeout=5.0)
+        # The subscription waits for messages without a read timeout; the health check
+        # (a PING every 15 s) notices a half-open connection, and the relay resubscribes.
+        self._sub = aioredis.Redis.from_url(
+            url, socket_connect_timeout=5.0, health_check_interval=15
+        )
         origins = list(settings.gateway.cors_origins)
         self.sio = socketio.AsyncServer(
             async_mode="asgi",
@@ -95,8 +102,9 @@ class Realtime:
         for t in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, RedisError, OSError):
                 await t
-        with contextlib.suppress(RedisError, OSError):
-            await self._redis.aclose()
+        for client in (self._redis, self._sub):
+            with contextlib.suppress(RedisError, OSError):
+                await client.aclose()
 
     # ------------------------------------------------------------ connections
 
@@ -171,7 +179,7 @@ class Realtime:
     async def _relay(self) -> None:
         """The in-app processor's publishes → this process's connections in the room."""
         while True:
-            pubsub = self._redis.pubsub()
+            pubsub = self._sub.pubsub()
             try:
                 await pubsub.psubscribe(f"{DEFAULT_CHANNEL_PREFIX}*")
                 async for msg in pubsub.listen():
@@ -185,7 +193,9 @@ class Realtime:
                     except ValueError:
                         continue
                     await self.sio.emit("notification", entry, room=room, ignore_queue=True)
-            except (RedisError, OSError) as exc:
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # Redis away, or a bug: live delivery must come back
                 log.warning("gateway: the inbox channel dropped (%s); resubscribing in 1 s", exc)
                 await asyncio.sleep(1.0)
             finally:

@@ -21,6 +21,7 @@ from streams.http.gateway.problems import Problem
 __all__ = ["RecipientIdentity", "sign_recipient_token", "verify_recipient_token"]
 
 _ALGORITHM = "HS256"
+_LEEWAY_S = 60  # clock skew allowed between the signing backend and the gateway
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,9 +90,17 @@ def verify_recipient_token(
             continue
         except jwt.PyJWTError as exc:
             raise _refused(str(exc)) from None
-        if not isinstance(claims["exp"], int | float) or claims["exp"] <= at:
+        exp, iat = claims["exp"], claims["iat"]
+        if not isinstance(exp, int | float) or not isinstance(iat, int | float):
+            raise _refused("`iat` and `exp` must be numbers (seconds since the epoch)")
+        if exp <= at:
             raise _refused("the token has expired: ask your backend for a new one")
-        if claims["exp"] - claims["iat"] > settings.recipient_token_max_ttl_s:
+        if iat > at + _LEEWAY_S:
+            raise _refused("the token is issued in the future (`iat`): check the signer's clock")
+        if (
+            exp - iat > settings.recipient_token_max_ttl_s
+            or exp - at > settings.recipient_token_max_ttl_s
+        ):
             raise _refused(
                 f"the token lives longer than gateway.recipient_token_max_ttl_s = "
                 f"{settings.recipient_token_max_ttl_s} s"

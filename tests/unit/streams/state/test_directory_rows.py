@@ -96,3 +96,10 @@ def test_an_address_seen_after_its_last_report_is_alive_again(
 def test_no_report_is_the_same_recipient() -> None:
     r = _r(*ADDRESSES)
     assert live_addresses(r, []) is r
+
+
+def test_a_naive_last_seen_counts_as_utc() -> None:
+    a = Address(channel="push", address="tok", platform="fcm", last_seen=datetime(2026, 12, 1, 13))
+    assert live_addresses(_r(a), [("push", "tok", T0)]).addresses == (a,), "13:00 UTC is after"
+    b = Address(channel="push", address="tok", platform="fcm", last_seen=datetime(2026, 12, 1, 11))
+    assert live_addresses(_r(b), [("push", "tok", T0)]).addresses == ()

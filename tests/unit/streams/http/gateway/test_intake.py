@@ -110,3 +110,17 @@ def test_binary_mode_naming_another_tenant_is_refused() -> None:
     headers = {"ce-specversion": "1.0", "ce-id": "b", "ce-type": "order.created",
                "ce-source": "s", "ce-tenantid": "evil"}  # fmt: skip
     assert _problem(b"{}", "application/json", headers=headers).status == 403
+
+
+def test_a_ce_header_without_specversion_and_id_is_refused_not_read_as_structured() -> None:
+    body = json.dumps({**EVENT, "tenantid": "victim"}).encode()
+    p = _problem(body, STRUCTURED, headers={"ce-type": "order.created"})
+    assert p.status == 400 and "ce-specversion" in p.detail
+
+
+def test_rooms_are_unambiguous() -> None:
+    from streams.http.gateway.realtime import room_of
+    from streams.http.gateway.tokens import RecipientIdentity
+
+    assert room_of(RecipientIdentity("a:b", "c")) != room_of(RecipientIdentity("a", "b:c"))
+    assert room_of(RecipientIdentity("-", "x")) != room_of(RecipientIdentity("", "x"))

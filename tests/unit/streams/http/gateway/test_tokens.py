@@ -50,7 +50,10 @@ def test_another_tenants_secret_or_a_forged_one_is_refused() -> None:
      ({"tid": "nope", "sub": "u", "iat": 1, "exp": 2}, "has no inbox"),
      ({"tid": "acme", "iat": int(T0), "exp": int(T0) + 60}, "sub"),
      ({"tid": "acme", "sub": "u", "iat": int(T0), "exp": int(T0) + 8 * 24 * 3600},
-      "recipient_token_max_ttl_s")],
+      "recipient_token_max_ttl_s"),
+     ({"tid": "acme", "sub": "u", "iat": int(T0) + 10**8, "exp": int(T0) + 10**8 + 60},
+      "in the future"),
+     ({"tid": "acme", "sub": "u", "iat": "x", "exp": int(T0) + 60}, "must be numbers")],
 )  # fmt: skip
 def test_bad_claims_are_refused_with_the_reason(claims: dict[str, object], says: str) -> None:
     _refused(jwt.encode(claims, NEW, algorithm="HS256"), says)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import re
 import signal
+import subprocess
+import time
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -16,6 +18,7 @@ from typing import Any
 import redis
 from confluent_kafka.admin import AdminClient
 
+from streams.app import stop_bound_s
 from streams.dev.demo import Mode
 from tests.integration.pipeline import World, wait_until
 
@@ -166,8 +169,20 @@ def test_rebalance_one_deliver_process_stops_mid_burst(
         b = w.spawn("deliver")
         wait_until(lambda: sum(w.mail().values()) >= 60, 90, "both sending")
         a.send_signal(signal.SIGTERM)
-        rc = a.wait(60)
-        assert rc == 0, f"a stopping member drains, commits and exits 0:\n{w.log_tail(a)}"
+        # Within its stop bound (drain, the final commit retried, the worker's calls, close),
+        # with room for a loaded machine; a member still running then is stuck.
+        bound = stop_bound_s(w.settings) + 15
+        t0 = time.monotonic()
+        try:
+            rc = a.wait(bound)
+        except subprocess.TimeoutExpired:
+            a.kill()
+            raise AssertionError(f"a stopping member is still running {bound:.0f} s after "
+                                 f"SIGTERM:\n{w.log_tail(a)}") from None  # fmt: skip
+        took = time.monotonic() - t0
+        assert rc == 0, (
+            f"a stopping member drains, commits and exits 0 ({took:.1f} s):\n{w.log_tail(a)}"
+        )
         wait_until(lambda: len(w.mail()) >= 300, 120, "all mail")
         # Statuses of sends whose commit the stopping member lost to the rebalance come from
         # the member that takes its partitions over: with static membership a member that

@@ -185,14 +185,14 @@ class Realtime:
                 async for msg in pubsub.listen():
                     if msg.get("type") != "pmessage":
                         continue
-                    room = msg["channel"].decode()[len(DEFAULT_CHANNEL_PREFIX) :]
-                    if room not in self._rooms:
-                        continue
                     try:
                         entry = json.loads(msg["data"])
-                    except ValueError:
+                        who = RecipientIdentity(entry.get("tenant") or "", entry["recipient"])
+                    except (ValueError, KeyError, TypeError, AttributeError):
                         continue
-                    await self.sio.emit("notification", entry, room=room, ignore_queue=True)
+                    room = room_of(who)  # from the entry itself, not the channel's name
+                    if room in self._rooms:
+                        await self.sio.emit("notification", entry, room=room, ignore_queue=True)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # Redis away, or a bug: live delivery must come back

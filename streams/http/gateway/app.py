@@ -163,28 +163,6 @@ class _TooLarge(Exception):
     pass
 
 
-async def _body(request: Request, limit: int) -> bytes:
-    """The request body, refused (413) past `limit` bytes before it is read whole."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise Problem(
-            413,
-            "Body too large",
-            f"the body is {declared} bytes, more than gateway.max_body_bytes = {limit}",
-        )
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise Problem(
-                413,
-                "Body too large",
-                f"the body is more than gateway.max_body_bytes = {limit} bytes",
-            )
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 @dataclass(frozen=True)
 class GatewayDeps:
     """The adapters the routes use (nothing here connects when built: the producer is
@@ -272,7 +250,7 @@ def create_app(settings: TidingsSettings, deps: GatewayDeps) -> FastAPI:
         derive from (source, id), so a retried event never sends twice."""
         if not key.allows("events:write"):
             raise Problem(403, "Missing scope", "this API key lacks the events:write scope")
-        body = await _body(request, settings.gateway.max_body_bytes)
+        body = await request.body()  # bounded by BodyLimit
         events = events_from_request(
             request.headers.get("content-type", ""),
             request.headers,

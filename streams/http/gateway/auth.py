@@ -9,10 +9,9 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from streams.exceptions import DependencyDown
 from streams.http.gateway.keys import ApiKey, parse_key, verify
 from streams.http.gateway.keystore import ApiKeyStore
-from streams.http.gateway.problems import Problem
+from streams.http.gateway.problems import Problem, answered
 from streams.state.rate_limit import RateLimiter
 
 __all__ = ["Key", "api_key"]
@@ -39,10 +38,7 @@ async def api_key(request: Request) -> ApiKey:
             "the key is not of the form tdk_<prefix>_<secret>",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    try:
-        stored = await keys.get(parsed[0])
-    except DependencyDown as exc:
-        raise Problem(503, "Unavailable", f"{exc}; retry", headers={"Retry-After": "5"}) from exc
+    stored = await answered(keys.get(parsed[0]), "API keys")
     if stored is None or not verify(stored, parsed[1]):
         raise Problem(
             401,

@@ -25,11 +25,10 @@ from pydantic import BaseModel, ValidationError
 
 from schemas.recipient import Address, Preferences, Recipient, RecipientChange, recipient_key
 from schemas.settings import TidingsSettings
-from streams.exceptions import DependencyDown
 from streams.http.callbacks_producer import AckProducer
 from streams.http.gateway.auth import Key
 from streams.http.gateway.keys import ApiKey
-from streams.http.gateway.problems import Problem
+from streams.http.gateway.problems import Problem, answered
 from streams.http.gateway.produce import produce_acked
 from streams.runtime.records import Out
 from streams.state.catalog import CatalogRef
@@ -88,11 +87,7 @@ def directory_router(
         return ChangeAccepted(tenant=tenant, id=rid, type=change.type, partition=part, offset=off)
 
     async def stored(tenant: str, rid: str) -> Recipient:
-        try:
-            found = await asyncio.to_thread(directory.lookup, [(tenant, rid)])
-        except DependencyDown as exc:
-            raise Problem(503, "Directory unavailable", f"{exc}; retry",
-                          headers={"Retry-After": "5"}) from exc  # fmt: skip
+        found = await answered(asyncio.to_thread(directory.lookup, [(tenant, rid)]), "Directory")
         r = found.get((tenant, rid))
         if r is None:
             raise Problem(404, "No such recipient",

@@ -16,18 +16,17 @@ from __future__ import annotations
 import base64
 import json
 import uuid
+from collections.abc import Awaitable
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
-from streams.exceptions import DependencyDown
 from streams.http.gateway.auth import Key
 from streams.http.gateway.keys import ApiKey
-from streams.http.gateway.problems import Problem
+from streams.http.gateway.problems import Problem, answered
 from streams.state.history import AuditHistory, HistoryCursor
-from streams.state.pg_async import RefusedInput
 
 __all__ = ["HistoryPage", "NotificationHistory", "StatusRow", "history_router"]
 
@@ -96,16 +95,8 @@ def history_router(history: AuditHistory) -> APIRouter:
     """The routes (nothing connects here)."""
     router = APIRouter(prefix="/v1/notifications", tags=["history"])
 
-    async def read(call: Any) -> list[dict[str, Any]]:
-        try:
-            rows: list[dict[str, Any]] = await call
-        except RefusedInput as exc:
-            raise Problem(400, "Invalid value", f"{exc}: fix the request") from None
-        except DependencyDown as exc:
-            raise Problem(
-                503, "Audit log unavailable", f"{exc}; retry", headers={"Retry-After": "5"}
-            ) from exc
-        return rows
+    def read(call: Awaitable[list[dict[str, Any]]]) -> Awaitable[list[dict[str, Any]]]:
+        return answered(call, "Audit log")
 
     @router.get("/{nid}", response_model=NotificationHistory)
     async def get_notification(nid: str, key: Key) -> NotificationHistory:

@@ -15,8 +15,9 @@ from __future__ import annotations
 import base64
 import json
 import logging
+from collections.abc import Awaitable
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Body, Depends, Query, Request
 from pydantic import BaseModel, ValidationError
@@ -24,15 +25,13 @@ from pydantic import BaseModel, ValidationError
 from schemas.notification import Notification
 from schemas.settings import TidingsSettings
 from schemas.status import Status, build_status
-from streams.exceptions import DependencyDown
 from streams.http.callbacks_producer import AckProducer
-from streams.http.gateway.problems import Problem
+from streams.http.gateway.problems import Problem, answered
 from streams.http.gateway.produce import produce_acked
 from streams.http.gateway.tokens import RecipientIdentity, verify_recipient_token
 from streams.runtime.records import Out
 from streams.state.deliveries import DeliveryLog
 from streams.state.inbox import Action, Inbox, InboxCursor, InboxFilter
-from streams.state.pg_async import RefusedInput
 
 __all__ = [
     "BULK_MAX",
@@ -46,6 +45,7 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 BULK_MAX = 1000  # entries one bulk change touches at most ("more" says when to call again)
 _STATUS: dict[Action, Status] = {"read": "read", "seen": "seen", "archive": "archived"}
@@ -123,15 +123,8 @@ def inbox_entry(row: dict[str, Any]) -> InboxEntry:
     )
 
 
-async def _pg(call: Any) -> Any:
-    try:
-        return await call
-    except RefusedInput as exc:
-        raise Problem(400, "Invalid value", f"{exc}: fix the request") from None
-    except DependencyDown as exc:
-        raise Problem(
-            503, "Inbox unavailable", f"{exc}; retry", headers={"Retry-After": "5"}
-        ) from exc
+def _pg(call: Awaitable[T]) -> Awaitable[T]:
+    return answered(call, "Inbox")
 
 
 class InboxActions:

@@ -8,11 +8,15 @@ pointer into the request body, or `ce-` for a binary-mode header) names the fiel
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
-from streams.exceptions import StreamsError
+from streams.exceptions import DependencyDown, StreamsError
+from streams.state.pg_async import RefusedInput
 
-__all__ = ["PROBLEM_JSON", "Problem"]
+__all__ = ["PROBLEM_JSON", "Problem", "answered"]
+
+T = TypeVar("T")
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -46,3 +50,16 @@ class Problem(StreamsError):
         if self.pointer is not None:
             doc["pointer"] = self.pointer
         return doc
+
+
+async def answered(call: Awaitable[T], what: str) -> T:
+    """`await call`, a store's errors as the answers to give: a value Postgres refused is a
+    400 (retrying can't help), a store unreachable a 503 with Retry-After."""
+    try:
+        return await call
+    except RefusedInput as exc:
+        raise Problem(400, "Invalid value", f"{exc}: fix the request") from None
+    except DependencyDown as exc:
+        raise Problem(
+            503, f"{what} unavailable", f"{exc}; retry", headers={"Retry-After": "5"}
+        ) from exc

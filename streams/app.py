@@ -12,6 +12,7 @@ unless `--threads`, times `--workers`); `streams.runtime.workers.supervise` runs
 
 from __future__ import annotations
 
+import faulthandler
 import gc
 import logging
 import signal
@@ -116,6 +117,11 @@ def for_worker(settings: TidingsSettings, index: int, count: int) -> TidingsSett
     return settings.model_copy(update={"runtime": runtime})
 
 
+# After the stop bound, the main loop logs and returns 1; the watchdog acts only when even
+# that did not happen.
+_WATCHDOG_GRACE_S = 5.0
+
+
 def stop_bound_s(settings: TidingsSettings) -> float:
     """How long a stage process may take to stop after SIGTERM before it gives up.
 
@@ -206,13 +212,23 @@ def run_stages(
         log.info("metrics at %s/metrics, health at /healthz and /readyz", observer.url)
     tracing = Tracing.start(settings, "+".join(stages))
 
+    bound_s = stop_bound_s(settings)
+
     def on_signal(signum: int, frame: FrameType | None) -> None:
         log.info("signal %s: stopping (finishing in-flight work, committing)", signum)
+        if not stop.is_set():
+            # A watchdog outside the interpreter: whatever holds the process (a client call
+            # that keeps the GIL, a lock, interpreter teardown), it writes every thread's
+            # stack to stderr and exits 1 once the stop bound is over.
+            faulthandler.dump_traceback_later(bound_s + _WATCHDOG_GRACE_S, exit=True)
         stop.set()
 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
+        # `kill -USR1 <pid>` writes every thread's stack to stderr: how an operator (or a
+        # test) sees where a process that won't stop is waiting, without stopping it.
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
 
     def guard(stage: Stage) -> None:
         try:
@@ -238,7 +254,6 @@ def run_stages(
     for t in threads:
         t.start()
     next_tick = time.monotonic() + tick_s
-    bound_s = stop_bound_s(settings)
     stopped_at: float | None = None
     try:
         while any(t.is_alive() for t in threads):

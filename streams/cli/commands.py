@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from schemas.settings import TidingsSettings
 
@@ -15,6 +16,8 @@ if TYPE_CHECKING:
     from streams.app import Unit
 
 __all__ = ["register"]
+
+log = logging.getLogger(__name__)
 
 
 def _logging(s: TidingsSettings, verbose: bool, label: str = "") -> None:
@@ -66,13 +69,28 @@ def _run(args: argparse.Namespace, s: TidingsSettings) -> int:
     try:
         if len(units) > 1:
             return _supervise(args, s, units)
-        return run_stages(for_worker(s, index, count), units[0].stages, announce=announce)
+        rc = run_stages(for_worker(s, index, count), units[0].stages, announce=announce)
     except CatalogLoadError as exc:
         print(f"error: the catalog at {s.catalog.path} is invalid:\n{exc}", file=sys.stderr)
         return 2
     finally:
         if sink is not None:
             sink.stop()
+    log.info("stopped (exit code %d)", rc)
+    _exit_now(rc)
+
+
+def _exit_now(rc: int) -> NoReturn:
+    """End a stage process that has stopped: its stages closed what they own.
+
+    What interpreter teardown has left to do is destroying client handles and joining
+    helper threads, and librdkafka has been seen to block in calls far past their timeouts
+    (streams/runtime/transactions.py): that must not keep a stopped process from exiting.
+    """
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(rc)
 
 
 def _supervise(args: argparse.Namespace, s: TidingsSettings, units: list[Unit]) -> int:

@@ -176,9 +176,11 @@ def test_rebalance_one_deliver_process_stops_mid_burst(
         try:
             rc = a.wait(bound)
         except subprocess.TimeoutExpired:
+            a.send_signal(signal.SIGUSR1)  # every thread's stack into its log (streams.app)
+            time.sleep(2)
             a.kill()
             raise AssertionError(f"a stopping member is still running {bound:.0f} s after "
-                                 f"SIGTERM:\n{w.log_tail(a)}") from None  # fmt: skip
+                                 f"SIGTERM:\n{w.log_tail(a, 200)}") from None  # fmt: skip
         took = time.monotonic() - t0
         assert rc == 0, (
             f"a stopping member drains, commits and exits 0 ({took:.1f} s):\n{w.log_tail(a)}"

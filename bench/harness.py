@@ -931,9 +931,12 @@ DIRECTORY = ("directory-import", "route-directory")
 DELIVER_ALONE = ("deliver-email", "deliver-webhook", "deliver-inapp")  # bench/deliver.py
 # POST /v1/events per gateway process, and the HTTP stack's own limit (bench/gateway.py).
 GATEWAY = ("limit-uvicorn", "gateway-events", "gateway-events-batch")
+# Socket.IO connections per gateway process and publish → receipt latency
+# (bench/gateway_sockets.py; Node's socket.io-client from bench/peers.sh).
+GATEWAY_SOCKETS = ("gateway-sockets-10k", "gateway-sockets-latency", "gateway-sockets-ramp")
 SCENARIOS = (
     "raw", "faust", "route", *LIMITS, *PIPELINES, *DELIVER_ALONE, *INSTRUMENTED, *DIRECTORY,
-    *GATEWAY, "latency",
+    *GATEWAY, *GATEWAY_SOCKETS, "latency",
 )  # fmt: skip
 # --quick without --only: every kind of row once (each mix, each form, each limit), ~3 min.
 QUICK_SCENARIOS = (
@@ -991,6 +994,11 @@ def _print_row(name: str, r: dict[str, Any]) -> None:
         from bench import gateway
 
         gateway.print_row(name, r)
+        return
+    if name in GATEWAY_SOCKETS:
+        from bench import gateway_sockets
+
+        gateway_sockets.print_row(name, r)
         return
     dry = "  (ran dry)" if r.get("ran_dry") else ""
     dry += f"  [{r.get('step_s', 0):.0f} s]"
@@ -1102,6 +1110,10 @@ def _run_all(w: World, plan: Plan, args: argparse.Namespace, results: dict[str, 
                 from bench import gateway
 
                 sc[name] = gateway.run(w, plan, name, quick=args.quick)
+            elif name in GATEWAY_SOCKETS:
+                from bench import gateway_sockets
+
+                sc[name] = gateway_sockets.run(w, plan, name, quick=args.quick)
             else:
                 step = _paired if name in INSTRUMENTED else _step
                 sc[name] = step(w, plan, name, pool, args.prof)

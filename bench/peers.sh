@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The bench's fast real peers, from Debian's packages, unpacked (never installed) under
 # .local/peers: Postfix's smtp-sink (package postfix), nginx (package nginx), and ApacheBench
-# (apache2-utils, with its libapr1 and libaprutil1) for the gateway rows.
+# (apache2-utils, with its libapr1 and libaprutil1) for the gateway rows; and socket.io-client
+# (npm, the version bench/sockets/package-lock.json pins) for the gateway-sockets rows.
 #
 #   bash bench/peers.sh          # fetch + unpack what is missing; prints nothing when done
 #
@@ -10,6 +11,11 @@
 # candidate), `dpkg -x` unpacks it into .local/peers/<package>; no maintainer script runs, no
 # MTA or web server is installed, nothing outside .local/peers changes. Idempotent: a package
 # whose binary is there and runs is left alone. bench/peers.py starts the binaries.
+#
+# socket.io-client: `npm ci` of bench/sockets/package.json + package-lock.json into
+# .local/peers/sockets (bench/sockets_loadgen.js requires it from there), again only when its
+# installed lock differs from the repo's. Without npm it warns and skips: only the
+# gateway-sockets rows need it (they then fail saying so).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -76,3 +82,28 @@ mkdir -p "$PEERS"
 for pkg in postfix nginx libapr1 libaprutil1 apache2-utils; do
     works "$pkg" || fetch "$pkg"
 done
+
+# sockets: socket.io-client for bench/sockets_loadgen.js (bench/gateway_sockets.py).
+sockets() {
+    local dir="$PEERS/sockets" src="$HERE/sockets"
+    if cmp -s "$src/package-lock.json" "$dir/package-lock.json" \
+        && [ -f "$dir/node_modules/socket.io-client/package.json" ]; then
+        return 0
+    fi
+    if ! command -v npm >/dev/null 2>&1 || ! command -v node >/dev/null 2>&1; then
+        printf 'bench: warning: node/npm missing: skipping socket.io-client (the gateway-sockets rows need it)\n' >&2
+        return 0
+    fi
+    rm -rf "$dir.tmp"
+    mkdir -p "$dir.tmp"
+    cp "$src/package.json" "$src/package-lock.json" "$dir.tmp/"
+    (cd "$dir.tmp" && timeout 300 npm ci --no-audit --no-fund --ignore-scripts --loglevel=error >"$dir.tmp/npm.log" 2>&1) || {
+        tail -5 "$dir.tmp/npm.log" >&2
+        die "npm ci of socket.io-client failed" "check the npm registry (npm config get registry), then make bench again"
+    }
+    rm -rf "$dir"
+    mv "$dir.tmp" "$dir"
+    printf 'bench: installed socket.io-client %s into %s\n' \
+        "$(node -p 'require(process.argv[1]).version' "$dir/node_modules/socket.io-client/package.json")" "$dir"
+}
+sockets

@@ -184,11 +184,12 @@ def markdown(res: dict[str, Any], png: str, js: str) -> str:
             cpus = [", ".join(_f(x, 3) for x in p[k]) for k in
                     ("base_cpu_s_per_1k", "cpu_s_per_1k")]  # fmt: skip
             lines.append(f"| {_LABEL[n]} | {cells[0]} | {cells[1]} | {cpus[0]} | {cpus[1]} |")
-    from bench import deliver, directory, gateway
+    from bench import deliver, directory, gateway, gateway_sockets
 
     lines += deliver.markdown(sc)
     lines += directory.markdown(sc)
     lines += gateway.markdown(sc)
+    lines += gateway_sockets.markdown(sc)
     lat = res.get("latency")
     if lat:
         lines += [

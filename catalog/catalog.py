@@ -25,6 +25,9 @@ _WILDCARD = re.compile(r"[*?\[]")
 _CACHE_LIMIT = 4096
 
 
+_ONLINE = re.compile(r"\brecipient\s*\.\s*\??\s*online\b")
+
+
 @dataclass(frozen=True, slots=True)
 class CompiledRule:
     """A validated rule with its CEL expressions compiled and its template version resolved."""
@@ -71,6 +74,19 @@ class Catalog:
         # What preferences may name: computed once, immutable so no caller can change them.
         self._categories = frozenset(c.rule.category for c in self._rules)
         self._rule_ids = frozenset(self._by_id)
+        # Route reads presence (one Redis round trip a batch) only for a catalog that uses it.
+        self._reads_presence = any(
+            _ONLINE.search(text)
+            for c in self._rules
+            if c.rule.enabled
+            for text in (c.rule.recipient_when or "", *c.rule.variables.values())
+        )
+
+    @property
+    def reads_presence(self) -> bool:
+        """Whether an enabled rule reads `recipient.online` (in `recipient_when` or a
+        variable): route then looks the batch's directory recipients up in presence."""
+        return self._reads_presence
 
     @property
     def rules(self) -> tuple[Rule, ...]:
@@ -137,8 +153,52 @@ class Catalog:
             matches.extend(self._judge(compiled, bindings, event_id, tenant))
         return matches
 
+    def trigger(
+        self,
+        envelope: Mapping[str, Any],
+        rule_id: str,
+        recipients: Sequence[str] | None,
+        now: dt.datetime,
+    ) -> list[Match]:
+        """Match a trigger (a `tidings.notify` event) against the one rule it names.
+
+        `envelope` is the event as the rule sees it (`data`: the trigger's data). The rule's
+        `events:` don't apply; its tenants, `when` and the rest do. `recipients` None: the
+        rule's own; else these, each an address (by its shape) or a directory recipient id.
+        Raises EventError (no such enabled rule, or not for this tenant), RuleEvaluationError.
+        """
+        compiled = self._by_id.get(rule_id)
+        if compiled is None or not compiled.rule.enabled:
+            state = "has it disabled" if compiled is not None else "has no such rule"
+            raise EventError(
+                f"the trigger names rule {rule_id!r}, and catalog {self.version} {state}: "
+                "name an enabled rule (`tidings catalog rules` lists them)"
+            )
+        tenant = envelope.get("tenant")
+        if compiled.tenants is not None and not (
+            isinstance(tenant, str) and compiled.tenants.fullmatch(tenant)
+        ):
+            raise EventError(
+                f"rule {rule_id!r} is not for tenant {tenant!r} (its `tenants:` "
+                f"{list(compiled.rule.tenants)}): trigger one of that tenant's rules"
+            )
+        event: dict[str, Any] = dict.fromkeys(ENVELOPE_KEYS)
+        event.update(envelope)
+        given: dict[str, tuple[RecipientKind, bool]] | None = None
+        if recipients is not None:
+            given = {}
+            for r in recipients:
+                kind = _kind_of(r)
+                given.setdefault(r, (kind, kind == "user"))
+        return self._judge(compiled, cel.bind(event, now), event["id"], tenant, given)
+
     def _judge(
-        self, compiled: CompiledRule, bindings: cel.Bindings, event_id: object, tenant: object
+        self,
+        compiled: CompiledRule,
+        bindings: cel.Bindings,
+        event_id: object,
+        tenant: object,
+        given: dict[str, tuple[RecipientKind, bool]] | None = None,
     ) -> list[Match]:
         rule = compiled.rule
         verdict = _run(compiled, "when", compiled.when, bindings, event_id)
@@ -152,7 +212,7 @@ class Catalog:
                 event_id,
                 f"yields {_describe(verdict)}, not a bool",
             )
-        recipients = _recipients(compiled, bindings, event_id)
+        recipients = _recipients(compiled, bindings, event_id) if given is None else given
         if not recipients:
             return []
         # Variables that read `recipient` wait for the directory's record of a `- user:`

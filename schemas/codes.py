@@ -18,6 +18,7 @@ __all__ = [
     "INVALID_NOTIFICATION",
     "INVALID_RECIPIENT",
     "INVALID_STATUS_EVENT",
+    "INVALID_TRIGGER",
     "NO_PROVIDER",
     "OUTPUT_REFUSED",
     "RENDER_ERROR",
@@ -33,6 +34,7 @@ __all__ = [
 INVALID_EVENT = "invalid_event"  # route: the record is not a decodable CloudEvent
 UNKNOWN_TYPE = "unknown_type"  # route: no rule listens to its type
 RULE_ERROR = "rule_error"  # route: a rule's expression failed on this event
+INVALID_TRIGGER = "invalid_trigger"  # route: a tidings.notify event's data or rule is wrong
 INVALID_NOTIFICATION = "invalid_notification"  # deliver: a dispatch record that can't decode
 RENDER_ERROR = "render_error"  # deliver: its template failed to render
 NO_PROVIDER = "no_provider"  # deliver: no provider for its channel in this process
@@ -48,8 +50,9 @@ INTERNAL_ERROR = "internal_error"  # any stage: handling raised something unfore
 
 STAGE_CODES = frozenset(
     {
-        INVALID_EVENT, UNKNOWN_TYPE, RULE_ERROR, INVALID_NOTIFICATION, RENDER_ERROR,
-        NO_PROVIDER, SEND_FAILED, UNEXPECTED_ERROR, RETRIES_EXHAUSTED, AMBIGUOUS_TAKEOVER,
+        INVALID_EVENT, UNKNOWN_TYPE, RULE_ERROR, INVALID_TRIGGER, INVALID_NOTIFICATION,
+        RENDER_ERROR, NO_PROVIDER, SEND_FAILED, UNEXPECTED_ERROR, RETRIES_EXHAUSTED,
+        AMBIGUOUS_TAKEOVER,
         INVALID_STATUS_EVENT, AUDIT_WRITE_REFUSED, INVALID_RECIPIENT, OUTPUT_REFUSED,
         INTERNAL_ERROR,
     }

@@ -20,6 +20,7 @@ from datetime import datetime
 from typing import Annotated, Any, Final, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -60,7 +61,17 @@ _MAX_ADDRESS = 4096
 # in-app reaches the recipient id itself).
 ADDRESS_CHANNELS = ("push", "webpush", "slack", "webhook")
 
-Id = Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH)]
+
+def _no_nul(v: str) -> str:
+    # Postgres stores no NUL in text (nor \u0000 in jsonb): refused here, where the writer
+    # hears why, not when the recipients stage writes it (a dead letter the writer never sees).
+    if "\x00" in v:
+        raise ValueError("contains a NUL character (\\x00), which can't be stored: remove it")
+    return v
+
+
+NoNul = AfterValidator(_no_nul)
+Id = Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH), NoNul]
 
 
 class _Model(BaseModel):
@@ -72,10 +83,10 @@ class Address(_Model):
 
     channel: Literal["push", "webpush", "slack", "webhook"]
     # push: the device token; webpush: the PushSubscription JSON; slack/webhook: the URL.
-    address: Annotated[str, Field(min_length=1, max_length=_MAX_ADDRESS)]
+    address: Annotated[str, Field(min_length=1, max_length=_MAX_ADDRESS), NoNul]
     # push only: which service the token belongs to, and the app it was issued for.
     platform: Literal["fcm", "apns"] | None = None
-    app_id: str | None = Field(default=None, max_length=MAX_ID_LENGTH)
+    app_id: Annotated[str, Field(max_length=MAX_ID_LENGTH), NoNul] | None = None
     last_seen: datetime | None = None
 
 
@@ -191,12 +202,12 @@ def _no_preferences() -> Preferences:
 class Recipient(_Model):
     """One recipient of one tenant, as the directory stores it."""
 
-    tenant: Annotated[str, Field(max_length=MAX_ID_LENGTH)] = ""  # "" = no tenant
+    tenant: Annotated[str, Field(max_length=MAX_ID_LENGTH), NoNul] = ""  # "" = no tenant
     id: Id
-    email: Annotated[str, Field(max_length=320)] | None = None
-    phone: Annotated[str, Field(max_length=32)] | None = None
-    locale: Annotated[str, Field(max_length=35)] | None = None
-    timezone: Annotated[str, Field(max_length=64)] | None = None
+    email: Annotated[str, Field(max_length=320), NoNul] | None = None
+    phone: Annotated[str, Field(max_length=32), NoNul] | None = None
+    locale: Annotated[str, Field(max_length=35), NoNul] | None = None
+    timezone: Annotated[str, Field(max_length=64), NoNul] | None = None
     attributes: dict[str, Any] = Field(default_factory=dict)
     addresses: Annotated[tuple[Address, ...], Field(max_length=MAX_ADDRESSES)] = ()
     preferences: Preferences = Field(default_factory=_no_preferences)
@@ -214,10 +225,17 @@ class Recipient(_Model):
     @classmethod
     def _bounded_attributes(cls, v: dict[str, Any]) -> dict[str, Any]:
         if _surely_small(v):
-            return v  # the common few short values: no need to serialise them to know
-        size = len(json.dumps(v, separators=(",", ":"), default=str))
-        if size > MAX_ATTRIBUTES_BYTES:
-            raise ValueError(f"attributes are {size} bytes of JSON; at most {MAX_ATTRIBUTES_BYTES}")
+            # The common few short values: no need to serialise them to know.
+            if any("\x00" in k or (isinstance(x, str) and "\x00" in x) for k, x in v.items()):
+                raise ValueError("attributes contain a NUL character (\\x00): remove it")
+            return v
+        text = json.dumps(v, separators=(",", ":"), default=str)
+        if len(text) > MAX_ATTRIBUTES_BYTES:
+            raise ValueError(
+                f"attributes are {len(text)} bytes of JSON; at most {MAX_ATTRIBUTES_BYTES}"
+            )
+        if "\\u0000" in text:
+            raise ValueError("attributes contain a NUL character (\\x00): remove it")
         return v
 
     def key(self) -> bytes:

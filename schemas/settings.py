@@ -86,6 +86,8 @@ class TopicSettings(Frozen):
     retry_prefix: str = "notification.retry."
     # Recipient changes (compacted, keyed <tenant>/<id>): docs/contracts.md#recipients-topic.
     recipients: str = "tidings.recipients"
+    # Triggers (`tidings.notify` events, POST /v1/notify): docs/contracts.md#triggers.
+    notify: str = "tidings.notify"
     partitions: int = Field(default=6, ge=1)
     status_partitions: int = Field(default=6, ge=1)
 
@@ -333,8 +335,15 @@ class GatewaySettings(Frozen):
     # Origins a browser may call the API from (CORS), e.g. "https://app.example.com"; empty:
     # none (server-to-server calls need no CORS).
     cors_origins: tuple[str, ...] = ()
+    # Per tenant, the EC P-256 public keys (PEM) ES256 recipient tokens verify with: the
+    # tenant's backend signs with the private key, which tidings never holds. Any verifies.
+    recipient_token_public_keys: dict[str, tuple[str, ...]] = Field(default_factory=dict)
     # A recipient token may live at most this long (its `exp` - `iat`).
     recipient_token_max_ttl_s: int = Field(default=7 * 24 * 3600, ge=60, le=90 * 24 * 3600)
+    # The Postgres role the gateway queries as (`SET ROLE`), held to row-level security per
+    # tenant (migration 0011, docs/operations.md#row-level-security). None: the login's own
+    # role, which as the tables' owner row-level security doesn't restrict.
+    db_role: str | None = "tidings_gateway"
 
     @field_validator("recipient_token_secrets")
     @classmethod
@@ -348,6 +357,27 @@ class GatewaySettings(Frozen):
                         f"gateway.recipient_token_secrets[{tenant!r}][{i}] is shorter than 32 "
                         "bytes: make one with `python -c 'import secrets; "
                         "print(secrets.token_urlsafe(32))'`"
+                    )
+        return v
+
+    @field_validator("recipient_token_public_keys")
+    @classmethod
+    def _p256_public_keys(cls, v: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+        for tenant, pems in v.items():
+            for i, pem in enumerate(pems):
+                where = f"gateway.recipient_token_public_keys[{tenant!r}][{i}]"
+                try:
+                    key = load_pem_public_key(pem.encode())
+                except ValueError as exc:
+                    raise ValueError(f"{where} is not a PEM public key ({exc})") from None
+                if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp256r1":
+                    raise ValueError(
+                        f"{where} is not an EC P-256 key (ES256 needs one: `openssl ecparam "
+                        "-name prime256v1 -genkey -noout -out key.pem && openssl ec -in key.pem "
+                        "-pubout`)"
                     )
         return v
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 from schemas.settings import TidingsSettings
@@ -78,7 +79,12 @@ def _revoke(args: argparse.Namespace, s: TidingsSettings) -> int:
 
 def _sign(args: argparse.Namespace, s: TidingsSettings) -> int:
     try:
-        print(sign_recipient_token(s.gateway, args.tenant, args.recipient, args.ttl))
+        pem = Path(args.es256_key).read_text() if args.es256_key else None
+        print(sign_recipient_token(s.gateway, args.tenant, args.recipient, args.ttl,
+                                   private_key_pem=pem))  # fmt: skip
+    except OSError as exc:
+        print(f"error: cannot read the key {args.es256_key}: {exc}", file=sys.stderr)
+        return 2
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -91,13 +97,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     tsub = t.add_subparsers(dest="tokens_command", required=True)
     sign = tsub.add_parser(
         "sign",
-        help="print a token for RECIPIENT of TENANT (HS256 JWT)",
+        help="print a token for RECIPIENT of TENANT (an HS256 or ES256 JWT)",
         description="Your backend signs these in production (any JWT "
         "library: claims tid, sub, iat, exp); this is for trying it.",
     )
     sign.add_argument("tenant")
     sign.add_argument("recipient", help="the recipient id (the in-app channel's recipient)")
     sign.add_argument("--ttl", type=int, default=3600, help="seconds it is valid (3600)")
+    sign.add_argument(
+        "--es256-key", metavar="PEM", default=None,
+        help="sign ES256 with this EC P-256 private key (its public key in "
+        "gateway.recipient_token_public_keys) instead of HS256 with the tenant's secret",
+    )  # fmt: skip
     sign.set_defaults(handler=_sign)
     p = sub.add_parser("apikeys", help="create, list and revoke the gateway's API keys")
     psub = p.add_subparsers(dest="apikeys_command", required=True)

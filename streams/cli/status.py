@@ -24,7 +24,7 @@ from schemas.codes import canonical
 from schemas.settings import TidingsSettings
 from streams.dlq.replay import DlqError, read_records
 from streams.observe.groups import GroupReadError, GroupStatus, read_groups, watermarks
-from streams.runtime.kafka import retry_topic
+from streams.runtime.kafka import retry_topic, route_topics
 
 __all__ = [
     "BREAKER_STATES",
@@ -115,7 +115,7 @@ def stage_topics(settings: TidingsSettings) -> dict[str, tuple[str, ...]]:
     """stage → the topics its group consumes, as the stages subscribe to them."""
     t = settings.topics
     return {
-        "route": tuple(t.events),
+        "route": route_topics(settings),
         "deliver": tuple(t.dispatch(c) for c in KNOWN_CHANNELS) + retry_topics(settings),
         "audit": (t.status,),
         "recipients": (t.recipients,),

@@ -1,4 +1,5 @@
-"""The HTTP half of provider callbacks (aiohttp): Twilio status callbacks → status events.
+"""The HTTP half of provider callbacks (FastAPI, like the gateway): Twilio status callbacks →
+status events.
 
 `POST /callbacks/twilio/{provider}?nid=<notification id>` answers:
 
@@ -23,8 +24,10 @@ from __future__ import annotations
 import logging
 from functools import partial
 from typing import TYPE_CHECKING
+from urllib.parse import parse_qsl
 
-from aiohttp import web
+from fastapi import FastAPI, Request
+from fastapi.responses import PlainTextResponse, Response
 from pydantic import ValidationError
 
 from processors.channels.email import UNSUBSCRIBE_ROUTE
@@ -32,6 +35,7 @@ from processors.channels.sms import callback_status, validate_twilio_signature
 from schemas.notification import Notification
 from schemas.settings import TidingsSettings
 from streams.exceptions import DependencyDown
+from streams.http.body_limit import BodyLimit
 from streams.http.callbacks import (
     TWILIO_ROUTE,
     notification_ref,
@@ -48,7 +52,7 @@ from streams.state import DeliveryLog
 if TYPE_CHECKING:
     from streams.http.unsubscribe import UnsubscribeHandlers
 
-__all__ = ["MAX_BODY_BYTES", "CallbackHandlers", "answer"]
+__all__ = ["MAX_BODY_BYTES", "CallbackHandlers", "answer", "form_fields", "raw_target"]
 
 log = logging.getLogger(__name__)
 
@@ -57,11 +61,36 @@ MAX_BODY_BYTES = 64 * 1024
 _FORM = "application/x-www-form-urlencoded"
 
 
-def answer(metrics: Metrics, status: int, text: str, counter: str) -> web.Response:
+def answer(metrics: Metrics, status: int, text: str, counter: str) -> Response:
     """A plain-text answer of the callbacks endpoint, counted as `callbacks_<counter>`
     (the Twilio and the unsubscribe handlers answer so)."""
     metrics.incr(f"callbacks_{counter}")
-    return web.Response(status=status, text=text + "\n")
+    return PlainTextResponse(text + "\n", status_code=status)
+
+
+def _too_large(limit: int) -> tuple[str, bytes]:
+    return "text/plain; charset=utf-8", f"the body is more than {limit} bytes\n".encode()
+
+
+def raw_target(request: Request) -> str:
+    """The request's path and query exactly as the client sent them (what a signature over
+    the URL covers), not decoded and re-encoded."""
+    path = request.scope.get("raw_path") or request.url.path.encode()
+    query = request.scope.get("query_string", b"")
+    return (path + (b"?" + query if query else b"")).decode("latin-1")
+
+
+async def form_fields(request: Request) -> dict[str, list[str]]:
+    """The fields of an application/x-www-form-urlencoded body (bounded by BodyLimit)."""
+    body = (await request.body()).decode("utf-8", "replace")
+    fields: dict[str, list[str]] = {}
+    for key, value in parse_qsl(body, keep_blank_values=True):
+        fields.setdefault(key, []).append(value)
+    return fields
+
+
+def _media(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
 
 
 class CallbackHandlers:
@@ -88,44 +117,43 @@ class CallbackHandlers:
         self._metrics = metrics
         self._answer = partial(answer, metrics)
 
-    def app(self) -> web.Application:
-        """The aiohttp application (request bodies bounded by MAX_BODY_BYTES)."""
-        app = web.Application(client_max_size=MAX_BODY_BYTES)
-        app.router.add_post(TWILIO_ROUTE, self.twilio)
+    def app(self) -> FastAPI:
+        """The ASGI application (request bodies bounded by MAX_BODY_BYTES); connects nothing."""
+        app = FastAPI(title="tidings callbacks", openapi_url=None, docs_url=None,
+                      redoc_url=None)  # fmt: skip
+        app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES, refusal=_too_large)
+        app.add_api_route(TWILIO_ROUTE, self.twilio, methods=["POST"])
         if self._unsubscribe is not None:
-            app.router.add_get(UNSUBSCRIBE_ROUTE, self._unsubscribe.page)
-            app.router.add_post(UNSUBSCRIBE_ROUTE, self._unsubscribe.one_click)
-        app.router.add_get("/healthz", self.healthz)
+            route = UNSUBSCRIBE_ROUTE
+            app.add_api_route(route, self._unsubscribe.page, methods=["GET"])
+            app.add_api_route(route, self._unsubscribe.one_click, methods=["POST"])
+        app.add_api_route("/healthz", self.healthz, methods=["GET"])
         return app
 
-    async def healthz(self, request: web.Request) -> web.Response:
+    async def healthz(self) -> Response:
         """Liveness: the server answers."""
-        return web.Response(text="ok\n")
+        return PlainTextResponse("ok\n")
 
-    async def twilio(self, request: web.Request) -> web.Response:
+    async def twilio(self, request: Request) -> Response:
         """One Twilio status callback; see the module docstring for the answers."""
-        name = request.match_info["provider"]
+        name = request.path_params["provider"]
         provider = self._twilio.get(name)
         if provider is None:
             return self._answer(404, f"no Twilio provider named {name!r} in channels.sms; "
                                 "configure one (kind: twilio, name: …) or fix the callback URL",
                                 "rejected")  # fmt: skip
-        if request.content_type != _FORM:
-            return self._answer(415, f"expected a {_FORM} body, got {request.content_type!r}",
+        if _media(request) != _FORM:
+            return self._answer(415, f"expected a {_FORM} body, got {_media(request)!r}",
                                 "rejected")  # fmt: skip
-        params: dict[str, list[str]] = {}
-        for key, value in (await request.post()).items():
-            if not isinstance(value, str):
-                return self._answer(400, f"form field {key!r} is not text", "rejected")
-            params.setdefault(key, []).append(value)
-        url = signed_url(self._base, request.raw_path)
+        params = await form_fields(request)
+        url = signed_url(self._base, raw_target(request))
         token = provider.auth_token.get_secret_value()
         signature = request.headers.get("X-Twilio-Signature")
         if not validate_twilio_signature(token, url, params, signature):
             log.warning(
                 "callbacks: refused a Twilio callback for provider %r from %s: "
                 "X-Twilio-Signature missing or wrong for %s",
-                name, request.remote, redact(url),
+                name, request.client.host if request.client else "?", redact(url),
             )  # fmt: skip
             return self._answer(
                 403,
@@ -137,12 +165,12 @@ class CallbackHandlers:
         return await self._twilio_status(request, name, form)
 
     async def _twilio_status(
-        self, request: web.Request, provider: str, form: dict[str, str]
-    ) -> web.Response:
+        self, request: Request, provider: str, form: dict[str, str]
+    ) -> Response:
         if callback_status(form) is None:
-            return web.Response(status=204)  # queued, sending, sent, …: not a final receipt
+            return Response(status_code=204)  # queued, sending, sent, …: not a final receipt
         sid = form.get("MessageSid", "?")
-        nid = notification_ref(request.query)
+        nid = notification_ref(request.query_params)
         if nid is None:
             # Not a URL tidings made (no nid): nothing to correlate, and Twilio retrying won't help.
             log.warning("callbacks: Twilio callback for %s (%s) has no valid nid query parameter; "
@@ -172,4 +200,4 @@ class CallbackHandlers:
             return self._answer(503, "Kafka did not acknowledge the status event; retry later",
                                 "unavailable")  # fmt: skip
         self._metrics.incr(f"callbacks_{ev.data.status}")
-        return web.Response(text=f"{ev.type} {ev.id}\n")
+        return PlainTextResponse(f"{ev.type} {ev.id}\n")

@@ -32,7 +32,8 @@ import time
 import uuid
 from functools import partial
 
-from aiohttp import web
+from fastapi import Request
+from fastapi.responses import HTMLResponse, Response
 from pydantic import ValidationError
 
 from processors.channels.email import InvalidUnsubscribeToken, UnsubscribeToken, verify_token
@@ -118,31 +119,33 @@ class UnsubscribeHandlers:
         self._metrics = metrics
         self._answer = partial(answer, metrics)
 
-    def _token(self, request: web.Request) -> UnsubscribeToken | web.Response:
+    def _token(self, request: Request) -> UnsubscribeToken | Response:
         if not self._secrets:
             return self._answer(404, "one-click unsubscribe is not configured here "
                                 "(callbacks.unsubscribe_secrets)", "rejected")  # fmt: skip
         try:
-            return verify_token(self._secrets, request.match_info["token"],
+            return verify_token(self._secrets, request.path_params["token"],
                                 now_s=time.time(), max_age_s=self._max_age_s)  # fmt: skip
         except InvalidUnsubscribeToken as exc:
-            log.warning("callbacks: refused an unsubscribe link from %s: %s", request.remote, exc)
+            log.warning("callbacks: refused an unsubscribe link from %s: %s",
+                        request.client.host if request.client else "?", exc)  # fmt: skip
             return self._answer(403, f"this unsubscribe link is not valid: {exc}", "rejected")
 
-    async def page(self, request: web.Request) -> web.Response:
+    async def page(self, request: Request) -> Response:
         """GET: a confirmation page; changes nothing."""
         t = self._token(request)
-        if isinstance(t, web.Response):
+        if isinstance(t, Response):
             return t
         body = _PAGE.format(what=html.escape(_what(t)) + "?", form=_FORM)
-        return web.Response(text=body, content_type="text/html")
+        return HTMLResponse(body)
 
-    async def one_click(self, request: web.Request) -> web.Response:
+    async def one_click(self, request: Request) -> Response:
         """POST: the one-click unsubscribe (module docstring: the answers)."""
         t = self._token(request)
-        if isinstance(t, web.Response):
+        if isinstance(t, Response):
             return t
-        form = await request.post()
+        # RFC 8058 allows either encoding of the form (urlencoded, multipart/form-data).
+        form = await request.form(max_files=0, max_fields=16)
         if form.get("List-Unsubscribe") != "One-Click":
             return self._answer(400, "expected the form field List-Unsubscribe=One-Click "
                                 "(RFC 8058)", "rejected")  # fmt: skip
@@ -170,7 +173,7 @@ class UnsubscribeHandlers:
         self._metrics.incr("callbacks_unsubscribed")
         log.info("callbacks: %s/%s unsubscribed (%s)", t.tenant, t.user, t.reason())
         body = _PAGE.format(what=html.escape(f"Done: {_what(t).lower()}."), form="")
-        return web.Response(text=body, content_type="text/html")
+        return HTMLResponse(body)
 
     async def _status(self, t: UnsubscribeToken) -> None:
         """The `unsubscribed` status, when the notification's send is on record."""

@@ -28,6 +28,7 @@ from streams.runtime.kafka import (
     raise_dlq_max_message_bytes,
     records,
     retry_topic,
+    route_topics,
 )
 from streams.runtime.member import MemberIdentity, claim_identity
 from streams.runtime.metrics import Metrics
@@ -88,5 +89,6 @@ __all__ = [
     "records",
     "refused_output",
     "retry_topic",
+    "route_topics",
     "supervise",
 ]

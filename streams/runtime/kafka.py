@@ -51,6 +51,7 @@ __all__ = [
     "raise_dlq_max_message_bytes",
     "records",
     "retry_topic",
+    "route_topics",
 ]
 
 log = logging.getLogger(__name__)
@@ -152,7 +153,7 @@ def pipeline_topics(
 ) -> dict[str, int]:
     """Every topic the pipeline uses, with its partition count."""
     t = settings.topics
-    topics = {name: t.partitions for name in t.events}
+    topics = {name: t.partitions for name in route_topics(settings)}
     topics.update({t.dispatch(c): t.partitions for c in channels})
     topics.update(
         {retry_topic(settings, tier): t.partitions for tier in settings.runtime.retry_tiers_s}
@@ -161,6 +162,11 @@ def pipeline_topics(
     topics[t.recipients] = t.partitions
     topics[t.dlq] = 1
     return topics
+
+
+def route_topics(settings: TidingsSettings) -> tuple[str, ...]:
+    """The topics route consumes: the domain topics and the triggers' topic."""
+    return (*settings.topics.events, settings.topics.notify)
 
 
 def retry_topic(settings: TidingsSettings, tier_s: float) -> str:

@@ -44,9 +44,11 @@ class Resolution:
     bypassed: str | None = None  # critical / required category went past preferences
 
 
-def profile_of(r: Recipient) -> dict[str, Any]:
-    """The `recipient` a rule's CEL sees: the directory's record without its addresses."""
+def profile_of(r: Recipient, online: bool = False) -> dict[str, Any]:
+    """The `recipient` a rule's CEL sees: the directory's record without its addresses, and
+    `online` (a live connection to a gateway; False unless route looked presence up)."""
     return {
+        "online": online,
         "id": r.id,
         "tenant": r.tenant,
         "email": r.email,
@@ -66,6 +68,7 @@ def resolve(
     defaults: Preferences | None,
     required_categories: Collection[str],
     now: datetime,
+    online: bool = False,
 ) -> Resolution | None:
     """One directory match resolved; None when `recipient_when` excludes the recipient.
 
@@ -76,7 +79,7 @@ def resolve(
         if match.channel == "inapp":
             return Resolution(match, (match.recipient,))
         return Resolution(match, suppressed=NO_ADDRESS)
-    personal = catalog.personalize(match, envelope, profile_of(recipient), now)
+    personal = catalog.personalize(match, envelope, profile_of(recipient, online), now)
     if personal is None:
         return None
     channels = (personal.channel, *personal.fallback_channels)

@@ -27,6 +27,7 @@ from streams.runtime.kafka import (
     make_consumer,
     make_producer,
     records,
+    route_topics,
 )
 from streams.runtime.member import MemberIdentity, claim_identity
 from streams.runtime.outage import Outage
@@ -46,6 +47,7 @@ from streams.stages.route_decide import (
 )
 from streams.state.caps import CapStore
 from streams.state.directory import Directory
+from streams.state.presence import PresenceReader
 
 __all__ = ["RouteStage", "UnknownEventType", "route_record"]
 
@@ -70,6 +72,7 @@ class RouteStage:
         self._deliver_full = ctx.deliver_full
         self._tracing = ctx.tracing
         self._directory: Directory | None = None  # connects on the first `- user:` lookup
+        self._presence: PresenceReader | None = None  # connects when a rule reads it
         self._lookup_pool: ThreadPoolExecutor | None = None
         self._cap_store: CapStore | None = None  # connects on the first capped batch
         self._redis = Outage("route", "redis", limit_s=ctx.settings.runtime.outage_limit_s,
@@ -123,6 +126,8 @@ class RouteStage:
                 self._lookup_pool.shutdown(wait=True, cancel_futures=True)
             if self._directory is not None:
                 self._directory.close()
+            if self._presence is not None:
+                self._presence.close()
             if self._cap_store is not None:
                 self._cap_store.close()
 
@@ -148,8 +153,8 @@ class RouteStage:
             self._epoch += 1
 
         consumer.subscribe(
-            list(self._s.topics.events), on_assign=on_assign, on_revoke=on_revoke,
-            on_lost=on_revoke,
+            list(route_topics(self._s)), on_assign=on_assign,
+            on_revoke=on_revoke, on_lost=on_revoke,
         )  # fmt: skip
 
     def _step(self, consumer: Consumer, txn: TransactionalOutput, paused: bool) -> bool:
@@ -223,7 +228,8 @@ class RouteStage:
         rows = list(records(msgs, "route"))
         half = (len(rows) + 1) // 2
         keys: set[tuple[str, str]] = set()
-        lookups: list[Future[tuple[DirectoryView, TenantPrefs]]] = []
+        lookups: list[Future[tuple[DirectoryView, TenantPrefs, set[tuple[str, str]]]]] = []
+        presence = catalog.reads_presence
         for start, stop in ((0, half), (half, len(rows))):
             fresh: set[tuple[str, str]] = set()
             for m, topic, part, off in rows[start:stop]:
@@ -239,13 +245,15 @@ class RouteStage:
                     fresh.update(k for k in plan.directory_keys() if k not in keys)
             if fresh:
                 keys |= fresh
-                lookups.append(self._lookups().submit(self._lookup, fresh))
+                lookups.append(self._lookups().submit(self._lookup, fresh, presence))
         found: dict[tuple[str, str], Recipient] = {}
         defaults: dict[str, tuple[Preferences, Collection[str]]] = {}
+        online: set[tuple[str, str]] = set()
         for f in lookups:
-            view, prefs = f.result()  # re-raises StageStopping from the lookup
+            view, prefs, live = f.result()  # re-raises StageStopping from the lookup
             found.update(view)
             defaults.update(prefs)
+            online |= live
         tenants: TenantPrefs = defaults
         made: dict[bytes, Notification] = {}
         counts: dict[str, int] = {"events_in": 0, "queued": 0, "dlq": 0, "unmatched": 0}
@@ -255,7 +263,7 @@ class RouteStage:
             if isinstance(plan, Planned):
                 got, outcome = finish_record(plan, catalog=catalog, settings=s, now=now,
                                              directory=found, tenants=tenants,
-                                             made=made)  # fmt: skip
+                                             made=made, online=online)  # fmt: skip
             else:
                 got, outcome = plan
             if got and outcome == "routed":
@@ -314,15 +322,23 @@ class RouteStage:
             self._lookup_pool = ThreadPoolExecutor(1, thread_name_prefix="route-directory")
         return self._lookup_pool
 
-    def _lookup(self, keys: set[tuple[str, str]]) -> tuple[DirectoryView, TenantPrefs]:
-        """The directory's records of `keys` and their tenants' defaults: one round trip
-        each, for the whole batch; rides out a Postgres outage (raises StageStopping)."""
+    def _lookup(
+        self, keys: set[tuple[str, str]], presence: bool
+    ) -> tuple[DirectoryView, TenantPrefs, set[tuple[str, str]]]:
+        """The directory's records of `keys`, their tenants' defaults and (`presence`)
+        those online: one round trip each, for the whole batch; rides out a Postgres outage
+        (raises StageStopping); presence never waits for Redis (streams/state/presence.py)."""
         if self._directory is None:
             self._directory = Directory(self._s.postgres.conninfo(), name="route")
         d = self._directory
         found = self._pg.retry(lambda: d.lookup(keys), self._stop)
         tenants = self._pg.retry(lambda: d.tenant_defaults({t for t, _ in keys}), self._stop)
-        return found, tenants
+        online: set[tuple[str, str]] = set()
+        if presence and found:
+            if self._presence is None:
+                self._presence = PresenceReader(self._s.redis.url.get_secret_value())
+            online = self._presence.online(found.keys())
+        return found, tenants, online
 
     def _traced(
         self, m: Message, topic: str, part: int, off: int, headers: list[tuple[str, bytes | None]],

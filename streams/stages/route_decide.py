@@ -19,7 +19,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from catalog import Catalog, CatalogError, Match
+from pydantic import ValidationError
+
+from catalog import Catalog, CatalogError, EventError, Match
 from schemas import codes
 from schemas.envelope import Envelope, Origin, decode_event
 from schemas.exceptions import InvalidEventError
@@ -27,6 +29,7 @@ from schemas.notification import PER_ADDRESS, Notification, notification_id
 from schemas.recipient import Preferences, Recipient
 from schemas.settings import TidingsSettings
 from schemas.status import build_status
+from schemas.trigger import NOTIFY_TYPE, Trigger
 from streams.exceptions import StreamsError
 from streams.runtime.dead_letter import INTERNAL_ERROR, dead_letter
 from streams.runtime.records import Out
@@ -122,6 +125,8 @@ def plan_record(
             env = decode_event(value, headers, origin, settings.route.limits)
         except InvalidEventError as exc:
             return dlq(exc, codes.INVALID_EVENT)
+        if env.type == NOTIFY_TYPE:
+            return _plan_trigger(origin, env, dlq, catalog, now, key, value, headers)
         if not catalog.rules_for(env.type):
             if settings.route.unknown_types == "skip":
                 return [], "unmatched"
@@ -146,6 +151,42 @@ def plan_record(
         return _guard(origin, dlq, exc)
 
 
+def _plan_trigger(
+    origin: Origin,
+    env: Envelope,
+    dlq: Callable[[BaseException, str], Outcome],
+    catalog: Catalog,
+    now: datetime,
+    key: bytes | None,
+    value: bytes | None,
+    headers: Sequence[tuple[str, bytes | None]],
+) -> Planned | Outcome:
+    """A `tidings.notify` event: the one rule it names, over the trigger's data."""
+    try:
+        trigger = Trigger.model_validate(env.data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(["data", *(str(p) for p in err["loc"])])
+        return dlq(
+            InvalidEventError(
+                str(origin), f"a {NOTIFY_TYPE} event's data is not a trigger: {where}: "
+                f"{err['msg']} (docs/contracts.md#triggers)",
+            ),
+            codes.INVALID_TRIGGER,
+        )  # fmt: skip
+    # What the rule sees: the trigger's data as `event.data` (and the same in recipient_when).
+    event = {**env.as_cel(), "data": trigger.data}
+    try:
+        matches = catalog.trigger(event, trigger.rule, trigger.recipients, now)
+    except EventError as exc:
+        return dlq(InvalidEventError(str(origin), str(exc)), codes.INVALID_TRIGGER)
+    except CatalogError as exc:
+        return dlq(exc, codes.RULE_ERROR)
+    if not matches:
+        return [], "unmatched"
+    return Planned(origin, env, event, tuple(matches), key, value, headers)
+
+
 def finish_record(
     p: Planned,
     *,
@@ -155,14 +196,16 @@ def finish_record(
     directory: DirectoryView,
     tenants: TenantPrefs,
     made: dict[bytes, Notification] | None = None,
+    online: Collection[tuple[str, str]] = frozenset(),
 ) -> Outcome:
     """The outputs of a planned record, with the directory's records of its recipients.
 
+    `online`: the (tenant, id) of those with a live connection (`recipient.online`).
     `made`, when given, gets each directory notification sent now, by its encoded dispatch
     record (what the caps pass reads instead of decoding the records again)."""
     dlq = _dead(settings, p.origin, p.key, p.value, p.headers)
     try:
-        return _finish(p, catalog, settings, now, directory, tenants, made)
+        return _finish(p, catalog, settings, now, directory, tenants, made, online)
     except CatalogError as exc:  # a recipient_when or recipient variable failed
         return dlq(exc, codes.RULE_ERROR)
     except MemoryError:
@@ -185,6 +228,7 @@ def route_record(
     now: datetime,
     directory: DirectoryView | None = None,
     tenants: TenantPrefs | None = None,
+    online: Collection[tuple[str, str]] = frozenset(),
 ) -> Outcome:
     """Decide what one record becomes; returns (outputs, outcome). Pure: never raises, never
     blocks. Outcome is `routed`, `unmatched` (rules listen, none matched) or `dlq`."""
@@ -195,7 +239,8 @@ def route_record(
     if not isinstance(planned, Planned):
         return planned
     return finish_record(planned, catalog=catalog, settings=settings, now=now,
-                         directory=directory or {}, tenants=tenants or {})  # fmt: skip
+                         directory=directory or {}, tenants=tenants or {},
+                         online=online)  # fmt: skip
 
 
 def _notification(
@@ -221,6 +266,7 @@ def _notification(
 def _finish(
     p: Planned, catalog: Catalog, settings: TidingsSettings, now: datetime,
     directory: DirectoryView, tenants: TenantPrefs, made: dict[bytes, Notification] | None,
+    online: Collection[tuple[str, str]],
 ) -> Outcome:  # fmt: skip
     t = settings.topics
     outs: list[Out] = []
@@ -249,7 +295,8 @@ def _finish(
         defaults, required = tenants.get(tenant, (None, ()))
         known = directory.get((tenant, m.recipient))
         res = resolve(m, known, catalog=catalog, envelope=p.event, defaults=defaults,
-                      required_categories=required, now=now)  # fmt: skip
+                      required_categories=required, now=now,
+                      online=(tenant, m.recipient) in online)  # fmt: skip
         if res is None:
             continue  # recipient_when: not for this recipient
         # A recipient the directory knows is checked again by deliver if it changes meanwhile.

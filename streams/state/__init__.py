@@ -31,8 +31,10 @@ from streams.state.directory_rows import (
 )
 from streams.state.dirwatch import DirWatch
 from streams.state.history import AuditHistory, HistoryCursor
+from streams.state.idempotency import Begun, IdempotencyStore, fingerprint
 from streams.state.inbox import ACTIONS, FILTERS, Action, Inbox, InboxCursor, InboxFilter
 from streams.state.pg_async import AsyncPg, RefusedInput
+from streams.state.presence import PRESENCE_PREFIX, PresenceReader, presence_key
 from streams.state.rate_limit import RateLimiter
 from streams.state.recipient_rows import (
     CSV_COLUMNS,
@@ -48,6 +50,7 @@ from streams.state.recipient_rows import (
     tenant_defaults_change,
     upsert_change,
 )
+from streams.state.tenancy import TENANT_SQL, set_role, tenant_value
 
 __all__ = [
     "ACTIONS",
@@ -59,9 +62,12 @@ __all__ = [
     "IMPORT_CHUNK",
     "LOOKUP_TIMEOUT_S",
     "NO_PREFERENCES",
+    "PRESENCE_PREFIX",
+    "TENANT_SQL",
     "Action",
     "AsyncPg",
     "AuditHistory",
+    "Begun",
     "CapStore",
     "CatalogRef",
     "Change",
@@ -73,11 +79,13 @@ __all__ = [
     "Directory",
     "DirectoryRefused",
     "HistoryCursor",
+    "IdempotencyStore",
     "Inbox",
     "InboxCursor",
     "InboxFilter",
     "Migration",
     "Prepared",
+    "PresenceReader",
     "RateLimiter",
     "RefusedInput",
     "SentRecord",
@@ -89,6 +97,7 @@ __all__ = [
     "decode_change",
     "delete_change",
     "describe",
+    "fingerprint",
     "live_addresses",
     "login_fix",
     "migrations",
@@ -97,10 +106,13 @@ __all__ = [
     "parse_json_line",
     "prepare",
     "prepare_csv_row",
+    "presence_key",
     "read_prepared",
     "read_recipients",
     "require_migrations",
+    "set_role",
     "tenant_defaults_change",
+    "tenant_value",
     "upsert_change",
     "wait_for_migrations",
 ]

@@ -63,6 +63,7 @@ from streams.state.directory_rows import (
     live_addresses,
     prepare,
 )
+from streams.state.tenancy import TENANT_SQL, set_role, tenant_value
 
 __all__ = ["Directory", "DirectoryRefused"]
 
@@ -131,9 +132,11 @@ class DirectoryRefused(StreamsError):
 class Directory:
     """The recipient directory's Postgres tables; one lazily opened connection."""
 
-    def __init__(self, conninfo: str, *, name: str = "directory") -> None:
+    def __init__(self, conninfo: str, *, name: str = "directory", role: str | None = None) -> None:
         self._conninfo = conninfo
         self._name = name  # who uses it, for error messages (`recipients`, `route`)
+        # The gateway's: query as this role, each lookup for its tenant (row-level security).
+        self._role = role
         self._conn: psycopg.Connection[Any] | None = None
         self._temp = False
         self._lock = threading.RLock()
@@ -154,12 +157,23 @@ class Directory:
         if self._conn is None or self._conn.closed:
             self._temp = False
             try:
-                self._conn = psycopg.connect(self._conninfo, autocommit=True)
+                conn = psycopg.connect(self._conninfo, autocommit=True)
             except psycopg.OperationalError as exc:
                 check_login(exc, self._name)
                 raise DependencyDown(
                     "postgres", f"{self._name}: Postgres unreachable ({exc}); `tidings doctor`"
                 ) from exc
+            if self._role is not None:
+                try:
+                    conn.execute(set_role(self._role))
+                except psycopg.Error as exc:
+                    conn.close()
+                    raise FatalStageError(
+                        f"{self._name}: cannot query as role {self._role} ({exc}); apply the "
+                        "migrations (`tidings db migrate`) or have an administrator create the "
+                        "role (docs/operations.md#row-level-security)"
+                    ) from exc
+            self._conn = conn
         return self._conn
 
     def close(self) -> None:
@@ -283,7 +297,15 @@ class Directory:
             return {}
         tenants, ids = [t for t, _ in wanted], [i for _, i in wanted]
         with self._session("recipient lookup") as conn:
-            rows = conn.execute(_LOOKUP, (tenants, ids)).fetchall()
+            if self._role is None:
+                rows = conn.execute(_LOOKUP, (tenants, ids)).fetchall()
+            else:
+                rows = []
+                for tenant in dict.fromkeys(tenants):  # one transaction per tenant
+                    mine = [i for t, i in wanted if t == tenant]
+                    with conn.transaction():
+                        conn.execute(TENANT_SQL, (tenant_value(tenant),))
+                        rows += conn.execute(_LOOKUP, ([tenant] * len(mine), mine)).fetchall()
         found: dict[tuple[str, str], Recipient] = {}
         for doc, dead in rows:
             try:

@@ -30,8 +30,8 @@ HistoryCursor = tuple[datetime, str, str, int]
 class AuditHistory:
     """Reads `audit_log`; use from one event loop. Nothing connects in `__init__`."""
 
-    def __init__(self, conninfo: str) -> None:
-        self._pg = AsyncPg(conninfo, "gateway history")
+    def __init__(self, conninfo: str, *, role: str | None = None) -> None:
+        self._pg = AsyncPg(conninfo, "gateway history", role=role)
 
     async def notification(self, tenant: str, nid: str) -> list[dict[str, Any]]:
         """Every status row of notification `nid` of `tenant`, oldest first ([] if none)."""
@@ -39,6 +39,7 @@ class AuditHistory:
             f"select {_COLUMNS} from audit_log where notification_id = %s::uuid "
             "and coalesce(tenant, '') = %s order by status_at, attempt, status",
             (nid, tenant),
+            tenant=tenant,
         )
 
     async def page(
@@ -69,6 +70,7 @@ class AuditHistory:
             f"select {_COLUMNS} from audit_log where {' and '.join(where)} "
             "order by event_at desc, notification_id desc, status desc, attempt desc limit %s",
             params,
+            tenant=tenant,
         )
 
     async def close(self) -> None:

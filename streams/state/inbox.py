@@ -50,8 +50,8 @@ class Inbox:
     """The `inbox` table for the gateway; use from one event loop. Nothing connects in
     `__init__`."""
 
-    def __init__(self, conninfo: str) -> None:
-        self._pg = AsyncPg(conninfo, "gateway inbox")
+    def __init__(self, conninfo: str, *, role: str | None = None) -> None:
+        self._pg = AsyncPg(conninfo, "gateway inbox", role=role)
 
     async def page(
         self, tenant: str, recipient: str, *, which: InboxFilter, limit: int,
@@ -71,6 +71,7 @@ class Inbox:
             f"select {_COLUMNS} from inbox where {' and '.join(where)} "
             "order by created_at desc, notification_id desc limit %s",
             params,
+            tenant=tenant,
         )
 
     async def counts(self, tenant: str, recipient: str) -> dict[str, int]:
@@ -80,6 +81,7 @@ class Inbox:
             "count(*) filter (where seen_at is null) as unseen "
             f"from inbox where {_MINE} and archived_at is null",
             (recipient, tenant),
+            tenant=tenant,
         )
         return {"unread": int(row["unread"]), "unseen": int(row["unseen"])}
 
@@ -98,6 +100,7 @@ class Inbox:
             f"select notification_id from inbox where {' and '.join(where)} "
             "order by created_at, notification_id limit %s",
             params,
+            tenant=tenant,
         )
         return [r["notification_id"] for r in rows]
 
@@ -110,6 +113,7 @@ class Inbox:
             f"update inbox set {sets} where {_MINE} and {changes} "
             "and notification_id = any(%s) returning notification_id",
             (recipient, tenant, list(ids)),
+            tenant=tenant,
         )
         return [r["notification_id"] for r in rows]
 

@@ -348,6 +348,7 @@ def make_world(
             "status": f"test.{unique}.status",
             "dlq": f"test.{unique}.dlq",
             "retry_prefix": f"test.{unique}.retry.",
+            "notify": f"test.{unique}.notify",
             "partitions": 3,
             "status_partitions": 3,
         },

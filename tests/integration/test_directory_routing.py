@@ -22,12 +22,14 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import redis
 import yaml
 
 from schemas.notification import notification_id
 from schemas.recipient import Address, Preferences, QuietHours, Recipient
 from schemas.settings import TidingsSettings
 from streams.state.directory import Directory
+from streams.state.presence import presence_key
 from tests.integration.pipeline import World, wait_until
 from tests.integration.tcp_proxy import StoppableProxy
 from tests.peers.fcm import FcmPeer, make_key
@@ -137,6 +139,28 @@ def test_no_address_and_opt_outs_are_suppressed_and_critical_goes_past_them(
     assert alert[0].get("bypassed") == "critical"
     assert sum(w.mail().values()) == 1, "only the critical one was mailed"
     assert w.read(w.settings.topics.dlq, idle_s=1.0) == [], "suppressions are no dead letters"
+
+
+def test_a_rule_skips_a_recipient_online_in_the_app(make_world_with: Callable[..., World]) -> None:
+    # Presence as the gateway writes it (streams/http/gateway/realtime.py), in real Redis.
+    w = make_world_with()
+    _add_rule(w, _rule(w, "away", channels=["email"], channel_policy="all",
+                       recipient_when="!recipient.online"))  # fmt: skip
+    here, away = f"here-{w.unique}", f"away-{w.unique}"
+    w.import_recipients(*(Recipient(tenant="acme", id=u, email=f"{u}@example.com")
+                          for u in (here, away)))  # fmt: skip
+    r = redis.Redis.from_url(w.settings.redis.url.get_secret_value())
+    r.set(presence_key("acme", here), "1", ex=120)
+    try:
+        with w.pipeline():
+            docs = [w.send_to_user("away", u, i) for i, u in enumerate((here, away), 1)]
+            assert sum(w.wait_mail(1).values()) == 1
+            time.sleep(3.0)
+    finally:
+        r.delete(presence_key("acme", here))
+    mailed = {s["source_event_id"] for s in _statuses(w) if s["status"] == "sent"}
+    assert mailed == {docs[1]["id"]}, "only the recipient away from the app was mailed"
+    assert sum(w.mail().values()) == 1
 
 
 def test_quiet_hours_hold_a_push_until_the_window_ends(

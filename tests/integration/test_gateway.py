@@ -5,7 +5,6 @@ records read back from a uuid domain topic on the real broker, decoded as route 
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import random
@@ -27,11 +26,8 @@ from confluent_kafka import (
     Producer,
     TopicPartition,
 )
-from confluent_kafka.admin import AdminClient
 from pydantic import SecretStr
 
-from processors.channels.inapp import InAppProvider
-from schemas.content import InAppContent
 from schemas.envelope import Origin, decode_event
 from schemas.notification import Notification, notification_id
 from schemas.settings import GatewaySettings, TidingsSettings
@@ -39,8 +35,8 @@ from schemas.status import StatusEvent, build_status
 from streams.cli.main import main
 from streams.http.gateway import STRUCTURED, sign_recipient_token
 from streams.runtime.kafka import ensure_topics
-from streams.state import DeliveryLog, SentRecord
 from streams.state.db import apply_migrations
+from tests.integration.gateway_helpers import cli_key, forget_gateway_rows, store_inbox_entries
 from tests.integration.pipeline import http_stage
 from tests.peers.npm import free_port
 
@@ -107,14 +103,7 @@ def _read_all(settings: TidingsSettings, topic: str) -> list[Message]:
 
 
 def make_key(tenant: str, scopes: tuple[str, ...]) -> str:
-    import contextlib
-    import io
-
-    out = io.StringIO()
-    argv = ["apikeys", "create", tenant, *[a for s in scopes for a in ("--scope", s)]]
-    with contextlib.redirect_stdout(out):
-        assert main(argv) == 0
-    key = out.getvalue().strip()
+    key = cli_key(tenant, *scopes)
     _KEYS.append(key.split("_")[1])
     return key
 
@@ -146,20 +135,8 @@ def gw(settings: TidingsSettings) -> Iterator[Gateway]:
         with http_stage(s, "gateway", url, also=("recipients", "audit")):
             yield Gateway(s, url, topic, f"tenant-{u}")
     finally:
-        admin = AdminClient(s.kafka.client_config())
         made = [topic, s.topics.recipients, s.topics.dlq, s.topics.status]
-        for f in admin.delete_topics(made, operation_timeout=30).values():
-            f.result(timeout=30)
-        import psycopg
-
-        with psycopg.connect(s.postgres.conninfo(), autocommit=True) as conn:
-            conn.execute("delete from api_keys where prefix = any(%s)", (_KEYS,))
-            conn.execute("delete from recipients where tenant like %s", (f"tenant-{u}%",))
-            conn.execute("delete from audit_log where tenant like %s", (f"tenant-{u}%",))
-            conn.execute("delete from inbox where tenant like %s", (f"tenant-{u}%",))
-            conn.execute(
-                "delete from deliveries where notification_id = any(%s::uuid[])", (_INBOX_IDS,)
-            )
+        forget_gateway_rows(s, made, f"tenant-{u}", _KEYS, _INBOX_IDS)
 
 
 def _problem(r: httpx.Response, status: int) -> dict[str, object]:
@@ -410,37 +387,8 @@ def test_history_comes_from_the_audit_log_within_the_tenant(gw: Gateway) -> None
 
 
 def _inbox_entries(gw: Gateway, recipient: str, n: int) -> list[Notification]:
-    """`n` in-app notifications stored by the real InAppProvider (Postgres inbox, Redis
-    publish) and their sends recorded with the dispatch record, as deliver does."""
-    notes = []
-    for i in range(n):
-        u = uuid.uuid4().hex
-        notes.append(Notification(
-            id=notification_id(f"urn:test:{u}", f"evt-{u}", "welcome", recipient, "inapp"),
-            event_id=f"evt-{u}", event_source=f"urn:test:{u}", event_type="order.created",
-            tenant=gw.tenant, rule_id="welcome", rule_version=1, template_id="welcome",
-            template_version="1", catalog_version="c", channel="inapp", recipient=recipient,
-            category="orders" if i % 2 else "news", user=recipient,
-            event_time_ms=int(time.time() * 1000),
-        ))  # fmt: skip
+    notes = store_inbox_entries(gw.settings, gw.tenant, recipient, n)
     _INBOX_IDS.extend(x.id for x in notes)
-    s = gw.settings
-
-    async def store() -> None:
-        p = InAppProvider(conninfo=s.postgres.conninfo(),
-                          redis_url=s.redis.url.get_secret_value())  # fmt: skip
-        log = DeliveryLog(s.postgres.conninfo())
-        try:
-            for i, x in enumerate(notes):
-                await p.send(x, InAppContent(title=f"t{i}", body=f"b{i}", data={"i": i}))
-                await log.record(x.id, "inapp", SentRecord("inbox", x.id, 1),
-                                 notification=x.encode())  # fmt: skip
-                await asyncio.sleep(0.002)  # distinct created_at, newest last
-        finally:
-            await p.close()
-            await log.close()
-
-    asyncio.run(store())
     return notes
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import httpx
 import pytest
-from aiohttp import web
+import uvicorn
 from confluent_kafka import Message
 from confluent_kafka.admin import AdminClient
 from pydantic import SecretStr
@@ -244,10 +244,14 @@ def test_kafka_down_answers_503(settings: TidingsSettings) -> None:
         deliveries = DeliveryLog(s.postgres.conninfo())
         producer = AckProducer(s, ack_timeout_s=1.0)
         await producer.start()
-        runner = web.AppRunner(CallbackHandlers(s, deliveries, producer, Metrics()).app())
-        await runner.setup()
+        app = CallbackHandlers(s, deliveries, producer, Metrics()).app()
+        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
+                                               log_config=None, lifespan="off"))  # fmt: skip
+        serving = asyncio.create_task(server.serve())
         try:
-            await web.TCPSite(runner, "127.0.0.1", port).start()
+            while not server.started:
+                assert not serving.done(), "the server did not start"
+                await asyncio.sleep(0.05)
             url = with_notification_id(callback_url(PUBLIC, "twilio"), nid)
             form = {"MessageSid": "SMdown", "MessageStatus": "delivered"}
             async with httpx.AsyncClient(timeout=30) as client:
@@ -257,7 +261,8 @@ def test_kafka_down_answers_503(settings: TidingsSettings) -> None:
                     headers={"X-Twilio-Signature": twilio_signature(TOKEN, url, form)},
                 )
         finally:
-            await runner.cleanup()
+            server.should_exit = True
+            await serving
             await producer.close(timeout_s=1.0)
             await deliveries.close()
 

@@ -35,6 +35,7 @@ from streams.http.gateway.keys import (
     verify,
 )
 from streams.http.gateway.keystore import ApiKeyStore, create_key, list_keys, revoke_key
+from streams.http.gateway.notify_api import TriggerAccepted, notify_router
 from streams.http.gateway.problems import PROBLEM_JSON, Problem
 from streams.http.gateway.produce import produce_acked
 from streams.http.gateway.realtime import CATCH_UP, PRESENCE_TTL_S, Realtime, room_of
@@ -72,6 +73,7 @@ __all__ = [
     "Realtime",
     "RecipientIdentity",
     "StatusRow",
+    "TriggerAccepted",
     "api_key",
     "check_scopes",
     "create_app",
@@ -83,6 +85,7 @@ __all__ = [
     "inbox_router",
     "issue_key",
     "list_keys",
+    "notify_router",
     "parse_key",
     "produce_acked",
     "revoke_key",

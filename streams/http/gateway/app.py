@@ -2,8 +2,9 @@
 
 `create_app(settings, producer, keys)` builds it; the gateway stage (streams/stages/
 gateway.py) serves it with uvicorn. OpenAPI 3.1 at `/openapi.json`, interactive docs at
-`/docs`. What is built today: `POST /v1/events`, `/v1/recipients` (directory_api.py),
-`/v1/notifications` (history_api.py), `/v1/inbox` (inbox_api.py) and `GET /healthz`
+`/docs`. What is built today: `POST /v1/events`, `POST /v1/notify` (notify_api.py),
+`/v1/recipients` (directory_api.py), `/v1/notifications` (history_api.py), `/v1/inbox`
+(inbox_api.py) and `GET /healthz`
 (docs/api.md; the rest of the gateway issue is listed there as not done).
 """
 
@@ -12,16 +13,18 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
+from http import HTTPStatus
 from importlib import resources
-from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
+from starlette.exceptions import HTTPException
 
 from schemas.settings import TidingsSettings
+from streams.http.body_limit import BodyLimit
 from streams.http.callbacks_producer import AckProducer
 from streams.http.gateway.auth import Key
 from streams.http.gateway.directory_api import directory_router
@@ -29,12 +32,14 @@ from streams.http.gateway.history_api import history_router
 from streams.http.gateway.inbox_api import InboxActions, inbox_router
 from streams.http.gateway.intake import BATCH, STRUCTURED, events_from_request
 from streams.http.gateway.keystore import ApiKeyStore
-from streams.http.gateway.problems import PROBLEM_JSON, Problem
+from streams.http.gateway.notify_api import notify_router
+from streams.http.gateway.problems import PROBLEM_JSON, Problem, problem_responses
 from streams.http.gateway.produce import produce_acked
 from streams.runtime.records import Out
 from streams.state.catalog import CatalogRef
 from streams.state.directory import Directory
 from streams.state.history import AuditHistory
+from streams.state.idempotency import IdempotencyStore
 from streams.state.rate_limit import RateLimiter
 
 __all__ = ["AcceptedEvent", "EventsAccepted", "GatewayDeps", "create_app"]
@@ -76,91 +81,29 @@ class EventsAccepted(BaseModel):
     accepted: list[AcceptedEvent]
 
 
-class ProblemDoc(BaseModel):
-    """RFC 9457 problem details."""
-
-    type: str = "about:blank"
-    title: str
-    status: int
-    detail: str
-    pointer: str | None = None
-
-
-_PROBLEMS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ProblemDoc, "content": {PROBLEM_JSON: {}}, "description": what}
-    for code, what in (
-        (400, "the request is not a valid CloudEvent; `pointer` names the field"),
-        (401, "no API key, or not a valid one"),
-        (403, "the key lacks the scope, or the event names another tenant"),
-        (413, "the body or the batch is too large"),
-        (415, "not a CloudEvents content mode"),
-        (422, "the event type has no domain topic"),
-        (429, "past gateway.rate_limit_per_s for this key: wait Retry-After seconds"),
-        (503, "Kafka or Postgres is unavailable: retry (the event id makes it idempotent)"),
-    )
-}
+_PROBLEMS = problem_responses(
+    400, 401, 403, 413, 415, 422, 429, 503,
+    described={
+        400: "the request is not a valid CloudEvent; `pointer` names the field",
+        401: "no API key, or not a valid one",
+        403: "the key lacks the scope, or the event names another tenant",
+        413: "the body or the batch is too large",
+        415: "not a CloudEvents content mode",
+        422: "the event type has no domain topic",
+        503: "Kafka or Postgres is unavailable: retry (the event id makes it idempotent)",
+    },
+)  # fmt: skip
 
 
 def _problem(p: Problem) -> JSONResponse:
     return JSONResponse(p.body(), status_code=p.status, media_type=PROBLEM_JSON, headers=p.headers)
 
 
-class BodyLimit:
-    """ASGI middleware: every HTTP request body past `limit` bytes is refused with 413 before
-    any route (or its auth) reads it (FastAPI parses a body parameter before dependencies)."""
-
-    def __init__(self, app: Any, limit: int) -> None:
-        self._app = app
-        self._limit = limit
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self._app(scope, receive, send)
-            return
-        declared = dict(scope.get("headers") or ()).get(b"content-length", b"")
-        if declared.isdigit() and int(declared) > self._limit:
-            await self._refuse(send)
-            return
-        seen = 0
-
-        async def bounded() -> Any:
-            # Never more than `limit` bytes buffered. (A route that parses a body parameter
-            # turns this into its own 400; a body declared too large is a 413 above.)
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self._limit:
-                    raise _TooLarge
-            return message
-
-        try:
-            await self._app(scope, bounded, send)
-        except _TooLarge:
-            await self._refuse(send)
-
-    async def _refuse(self, send: Any) -> None:
-        p = Problem(
-            413,
-            "Body too large",
-            f"the body is more than gateway.max_body_bytes = {self._limit} bytes",
-        )
-        body = _DUMPS(p.body()).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", PROBLEM_JSON.encode()),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
-
-
-class _TooLarge(Exception):
-    pass
+def _too_large(limit: int) -> tuple[str, bytes]:
+    p = Problem(
+        413, "Body too large", f"the body is more than gateway.max_body_bytes = {limit} bytes"
+    )
+    return PROBLEM_JSON, _DUMPS(p.body()).encode()
 
 
 @dataclass(frozen=True)
@@ -176,6 +119,7 @@ class GatewayDeps:
     actions: InboxActions  # the inbox and its status events
     catalog: CatalogRef | None = None
     limiter: RateLimiter | None = None  # None: no rate limits
+    idempotency: IdempotencyStore | None = None  # None: Idempotency-Key only derives ids
 
 
 def create_app(settings: TidingsSettings, deps: GatewayDeps) -> FastAPI:
@@ -190,7 +134,7 @@ def create_app(settings: TidingsSettings, deps: GatewayDeps) -> FastAPI:
     app.state.keys = deps.keys
     app.state.settings = settings
     app.state.limiter = deps.limiter
-    app.add_middleware(BodyLimit, limit=settings.gateway.max_body_bytes)
+    app.add_middleware(BodyLimit, limit=settings.gateway.max_body_bytes, refusal=_too_large)
     if settings.gateway.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -216,6 +160,16 @@ def create_app(settings: TidingsSettings, deps: GatewayDeps) -> FastAPI:
                 "the gateway failed on this request (its log says why); nothing was acknowledged",
             )
         )
+
+    @app.exception_handler(HTTPException)
+    async def _on_http_error(_: Request, exc: HTTPException) -> JSONResponse:
+        # FastAPI's and Starlette's own refusals in the one error shape: a body that is not
+        # UTF-8 (400: the only 400 they raise), an unknown path (404), a method not allowed.
+        status = exc.status_code
+        return _problem(
+            Problem(status, HTTPStatus(status).phrase, str(exc.detail),
+                    "/body" if status == 400 else None, dict(exc.headers or {}))
+        )  # fmt: skip
 
     @app.exception_handler(RequestValidationError)
     async def _on_invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -280,6 +234,7 @@ def create_app(settings: TidingsSettings, deps: GatewayDeps) -> FastAPI:
         )
 
     # After /v1/events: routes match in order, and the intake is the busiest.
+    app.include_router(notify_router(settings, producer, deps.catalog, deps.idempotency))
     app.include_router(directory_router(settings, producer, deps.directory, deps.catalog))
     app.include_router(history_router(deps.history))
     app.include_router(inbox_router(deps.actions))

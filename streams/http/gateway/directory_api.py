@@ -28,7 +28,7 @@ from schemas.settings import TidingsSettings
 from streams.http.callbacks_producer import AckProducer
 from streams.http.gateway.auth import Key
 from streams.http.gateway.keys import ApiKey
-from streams.http.gateway.problems import Problem, answered
+from streams.http.gateway.problems import Problem, answered, problem_responses
 from streams.http.gateway.produce import produce_acked
 from streams.runtime.records import Out
 from streams.state.catalog import CatalogRef
@@ -73,7 +73,8 @@ def directory_router(
     catalog: CatalogRef | None,
 ) -> APIRouter:
     """The routes (nothing connects here)."""
-    router = APIRouter(prefix="/v1/recipients", tags=["recipients"])
+    router = APIRouter(prefix="/v1/recipients", tags=["recipients"],
+                       responses=problem_responses(401, 403, 429, 503))  # fmt: skip
     topic = settings.topics.recipients
 
     async def produce(key: bytes, change: RecipientChange) -> ChangeAccepted:
@@ -87,7 +88,9 @@ def directory_router(
         return ChangeAccepted(tenant=tenant, id=rid, type=change.type, partition=part, offset=off)
 
     async def stored(tenant: str, rid: str) -> Recipient:
-        found = await answered(asyncio.to_thread(directory.lookup, [(tenant, rid)]), "Directory")
+        found = await answered(
+            asyncio.to_thread(directory.lookup, [(tenant, rid)]), "Directory", "/path/rid"
+        )
         r = found.get((tenant, rid))
         if r is None:
             raise Problem(404, "No such recipient",
@@ -115,7 +118,8 @@ def directory_router(
         new = recipient(key.tenant, rid, json.loads(edit(r).model_dump_json()))
         return await produce(new.key(), upsert(new))
 
-    @router.put("/{rid}", status_code=202, response_model=ChangeAccepted)
+    @router.put("/{rid}", status_code=202, response_model=ChangeAccepted,
+                responses=problem_responses(400, 413))  # fmt: skip
     async def put_recipient(
         rid: str, key: Key, body: Annotated[dict[str, Any], Body()]
     ) -> ChangeAccepted:
@@ -124,26 +128,29 @@ def directory_router(
         r = recipient(key.tenant, rid, body)
         return await produce(r.key(), upsert(r))
 
-    @router.get("/{rid}", response_model=Recipient)
+    @router.get("/{rid}", response_model=Recipient, responses=problem_responses(404))
     async def get_recipient(rid: str, key: Key) -> Recipient:
         """The recipient as the directory holds it (dead push tokens left out)."""
         _need_scope(key)
         return await stored(key.tenant, rid)
 
-    @router.delete("/{rid}", status_code=202, response_model=ChangeAccepted)
+    @router.delete("/{rid}", status_code=202, response_model=ChangeAccepted,
+                   responses=problem_responses(400))  # fmt: skip
     async def delete_recipient(rid: str, key: Key) -> ChangeAccepted:
         """Erase a recipient: its row, addresses and preferences (docs/recipients.md)."""
         _need_scope(key)
         return await produce(recipient_key(key.tenant, rid),
                              delete_change(key.tenant, rid, source=_SOURCE))  # fmt: skip
 
-    @router.get("/{rid}/preferences", response_model=Preferences)
+    @router.get("/{rid}/preferences", response_model=Preferences,
+                responses=problem_responses(404))  # fmt: skip
     async def get_preferences(rid: str, key: Key) -> Preferences:
         """The recipient's own preferences (the tenant's defaults lie under them)."""
         _need_scope(key)
         return (await stored(key.tenant, rid)).preferences
 
-    @router.put("/{rid}/preferences", status_code=202, response_model=ChangeAccepted)
+    @router.put("/{rid}/preferences", status_code=202, response_model=ChangeAccepted,
+                responses=problem_responses(400, 404, 413))  # fmt: skip
     async def put_preferences(
         rid: str, key: Key, body: Annotated[dict[str, Any], Body()]
     ) -> ChangeAccepted:
@@ -155,7 +162,8 @@ def directory_router(
             raise Problem(400, "Invalid preferences", describe(exc), "/") from None
         return await change(key, rid, lambda r: r.model_copy(update={"preferences": prefs}))
 
-    @router.post("/{rid}/addresses", status_code=202, response_model=ChangeAccepted)
+    @router.post("/{rid}/addresses", status_code=202, response_model=ChangeAccepted,
+                 responses=problem_responses(400, 404, 413))  # fmt: skip
     async def add_address(
         rid: str, key: Key, body: Annotated[dict[str, Any], Body()]
     ) -> ChangeAccepted:
@@ -173,7 +181,8 @@ def directory_router(
 
         return await change(key, rid, add)
 
-    @router.delete("/{rid}/addresses", status_code=202, response_model=ChangeAccepted)
+    @router.delete("/{rid}/addresses", status_code=202, response_model=ChangeAccepted,
+                   responses=problem_responses(400, 404))  # fmt: skip
     async def remove_address(
         rid: str, key: Key,
         channel: Annotated[str, Query()], address: Annotated[str, Query()],

@@ -25,7 +25,7 @@ from pydantic import BaseModel
 
 from streams.http.gateway.auth import Key
 from streams.http.gateway.keys import ApiKey
-from streams.http.gateway.problems import Problem, answered
+from streams.http.gateway.problems import Problem, answered, problem_responses
 from streams.state.history import AuditHistory, HistoryCursor
 
 __all__ = ["HistoryPage", "NotificationHistory", "StatusRow", "history_router"]
@@ -93,12 +93,14 @@ def _decode(cursor: str) -> HistoryCursor:
 
 def history_router(history: AuditHistory) -> APIRouter:
     """The routes (nothing connects here)."""
-    router = APIRouter(prefix="/v1/notifications", tags=["history"])
+    router = APIRouter(prefix="/v1/notifications", tags=["history"],
+                       responses=problem_responses(401, 403, 429, 503))  # fmt: skip
 
     def read(call: Awaitable[list[dict[str, Any]]]) -> Awaitable[list[dict[str, Any]]]:
         return answered(call, "Audit log")
 
-    @router.get("/{nid}", response_model=NotificationHistory)
+    @router.get("/{nid}", response_model=NotificationHistory,
+                responses=problem_responses(400, 404))  # fmt: skip
     async def get_notification(nid: str, key: Key) -> NotificationHistory:
         """One notification's status history, oldest first."""
         _need_scope(key)
@@ -117,7 +119,7 @@ def history_router(history: AuditHistory) -> APIRouter:
             )
         return NotificationHistory(id=nid, statuses=[StatusRow(**r) for r in rows])
 
-    @router.get("", response_model=HistoryPage)
+    @router.get("", response_model=HistoryPage, responses=problem_responses(400))
     async def list_notifications(
         key: Key,
         recipient: Annotated[str | None, Query(max_length=4096)] = None,
@@ -148,7 +150,9 @@ def history_router(history: AuditHistory) -> APIRouter:
         return HistoryPage(items=items, next_cursor=_encode(items[-1]) if more else None)
 
     @router.post(
-        "/{nid}/cancel", status_code=202, responses={409: {"description": "not cancellable"}}
+        "/{nid}/cancel",
+        status_code=202,
+        responses=problem_responses(409, described={409: "not cancellable"}),
     )
     async def cancel(nid: str, key: Key) -> None:
         """Cancel a scheduled notification: 409 until scheduling exists."""

@@ -26,7 +26,7 @@ from schemas.notification import Notification
 from schemas.settings import TidingsSettings
 from schemas.status import Status, build_status
 from streams.http.callbacks_producer import AckProducer
-from streams.http.gateway.problems import Problem, answered
+from streams.http.gateway.problems import Problem, answered, problem_responses
 from streams.http.gateway.produce import produce_acked
 from streams.http.gateway.tokens import RecipientIdentity, verify_recipient_token
 from streams.runtime.records import Out
@@ -187,10 +187,16 @@ class InboxActions:
 
 def inbox_router(actions: InboxActions) -> APIRouter:
     """The routes (nothing connects here)."""
-    router = APIRouter(prefix="/v1/inbox", tags=["inbox"])
+    router = APIRouter(
+        prefix="/v1/inbox",
+        tags=["inbox"],
+        responses=problem_responses(
+            401, 503, described={401: "no recipient token, or not a valid one"}
+        ),
+    )
     inbox, apply, pg = actions.inbox, actions.apply, _pg
 
-    @router.get("", response_model=InboxPage)
+    @router.get("", response_model=InboxPage, responses=problem_responses(400))
     async def list_inbox(
         me: Me,
         filter: InboxFilter = "all",
@@ -217,12 +223,14 @@ def inbox_router(actions: InboxActions) -> APIRouter:
         """Unread and unseen entries (archived ones not counted)."""
         return InboxCounts(**await pg(inbox.counts(me.tenant, me.recipient)))
 
-    @router.post("/{nid}/{action}", response_model=InboxChanged)
+    @router.post("/{nid}/{action}", response_model=InboxChanged,
+                 responses=problem_responses(400))  # fmt: skip
     async def mark_one(nid: str, action: Action, me: Me) -> InboxChanged:
         """Mark one entry read, unread, seen, archived (`archive`) or not (`unarchive`)."""
         return await apply(me, action, [nid])
 
-    @router.post("/{action}", response_model=InboxChanged)
+    @router.post("/{action}", response_model=InboxChanged,
+                 responses=problem_responses(400, 413))  # fmt: skip
     async def mark_many(
         action: Action,
         me: Me,

@@ -43,8 +43,8 @@ def _translate(exc: psycopg.Error, what: str) -> Exception:
 class ApiKeyStore:
     """Keys by prefix, cached; use from one event loop. Nothing connects in `__init__`."""
 
-    def __init__(self, conninfo: str, *, cache_s: float = 30.0) -> None:
-        self._pg = AsyncPg(conninfo, "gateway: API key lookup")
+    def __init__(self, conninfo: str, *, cache_s: float = 30.0, role: str | None = None) -> None:
+        self._pg = AsyncPg(conninfo, "gateway: API key lookup", role=role)
         self._cache_s = cache_s
         self._cache: OrderedDict[str, tuple[float, ApiKey | None]] = OrderedDict()
 

@@ -37,8 +37,9 @@ from processors.channels.inapp import DEFAULT_CHANNEL_PREFIX
 from schemas.settings import TidingsSettings
 from streams.http.gateway.auth import Key
 from streams.http.gateway.inbox_api import InboxActions, inbox_entry
-from streams.http.gateway.problems import Problem
+from streams.http.gateway.problems import Problem, problem_responses
 from streams.http.gateway.tokens import RecipientIdentity, verify_recipient_token
+from streams.state.presence import PRESENCE_PREFIX, presence_key
 
 __all__ = ["CATCH_UP", "PRESENCE_TTL_S", "Realtime", "room_of"]
 
@@ -46,12 +47,12 @@ log = logging.getLogger(__name__)
 
 CATCH_UP = 200  # entries a reconnect is sent at most (the rest: GET /v1/inbox)
 PRESENCE_TTL_S = 60
-_PRESENCE = "tidings:presence:"
 
 
 def room_of(me: RecipientIdentity) -> str:
     """The Socket.IO room of a recipient: (tenant, recipient) as JSON, so no tenant or
-    recipient name can spell another's room (the Redis channel name can: `a:b` + `c`)."""
+    recipient name can spell another's room (the Redis channel name can: `a:b` + `c`).
+    Its presence key is PRESENCE_PREFIX + the room (= streams.state.presence_key)."""
     return json.dumps([me.tenant or "", me.recipient])
 
 
@@ -78,6 +79,7 @@ class Realtime:
             engineio_logger=False,
         )
         self._rooms: dict[str, set[str]] = {}  # room -> this process's sids in it
+        self._room_of_sid: dict[str, str] = {}  # so a disconnect costs O(1), not O(rooms)
         self._tasks: list[asyncio.Task[None]] = []
         self._catching: set[asyncio.Task[None]] = set()
         self.sio.on("connect", self._connect)
@@ -120,6 +122,7 @@ class Realtime:
         await self.sio.save_session(sid, {"tenant": me.tenant, "recipient": me.recipient})
         await self.sio.enter_room(sid, room)
         self._rooms.setdefault(room, set()).add(sid)
+        self._room_of_sid[sid] = room
         await self._present(room)
         since = auth.get("since")
         if isinstance(since, str):  # after the handshake: its answer goes out first
@@ -144,10 +147,13 @@ class Realtime:
                 )
 
     async def _disconnect(self, sid: str, *_: Any) -> None:
-        for room, sids in list(self._rooms.items()):
-            sids.discard(sid)
-            if not sids:
-                del self._rooms[room]
+        room = self._room_of_sid.pop(sid, None)
+        if room is None:
+            return
+        sids = self._rooms.get(room, set())
+        sids.discard(sid)
+        if not sids:
+            self._rooms.pop(room, None)
 
     async def _me(self, sid: str) -> RecipientIdentity:
         s = await self.sio.get_session(sid)
@@ -204,7 +210,7 @@ class Realtime:
 
     async def _present(self, room: str) -> None:
         with contextlib.suppress(RedisError, OSError):
-            await self._redis.set(f"{_PRESENCE}{room}", "1", ex=PRESENCE_TTL_S)
+            await self._redis.set(PRESENCE_PREFIX + room, "1", ex=PRESENCE_TTL_S)
 
     async def _heartbeat(self) -> None:
         while True:
@@ -214,9 +220,8 @@ class Realtime:
 
     async def online(self, tenant: str, recipient: str) -> bool:
         """Whether any gateway process holds a connection of the recipient (≤ 60 s stale)."""
-        room = room_of(RecipientIdentity(tenant, recipient))
         try:
-            return bool(await self._redis.exists(f"{_PRESENCE}{room}"))
+            return bool(await self._redis.exists(presence_key(tenant, recipient)))
         except (RedisError, OSError) as exc:
             raise Problem(
                 503,
@@ -229,7 +234,9 @@ class Realtime:
         """`GET /v1/recipients/{id}/presence` (scope recipients:write)."""
         router = APIRouter(tags=["recipients"])
 
-        @router.get("/v1/recipients/{rid}/presence")
+        @router.get(
+            "/v1/recipients/{rid}/presence", responses=problem_responses(401, 403, 429, 503)
+        )
         async def presence(rid: str, key: Key) -> dict[str, bool]:
             """Whether the recipient has the app open now (a Socket.IO connection)."""
             if not key.allows("recipients:write"):

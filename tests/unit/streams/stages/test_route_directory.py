@@ -153,6 +153,32 @@ def test_recipient_when_excludes_a_recipient_without_any_status(
     assert (outs, outcome) == ([], "unmatched")
 
 
+def test_a_rule_reads_presence_as_recipient_online(
+    settings: TidingsSettings, tmp_path: Path
+) -> None:
+    # The rule's point: push only to someone not in the app right now; the variable shows
+    # a recipient variable sees it too.
+    cat = _catalog(tmp_path, recipient_when="!recipient.online",
+                   variables={"name": "recipient.online ? 'in app' : 'away'"})  # fmt: skip
+    assert cat.reads_presence
+    assert not _catalog(tmp_path / "plain").reads_presence, "no lookup for a catalog without"
+    u = _user(email="u1@x.io", addresses=(Address(channel="push", address="t1", platform="fcm"),))
+    ev = {"specversion": "1.0", "id": "e1", "source": "s", "type": "t.e", "tenantid": "acme",
+          "data": {"uid": "u1"}}  # fmt: skip
+
+    def route(online: set[tuple[str, str]]) -> tuple[list[Out], str]:
+        return route_record(
+            topic="t", partition=0, offset=1, timestamp_ms=1, key=None,
+            value=json.dumps(ev).encode(), headers=[], catalog=cat, settings=settings, now=NOW,
+            directory={("acme", "u1"): u}, tenants={}, online=online,
+        )  # fmt: skip
+
+    assert route({("acme", "u1")}) == ([], "unmatched")
+    assert route({("other", "u1")}) != ([], "unmatched"), "presence is per tenant"
+    [n], _ = _split(settings, route(set())[0])
+    assert (n.channel, n.recipient, n.variables["name"]) == ("push", "t1", "away")
+
+
 def test_in_app_reaches_an_unknown_recipient_by_its_id(
     settings: TidingsSettings, tmp_path: Path
 ) -> None:

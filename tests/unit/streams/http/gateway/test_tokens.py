@@ -47,7 +47,7 @@ def test_another_tenants_secret_or_a_forged_one_is_refused() -> None:
 @pytest.mark.parametrize(
     ("claims", "says"),
     [({"sub": "u", "iat": 1, "exp": 2}, "no `tid`"),
-     ({"tid": "nope", "sub": "u", "iat": 1, "exp": 2}, "has no inbox"),
+     ({"tid": "nope", "sub": "u", "iat": 1, "exp": 2}, "has no HS256 inbox"),
      ({"tid": "acme", "iat": int(T0), "exp": int(T0) + 60}, "sub"),
      ({"tid": "acme", "sub": "u", "iat": int(T0), "exp": int(T0) + 8 * 24 * 3600},
       "recipient_token_max_ttl_s"),
@@ -89,3 +89,101 @@ def test_the_cli_signs_with_the_configured_secret(
     assert (me.tenant, me.recipient) == ("acme", "u-9")
     assert main(["tokens", "sign", "other", "u-9"]) == 2
     assert "no gateway.recipient_token_secrets" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- ES256
+
+
+def _p256() -> tuple[str, str]:
+    from cryptography.hazmat.primitives import serialization as ser
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    private = key.private_bytes(
+        ser.Encoding.PEM, ser.PrivateFormat.PKCS8, ser.NoEncryption()
+    ).decode()
+    spki = ser.PublicFormat.SubjectPublicKeyInfo
+    return private, key.public_key().public_bytes(ser.Encoding.PEM, spki).decode()
+
+
+def test_es256_tokens_verify_with_the_tenants_public_key_only() -> None:
+    private, public = _p256()
+    _, other_public = _p256()
+    g = G.model_copy(update={"recipient_token_public_keys": {"acme": (other_public, public)}})
+    token = sign_recipient_token(g, "acme", "u-es", 600, now=T0, private_key_pem=private)
+    assert jwt.get_unverified_header(token)["alg"] == "ES256"
+    me = verify_recipient_token(g, token, now=T0)
+    assert (me.tenant, me.recipient) == ("acme", "u-es")
+    with pytest.raises(Problem, match="expired"):
+        verify_recipient_token(g, token, now=T0 + 600)
+    # Another key pair, or a tenant with no public key: refused, saying which.
+    forged = sign_recipient_token(g, "acme", "u", 60, now=T0, private_key_pem=_p256()[0])
+    with pytest.raises(Problem, match="not signed with a ES256 key"):
+        verify_recipient_token(g, forged, now=T0)
+    beta = sign_recipient_token(g, "beta", "u", 60, now=T0, private_key_pem=private)
+    with pytest.raises(Problem, match="no ES256 inbox here"):
+        verify_recipient_token(g, beta, now=T0)
+    # HS256 still works beside it, with the secrets.
+    assert verify_recipient_token(g, sign_recipient_token(g, "acme", "u", 60, now=T0),
+                                  now=T0).recipient == "u"  # fmt: skip
+
+
+def test_a_public_key_is_never_taken_for_an_hmac_secret() -> None:
+    _, public = _p256()
+    g = GatewaySettings(recipient_token_public_keys={"acme": (public,)})
+    claims = {"tid": "acme", "sub": "u", "iat": int(T0), "exp": int(T0) + 60}
+    import base64
+    import hashlib
+    import hmac
+    import json as _json
+
+    # The classic confusion attack: HS256 "signed" with the public PEM as the secret.
+    def b64(b: bytes) -> str:
+        return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+
+    head = b64(_json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+    body = b64(_json.dumps(claims).encode())
+    sig = hmac.new(public.encode(), f"{head}.{body}".encode(), hashlib.sha256).digest()
+    with pytest.raises(Problem, match="no HS256 inbox here"):
+        verify_recipient_token(g, f"{head}.{body}.{b64(sig)}", now=T0)
+    none = b64(_json.dumps({"alg": "none"}).encode())
+    with pytest.raises(Problem, match="HS256 or ES256"):
+        verify_recipient_token(g, f"{none}.{body}.", now=T0)
+
+
+def test_the_settings_take_only_p256_public_keys() -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    spki = serialization.PublicFormat.SubjectPublicKeyInfo
+    p384 = (
+        ec.generate_private_key(ec.SECP384R1())
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, spki)
+        .decode()
+    )
+    with pytest.raises(ValueError, match=r"\['acme'\]\[0\] is not an EC P-256 key"):
+        GatewaySettings(recipient_token_public_keys={"acme": (p384,)})
+    with pytest.raises(ValueError, match="not a PEM public key"):
+        GatewaySettings(recipient_token_public_keys={"acme": ("-----BEGIN nonsense",)})
+
+
+def test_the_cli_signs_es256_with_a_key_file(
+    tmp_path: object, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json as _json
+    from pathlib import Path
+
+    from schemas.settings import load_settings
+    from streams.cli.main import main
+
+    private, public = _p256()
+    pem = Path(str(tmp_path)) / "key.pem"
+    pem.write_text(private)
+    monkeypatch.setenv("TIDINGS_GATEWAY__RECIPIENT_TOKEN_PUBLIC_KEYS",
+                       _json.dumps({"acme": [public]}))  # fmt: skip
+    assert main(["tokens", "sign", "acme", "u-7", "--es256-key", str(pem)]) == 0
+    token = capsys.readouterr().out.strip()
+    assert verify_recipient_token(load_settings().gateway, token).recipient == "u-7"
+    assert main(["tokens", "sign", "acme", "u-7", "--es256-key", str(tmp_path) + "/none"]) == 2
+    assert "cannot read the key" in capsys.readouterr().err

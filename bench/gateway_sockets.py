@@ -35,7 +35,8 @@ RLIMIT_NOFILE of the gateway and the load generator is raised to the hard limit 
 the hard limit is below what the connections need). Traffic only to 127.0.0.1; every wait is
 bounded in time and every loop in count. `LOADGEN_PER_MESSAGE_DEFLATE=0` in the environment
 makes the clients not offer permessage-deflate (browsers do): a diagnostic of what the
-server's per-connection deflate state costs, not a row.
+server's per-connection deflate state costs, not a row. `BENCH_GATEWAY_GC_THRESHOLDS='[50000,
+20, 1000000]'` sets the gateway's `runtime.gc_thresholds` (what full collections cost it).
 
     python -m bench.gateway_sockets run [--quick] [--only ROWS] [--connections N] [--seconds S]
 
@@ -251,6 +252,9 @@ class _Session:
             "rate_limit_per_s": 0,
             "recipient_token_secrets": {TENANT: [secrets.token_hex(32)]},
         }
+        if os.environ.get("BENCH_GATEWAY_GC_THRESHOLDS"):  # the gateway's runtime.gc_thresholds
+            gc = json.loads(os.environ["BENCH_GATEWAY_GC_THRESHOLDS"])
+            cfg.setdefault("runtime", {})["gc_thresholds"] = gc
         path = self.w.tmp / f"{self.name}.yaml"
         path.write_text(yaml.safe_dump(cfg))
         tokens = self._tokens(path)

@@ -205,6 +205,12 @@ class Directory:
                     f"{self._name}: {what}: the recipient tables are missing or old ({exc}); "
                     "apply the migrations with `tidings db migrate`"
                 ) from exc
+            except psycopg.errors.InsufficientPrivilege as exc:
+                # Not the request's fault: the role lacks a grant (row-level security setup).
+                raise FatalStageError(
+                    f"{self._name}: {what}: {exc}; apply the migrations (`tidings db migrate`) "
+                    "or grant the role what docs/operations.md#row-level-security lists"
+                ) from exc
             except psycopg.Error as exc:
                 diag = exc.diag
                 m = _COPY_LINE.search(diag.context or "") if diag else None

@@ -16,6 +16,7 @@ import psycopg
 import pytest
 
 from schemas.settings import TidingsSettings
+from streams.exceptions import FatalStageError
 from streams.state import AsyncPg, Directory, Inbox
 from streams.state.db import apply_migrations, audit_partition_ddl
 from streams.state.tenancy import TENANT_SQL, set_role, tenant_value
@@ -131,13 +132,14 @@ def test_the_gateways_adapters_are_held_to_it(rows: dict[str, Any]) -> None:
     d = Directory(conninfo, name="gateway", role=ROLE)
     try:
         assert set(d.lookup([(a, "u1"), (b, "u1")])) == {(a, "u1"), (b, "u1")}
+        # What the role isn't granted is a setup error to fix, not the request's (no 400).
+        with pytest.raises(FatalStageError, match="row-level-security"):
+            d.tenant_defaults({a})
     finally:
         d.close()
 
 
 def test_a_missing_role_is_a_clear_error(rows: dict[str, Any]) -> None:
-    from streams.exceptions import FatalStageError
-
     async def go() -> None:
         pg = AsyncPg(rows["conninfo"], "test", role="no_such_role_tidings")
         try:

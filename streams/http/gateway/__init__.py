@@ -39,6 +39,7 @@ from streams.http.gateway.notify_api import TriggerAccepted, notify_router
 from streams.http.gateway.problems import PROBLEM_JSON, Problem
 from streams.http.gateway.produce import produce_acked
 from streams.http.gateway.realtime import CATCH_UP, PRESENCE_TTL_S, Realtime, room_of
+from streams.http.gateway.socket_manager import IndexedRedisManager
 from streams.http.gateway.tokens import (
     RecipientIdentity,
     sign_recipient_token,
@@ -66,6 +67,7 @@ __all__ = [
     "InboxCounts",
     "InboxEntry",
     "InboxPage",
+    "IndexedRedisManager",
     "IssuedKey",
     "Key",
     "NotificationHistory",

@@ -139,18 +139,14 @@ class Catalog:
         rules = self._resolve(event_type)
         if not rules:
             return []
-        event: dict[str, Any] = dict.fromkeys(ENVELOPE_KEYS)
-        event.update(envelope)
+        event = _event(envelope)
         bindings = cel.bind(event, now)
         event_id = event["id"]
         matches: list[Match] = []
         tenant = event.get("tenant")
         for compiled in rules:
-            if compiled.tenants is not None and not (
-                isinstance(tenant, str) and compiled.tenants.fullmatch(tenant)
-            ):
-                continue
-            matches.extend(self._judge(compiled, bindings, event_id, tenant))
+            if _for_tenant(compiled, tenant):
+                matches.extend(self._judge(compiled, bindings, event_id, tenant))
         return matches
 
     def trigger(
@@ -175,15 +171,12 @@ class Catalog:
                 "name an enabled rule (`tidings catalog rules` lists them)"
             )
         tenant = envelope.get("tenant")
-        if compiled.tenants is not None and not (
-            isinstance(tenant, str) and compiled.tenants.fullmatch(tenant)
-        ):
+        if not _for_tenant(compiled, tenant):
             raise EventError(
                 f"rule {rule_id!r} is not for tenant {tenant!r} (its `tenants:` "
                 f"{list(compiled.rule.tenants)}): trigger one of that tenant's rules"
             )
-        event: dict[str, Any] = dict.fromkeys(ENVELOPE_KEYS)
-        event.update(envelope)
+        event = _event(envelope)
         given: dict[str, tuple[RecipientKind, bool]] | None = None
         if recipients is not None:
             given = {}
@@ -285,8 +278,7 @@ class Catalog:
             if match.locale or not profile.get("locale"):
                 return match
             return match.model_copy(update={"locale": profile["locale"]})
-        event: dict[str, Any] = dict.fromkeys(ENVELOPE_KEYS)
-        event.update(envelope)
+        event = _event(envelope)
         bindings = cel.bind(event, now, profile)
         event_id = event["id"]
         if compiled.recipient_when is not None:
@@ -334,6 +326,21 @@ class Catalog:
         return (
             f"Catalog(version={self.version!r}, rules={len(self._rules)}, source={self.source!r})"
         )
+
+
+def _event(envelope: Mapping[str, Any]) -> dict[str, Any]:
+    """The `event` rules see: every envelope key present (None when the producer left it
+    out), so `event.subject == null` works instead of failing on a missing key."""
+    event: dict[str, Any] = dict.fromkeys(ENVELOPE_KEYS)
+    event.update(envelope)
+    return event
+
+
+def _for_tenant(compiled: CompiledRule, tenant: object) -> bool:
+    """Whether the rule's `tenants:` let `tenant` through (no `tenants:`: every tenant)."""
+    return compiled.tenants is None or (
+        isinstance(tenant, str) and compiled.tenants.fullmatch(tenant) is not None
+    )
 
 
 def _run(

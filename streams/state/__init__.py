@@ -30,6 +30,7 @@ from streams.state.directory_rows import (
     prepare,
 )
 from streams.state.dirwatch import DirWatch
+from streams.state.every import Every
 from streams.state.history import AuditHistory, HistoryCursor
 from streams.state.idempotency import Begun, IdempotencyStore, fingerprint
 from streams.state.inbox import ACTIONS, FILTERS, Action, Inbox, InboxCursor, InboxFilter
@@ -78,6 +79,7 @@ __all__ = [
     "DirWatch",
     "Directory",
     "DirectoryRefused",
+    "Every",
     "HistoryCursor",
     "IdempotencyStore",
     "Inbox",

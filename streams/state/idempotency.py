@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -28,6 +27,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from processors.redis_pack import fast_pool
+from streams.state.every import Every
 
 __all__ = ["Begun", "IdempotencyStore", "fingerprint"]
 
@@ -83,7 +83,7 @@ class IdempotencyStore:
         self._prefix = prefix
         self._ttl_s = ttl_s
         self._pending_s = pending_s
-        self._warned = 0.0
+        self._warn_every = Every(60.0)
 
     def _key(self, tenant: str, key: str) -> str:
         return f"{self._prefix}{tenant}:{hashlib.sha256(key.encode()).hexdigest()}"
@@ -120,8 +120,7 @@ class IdempotencyStore:
             self._warn(exc)
 
     def _warn(self, exc: BaseException) -> None:
-        if time.monotonic() - self._warned > 60:
-            self._warned = time.monotonic()
+        if self._warn_every.due():
             log.warning("gateway: Idempotency-Key records unavailable, Redis unreachable (%s); "
                         "requests go on (trigger ids still derive from the key)", exc)  # fmt: skip
 

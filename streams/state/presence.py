@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from collections.abc import Collection
 
 import redis
 from redis.exceptions import RedisError
+
+from streams.state.every import Every
 
 __all__ = ["PRESENCE_PREFIX", "PresenceReader", "presence_key"]
 
@@ -40,7 +41,7 @@ class PresenceReader:
         self._redis = redis.Redis.from_url(
             url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
         )
-        self._warned = 0.0
+        self._warn_every = Every(60.0)
 
     def online(self, keys: Collection[tuple[str, str]]) -> set[tuple[str, str]]:
         """Those of the (tenant, recipient) `keys` online now: one round trip; never raises
@@ -51,8 +52,7 @@ class PresenceReader:
         try:
             got = self._redis.mget([presence_key(t, r) for t, r in order])
         except (RedisError, OSError) as exc:
-            if time.monotonic() - self._warned > 60:
-                self._warned = time.monotonic()
+            if self._warn_every.due():
                 log.warning("route: presence unknown, Redis unreachable (%s); reading every "
                             "recipient as offline", exc)  # fmt: skip
             return set()

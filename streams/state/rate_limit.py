@@ -18,6 +18,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from processors.redis_pack import fast_pool
+from streams.state.every import Every
 
 __all__ = ["RateLimiter"]
 
@@ -33,7 +34,7 @@ class RateLimiter:
             fast_pool(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
         )
         self._prefix = prefix
-        self._warned = 0.0
+        self._warn_every = Every(60.0)
 
     async def allow(self, name: str, limit: int, *, now: float | None = None) -> float | None:
         """Count one request of `name` in this second; None when within `limit`, else the
@@ -47,8 +48,7 @@ class RateLimiter:
             pipe.expire(key, 2)
             count, _ = await pipe.execute()
         except (RedisError, OSError) as exc:
-            if time.monotonic() - self._warned > 60:
-                self._warned = time.monotonic()
+            if self._warn_every.due():
                 log.warning(
                     "gateway: rate limits off, Redis unreachable (%s); letting requests through",
                     exc,

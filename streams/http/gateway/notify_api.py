@@ -27,7 +27,7 @@ from fastapi import APIRouter, Header
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from catalog import CatalogError
+from catalog import CatalogError, RuleEvaluationError
 from schemas.envelope import Origin, decode_event
 from schemas.exceptions import InvalidEventError
 from schemas.settings import TidingsSettings
@@ -87,9 +87,11 @@ def _match(catalog: CatalogRef | None, event: dict[str, Any], trigger: Trigger) 
     try:
         matches = catalog.current.trigger(event, trigger.rule, trigger.recipients,
                                           datetime.now(UTC))  # fmt: skip
-    except CatalogError as exc:
-        pointer = "/recipients" if "recipient" in str(exc) else "/rule"
+    except RuleEvaluationError as exc:  # which part of the rule failed says the field
+        pointer = "/recipients" if exc.field.startswith("recipients") else "/rule"
         raise Problem(422, "Trigger can't be matched", str(exc), pointer) from None
+    except CatalogError as exc:  # EventError: no such rule, or not this tenant's
+        raise Problem(422, "Trigger can't be matched", str(exc), "/rule") from None
     return len(matches)
 
 
@@ -137,8 +139,9 @@ def notify_router(
             raise Problem(400, "Invalid trigger", exc.reason, "/data") from None
         count = _match(catalog, {**env.as_cel(), "data": trigger.data}, trigger)
         fp = fingerprint(body)
-        if idempotency_key is not None and idempotency is not None:
-            begun = await idempotency.begin(tenant, idempotency_key, fp)
+        remembered = idempotency if idempotency_key is not None else None
+        if remembered is not None and idempotency_key is not None:
+            begun = await remembered.begin(tenant, idempotency_key, fp)
             if begun.verdict == "replay" and begun.answer is not None:
                 return JSONResponse(begun.answer, 202, headers={"Idempotent-Replayed": "true"})
             if begun.verdict == "mismatch":
@@ -163,15 +166,15 @@ def notify_router(
                 "retry the request with the same Idempotency-Key",
             )  # fmt: skip
         except BaseException:
-            if idempotency_key is not None and idempotency is not None:
-                await idempotency.forget(tenant, idempotency_key)
+            if remembered is not None and idempotency_key is not None:
+                await remembered.forget(tenant, idempotency_key)
             raise
         answer = TriggerAccepted(
             id=eid, rule=trigger.rule, topic=topic, partition=partition, offset=offset,
             notifications=count,
         ).model_dump()  # fmt: skip
-        if idempotency_key is not None and idempotency is not None:
-            await idempotency.answer(tenant, idempotency_key, fp, answer)
+        if remembered is not None and idempotency_key is not None:
+            await remembered.answer(tenant, idempotency_key, fp, answer)
         return JSONResponse(answer, 202)
 
     return router

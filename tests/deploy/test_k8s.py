@@ -29,7 +29,8 @@ from catalog import load_catalog
 from schemas.channels import CHANNELS
 from schemas.settings import TidingsSettings, load_settings
 from streams.app import STAGES as APP_STAGES
-from streams.runtime.kafka import pipeline_topics, retry_topic
+from streams.cli.status import stage_topics
+from streams.runtime.kafka import pipeline_topics
 from tests.deploy.conftest import ROOT, TARGETS
 
 Obj = dict[str, Any]
@@ -135,20 +136,12 @@ def settings_of(docs: list[Obj], stage: str = "route") -> TidingsSettings:
 
 
 def input_topics(stage: str, s: TidingsSettings) -> dict[str, int]:
-    """A consumer stage's input topics with their configured partition counts."""
+    """A consumer stage's input topics (as the stage subscribes: `stage_topics`) with their
+    configured partition counts."""
+    inputs = stage_topics(s)
+    assert stage in inputs, f"input_topics: no inputs known for stage {stage!r}: add them"
     every = pipeline_topics(s)
-    if stage == "route":
-        names = list(s.topics.events)
-    elif stage == "deliver":
-        names = [s.topics.dispatch(c) for c in CHANNELS]
-        names += [retry_topic(s, tier) for tier in s.runtime.retry_tiers_s]
-    elif stage == "audit":
-        names = [s.topics.status]
-    elif stage == "recipients":
-        names = [s.topics.recipients]
-    else:
-        raise AssertionError(f"input_topics: no inputs known for stage {stage!r}: add them")
-    return {name: every[name] for name in names}
+    return {name: every[name] for name in inputs[stage]}
 
 
 def group_of(stage: str, s: TidingsSettings) -> str:

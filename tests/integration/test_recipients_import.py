@@ -97,14 +97,33 @@ def test_a_row_only_postgres_refuses_leaves_nothing_half_written(
     before = Recipient(tenant=tenant, id="u0", email="before@example.com")
     directory.import_rows([before])
     rows = [{"tenant": tenant, "id": f"u{i}", "email": f"u{i}@example.com"} for i in range(3000)]
-    rows[2500]["locale"] = "fr\u0000"  # valid JSON and a valid str; Postgres text can't hold it
+    rows[2500]["locale"] = "xx-refused"
     f = tmp_path / "people.jsonl"
     f.write_text("".join(json.dumps(x) + "\n" for x in rows))
-    assert main(["recipients", "import", str(f)]) == 1
+    # A value the model accepts and only Postgres refuses: a constraint for this tenant alone
+    # (every value the model can't store, such as a NUL, it refuses itself: below).
+    name = f"refuse_{tenant.replace('-', '_')}"
+    pg.execute(f"alter table recipients add constraint {name} check (tenant <> '{tenant}' "
+               "or locale is distinct from 'xx-refused') not valid")  # fmt: skip
+    try:
+        assert main(["recipients", "import", str(f)]) == 1
+    finally:
+        pg.execute(f"alter table recipients drop constraint {name}")
     err = capsys.readouterr().err
-    assert f"{f}:2501: " in err and "nothing of it was written" in err
+    # Refused after the copy (by the insert the constraint checks): Postgres names no line.
+    assert f'violates check constraint "{name}"' in err and "nothing of it was written" in err
     assert count(pg, "recipients", tenant) == 1
     assert directory.lookup([(tenant, "u0")]) == {(tenant, "u0"): before}
+    # A NUL (valid JSON, a valid str; Postgres text can't hold it) is a row refused while
+    # reading, by file:line, like any invalid row: the others are imported.
+    rows[2500]["locale"] = "fr\u0000"
+    f.write_text("".join(json.dumps(x) + "\n" for x in rows))
+    assert main(["recipients", "import", str(f)]) == 1
+    out = capsys.readouterr()
+    assert f"{f}:2501: locale: contains a NUL character" in out.err
+    assert "1 row(s) refused" in out.out
+    assert count(pg, "recipients", tenant) == 2999
+    assert (tenant, "u2500") not in directory.lookup([(tenant, "u2500")])
 
 
 def test_a_dead_token_leaves_the_directory_and_is_not_written_back(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import fnmatch
+import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from catalog.exceptions import EventError, RuleEvaluationError
 from catalog.models import REACHES, EmailContent, Match, RecipientKind, Rule
 from catalog.templates import TemplateSet
 from schemas.content import Content
+from schemas.trigger import NOTIFY_TYPE, TEMPLATE_RULE_PREFIX, Trigger
 
 __all__ = ["ENVELOPE_KEYS", "Catalog", "CompiledRule"]
 
@@ -25,6 +27,7 @@ _WILDCARD = re.compile(r"[*?\[]")
 _CACHE_LIMIT = 4096
 
 
+_TRUE = cel.compile_expression("true", "bool")
 _ONLINE = re.compile(r"\brecipient\s*\.\s*\??\s*online\b")
 
 
@@ -71,6 +74,9 @@ class Catalog:
                     self._exact.setdefault(pattern, []).append(index)
         self._cache: dict[str, tuple[CompiledRule, ...]] = {}
         self._by_id = {c.rule.id: c for c in self._rules}
+        # Template triggers' rules, by their shape (`personalize` needs none of them: they
+        # have no `recipient_when` and no variables that read `recipient`).
+        self._templated: dict[tuple[object, ...], CompiledRule] = {}
         # What preferences may name: computed once, immutable so no caller can change them.
         self._categories = frozenset(c.rule.category for c in self._rules)
         self._rule_ids = frozenset(self._by_id)
@@ -150,40 +156,106 @@ class Catalog:
         return matches
 
     def trigger(
-        self,
-        envelope: Mapping[str, Any],
-        rule_id: str,
-        recipients: Sequence[str] | None,
-        now: dt.datetime,
+        self, envelope: Mapping[str, Any], trigger: Trigger, now: dt.datetime
     ) -> list[Match]:
-        """Match a trigger (a `tidings.notify` event) against the one rule it names.
+        """Match a trigger (a `tidings.notify` event): the one rule it names, or its template.
 
-        `envelope` is the event as the rule sees it (`data`: the trigger's data). The rule's
-        `events:` don't apply; its tenants, `when` and the rest do. `recipients` None: the
-        rule's own; else these, each an address (by its shape) or a directory recipient id.
-        Raises EventError (no such enabled rule, or not for this tenant), RuleEvaluationError.
+        `envelope` is the event as the rule sees it (`data`: the trigger's data). A rule's
+        `events:` don't apply; its tenants, `when` and the rest do. The trigger's recipients
+        (None: the rule's own) are each an address (by its shape) or a directory recipient
+        id. A template trigger is a rule of its own (`template:<id>`, built once and kept):
+        its channels, category, priority and locale; the template's variables are `data`'s
+        keys. Raises EventError (no such enabled rule or template, not for this tenant, a
+        channel the template has no variant for), RuleEvaluationError.
         """
+        if trigger.template is not None:
+            compiled = self._template_rule(trigger)
+        else:
+            compiled = self._rule_for_trigger(trigger.rule or "", envelope.get("tenant"))
+        event = _event(envelope)
+        given: dict[str, tuple[RecipientKind, bool]] | None = None
+        if trigger.recipients is not None:
+            given = {}
+            for r in trigger.recipients:
+                kind = _kind_of(r)
+                given.setdefault(r, (kind, kind == "user"))
+        matches = self._judge(compiled, cel.bind(event, now), event["id"],
+                              envelope.get("tenant"), given)  # fmt: skip
+        if trigger.template is None:
+            return matches
+        variables = dict(trigger.data)
+        return [m.model_copy(update={"variables": variables}) for m in matches]
+
+    def _rule_for_trigger(self, rule_id: str, tenant: object) -> CompiledRule:
         compiled = self._by_id.get(rule_id)
         if compiled is None or not compiled.rule.enabled:
             state = "has it disabled" if compiled is not None else "has no such rule"
             raise EventError(
                 f"the trigger names rule {rule_id!r}, and catalog {self.version} {state}: "
-                "name an enabled rule (`tidings catalog rules` lists them)"
+                "name an enabled rule (`tidings catalog rules` lists them)",
+                "rule",
             )
-        tenant = envelope.get("tenant")
         if not _for_tenant(compiled, tenant):
             raise EventError(
                 f"rule {rule_id!r} is not for tenant {tenant!r} (its `tenants:` "
-                f"{list(compiled.rule.tenants)}): trigger one of that tenant's rules"
+                f"{list(compiled.rule.tenants)}): trigger one of that tenant's rules",
+                "rule",
             )
-        event = _event(envelope)
-        given: dict[str, tuple[RecipientKind, bool]] | None = None
-        if recipients is not None:
-            given = {}
-            for r in recipients:
-                kind = _kind_of(r)
-                given.setdefault(r, (kind, kind == "user"))
-        return self._judge(compiled, cel.bind(event, now), event["id"], tenant, given)
+        return compiled
+
+    def _template_rule(self, trigger: Trigger) -> CompiledRule:
+        """The rule a template trigger stands for, built on first use (bounded cache)."""
+        template = trigger.template or ""
+        channels = tuple(trigger.channels or ())
+        shape = (template, channels, trigger.channel_policy or "all", trigger.category or "",
+                 trigger.priority or "normal", trigger.locale)  # fmt: skip
+        cached = self._templated.get(shape)
+        if cached is not None:
+            return cached
+        if template not in self._templates.ids:
+            raise EventError(
+                f"the trigger names template {template!r}, and catalog {self.version} has no "
+                "such template: name one of its templates",
+                "template",
+            )
+        if shape[3] not in self._categories:
+            raise EventError(
+                f"category {shape[3]!r} is no category of catalog {self.version}'s rules, so "
+                "no preference could name it: use one of "
+                f"{', '.join(sorted(self._categories))}",
+                "category",
+            )
+        missing = [c for c in channels if c not in self._templates.channels(template)]
+        if missing:
+            raise EventError(
+                f"template {template!r} has no variant for channel(s) {', '.join(missing)}: "
+                f"send it on {', '.join(sorted(self._templates.channels(template)))}, or add "
+                "the variant's files to the catalog",
+                "channels",
+            )
+        # Built without validation: its id (`template:<id>`) is on purpose no rule id.
+        rule = Rule.model_construct(
+            id=f"{TEMPLATE_RULE_PREFIX}{template}", version=1, description="",
+            events=(NOTIFY_TYPE,), when="true", recipients=(), channels=channels,
+            channel_policy=shape[2], template=template, priority=shape[4],
+            category=shape[3], enabled=True, variables={}, idempotency_key=None, tenants=(),
+            locale=trigger.locale, recipient_when=None,
+        )  # fmt: skip
+        locale = None
+        if trigger.locale is not None:  # a BCP 47 tag (checked): a safe CEL string literal
+            locale = cel.compile_expression(json.dumps(trigger.locale), "string")
+        compiled = CompiledRule(
+            rule=rule,
+            when=_TRUE,
+            recipients=(),
+            variables=(),
+            template_version=self._templates.version(template),
+            locale=locale,
+        )
+        if len(self._templated) >= _CACHE_LIMIT:
+            self._templated.clear()
+        self._templated[shape] = compiled
+        return compiled
 
     def _judge(
         self,
@@ -226,15 +298,13 @@ class Catalog:
         for recipient, (kind, _) in recipients.items():
             reachable = [c for c in rule.channels if c in REACHES[kind]]
             if not reachable:
-                expr = compiled.recipients[0]
-                raise _error(
-                    compiled,
-                    "recipients",
-                    expr,
-                    event_id,
+                source = compiled.recipients[0].source if compiled.recipients else "[given]"
+                raise RuleEvaluationError(
+                    rule.id, rule.version, "recipients", source,
                     f"recipient {recipient!r} is a {kind} address, which none of the channels "
                     f"{list(rule.channels)} can reach; add a channel that can, or yield a user id",
-                )
+                    event_id,
+                )  # fmt: skip
         for recipient, (kind, directory) in recipients.items():
             reachable = [c for c in rule.channels if c in REACHES[kind]]
             chosen = reachable if rule.channel_policy == "all" else reachable[:1]
@@ -272,9 +342,7 @@ class Catalog:
         `recipient_when` says no; else with the variables that read `recipient` evaluated and
         the recipient's locale as the default. Raises RuleEvaluationError like `evaluate`."""
         compiled = self._by_id.get(match.rule_id)
-        if compiled is None:
-            return match
-        if compiled.recipient_when is None and not compiled.profile_variables:
+        if compiled is None or (compiled.recipient_when is None and not compiled.profile_variables):
             if match.locale or not profile.get("locale"):
                 return match
             return match.model_copy(update={"locale": profile["locale"]})

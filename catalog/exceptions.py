@@ -53,10 +53,15 @@ class CatalogLoadError(CatalogError):
 
 
 class EventError(CatalogError):
-    """The event envelope itself cannot be matched (e.g. it has no string `type`)."""
+    """The event envelope itself cannot be matched (e.g. it has no string `type`), or a
+    trigger's `field` (`rule`, `template`, `channels`) names what the catalog can't do."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, field: str | None = None) -> None:
         self.reason = reason
+        self.field = field
+        if field is not None:
+            super().__init__(f"trigger cannot be matched, {field}: {reason}")
+            return
         super().__init__(
             f"event cannot be matched against the catalog: {reason}. "
             "Fix the producer so the envelope carries a string 'type' and a JSON-like 'data'."

@@ -177,7 +177,7 @@ def _plan_trigger(
     # What the rule sees: the trigger's data as `event.data` (and the same in recipient_when).
     event = {**env.as_cel(), "data": trigger.data}
     try:
-        matches = catalog.trigger(event, trigger.rule, trigger.recipients, now)
+        matches = catalog.trigger(event, trigger, now)
     except EventError as exc:
         return dlq(InvalidEventError(str(origin), str(exc)), codes.INVALID_TRIGGER)
     except CatalogError as exc:

@@ -140,6 +140,34 @@ def test_what_cant_be_triggered_is_refused_naming_the_field(api: Api, unique: st
     assert not api.w.mail(), "nothing refused was sent"
 
 
+def test_a_template_trigger_sends_the_template_with_its_data(api: Api, unique: str) -> None:
+    key = api.key("events:write")
+    body = {
+        "template": "welcome",
+        "channels": ["email"],
+        "category": "onboarding",
+        "recipients": [f"tess-{unique}@example.com"],
+        "data": {"name": f"Tess {unique}"},
+    }
+    r = api.notify(key, body)  # fmt: skip
+    assert r.status_code == 202, r.text
+    assert r.json()["rule"] == "template:welcome" and r.json()["notifications"] == 1
+    assert sum(api.w.wait_mail(1).values()) == 1
+    (mail,) = api.w.sink.directory.glob("*.eml")
+    assert f"Subject: Welcome, Tess {unique}!" in mail.read_text()
+    # Refused before anything is produced, each naming its field.
+    assert "no such template" in _problem(api.notify(key, {**body, "template": "nope"}), 422,
+                                          "/template")  # fmt: skip
+    assert "no variant for channel(s) sms" in _problem(
+        api.notify(key, {**body, "channels": ["sms"]}), 422, "/channels"
+    )
+    assert "name" in _problem(api.notify(key, {**body, "data": {}}), 422, "/data")
+    _problem(api.notify(key, {**body, "rule": "welcome"}), 400)
+    _problem(api.notify(key, {k: v for k, v in body.items() if k != "category"}), 400)
+    time.sleep(2)
+    assert sum(api.w.mail().values()) == 1, "nothing refused was sent"
+
+
 def test_the_key_store_claims_replays_and_refuses(settings: TidingsSettings) -> None:
     asyncio.run(_key_store(settings))
 

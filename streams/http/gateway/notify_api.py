@@ -27,7 +27,7 @@ from fastapi import APIRouter, Header
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from catalog import CatalogError, RuleEvaluationError
+from catalog import CatalogError, EventError, RuleEvaluationError
 from schemas.envelope import Origin, decode_event
 from schemas.exceptions import InvalidEventError
 from schemas.settings import TidingsSettings
@@ -60,7 +60,7 @@ class TriggerAccepted(BaseModel):
     """A trigger durable on the notify topic (202)."""
 
     id: str
-    rule: str
+    rule: str  # the rule's id, or `template:<id>` for a template trigger
     topic: str
     partition: int
     offset: int
@@ -84,14 +84,23 @@ def _match(catalog: CatalogRef | None, event: dict[str, Any], trigger: Trigger) 
     """How many notifications the live catalog makes of it; raises Problem 422 if none can."""
     if catalog is None:
         return 0
+    mode = "rule" if trigger.rule is not None else "template"
     try:
-        matches = catalog.current.trigger(event, trigger.rule, trigger.recipients,
-                                          datetime.now(UTC))  # fmt: skip
+        matches = catalog.current.trigger(event, trigger, datetime.now(UTC))
     except RuleEvaluationError as exc:  # which part of the rule failed says the field
-        pointer = "/recipients" if exc.field.startswith("recipients") else "/rule"
+        pointer = "/recipients" if exc.field.startswith("recipients") else f"/{mode}"
         raise Problem(422, "Trigger can't be matched", str(exc), pointer) from None
-    except CatalogError as exc:  # EventError: no such rule, or not this tenant's
-        raise Problem(422, "Trigger can't be matched", str(exc), "/rule") from None
+    except EventError as exc:  # no such rule or template, not this tenant's, no variant
+        raise Problem(422, "Trigger can't be matched", str(exc), f"/{exc.field or mode}") from None
+    except CatalogError as exc:
+        raise Problem(422, "Trigger can't be matched", str(exc), f"/{mode}") from None
+    if trigger.template is not None and matches:
+        # A template trigger's variables are its data: render one now, so that a variable
+        # the template needs and `data` lacks is this request's 422, not a failed send.
+        try:
+            catalog.current.render(matches[0])
+        except CatalogError as exc:
+            raise Problem(422, "Template can't be rendered", str(exc), "/data") from None
     return len(matches)
 
 
@@ -170,7 +179,7 @@ def notify_router(
                 await remembered.forget(tenant, idempotency_key)
             raise
         answer = TriggerAccepted(
-            id=eid, rule=trigger.rule, topic=topic, partition=partition, offset=offset,
+            id=eid, rule=trigger.rule_id, topic=topic, partition=partition, offset=offset,
             notifications=count,
         ).model_dump()  # fmt: skip
         if remembered is not None and idempotency_key is not None:

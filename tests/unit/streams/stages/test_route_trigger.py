@@ -127,7 +127,58 @@ def test_a_recipient_id_is_a_directory_recipient(
         ({"rule": "nope", "recipients": ["a@x.test"]}, "has no such rule"),
         ({"rule": "welcome", "recipients": "a@x.test"}, "data.recipients"),
         ({"rule": "welcome", "recipient": ["a@x.test"]}, "data.recipient"),
-        ({"recipients": ["a@x.test"]}, "data.rule"),
+        ({"recipients": ["a@x.test"]}, "exactly one of `rule`"),
+        ({"rule": "welcome", "template": "welcome"}, "exactly one of `rule`"),
+        ({"rule": "welcome", "channels": ["email"]}, "apply to a template trigger only"),
+        (
+            {"template": "welcome", "channels": ["email"], "recipients": ["a@x.test"]},
+            "needs category",
+        ),
+        (
+            {
+                "template": "welcome",
+                "category": "c",
+                "channels": ["email", "email"],
+                "recipients": ["a@x.test"],
+            },
+            "lists a channel twice",
+        ),
+        (
+            {
+                "template": "welcome",
+                "category": "c",
+                "channels": ["fax"],
+                "recipients": ["a@x.test"],
+            },
+            "data.channels.0",
+        ),
+        (
+            {
+                "template": "nope",
+                "category": "onboarding",
+                "channels": ["email"],
+                "recipients": ["a@x.test"],
+            },
+            "template: the trigger names template 'nope'",
+        ),
+        (
+            {
+                "template": "welcome",
+                "category": "c",
+                "channels": ["email"],
+                "recipients": ["a@x.test"],
+            },
+            "category: category 'c' is no category",
+        ),
+        (
+            {
+                "template": "welcome",
+                "category": "onboarding",
+                "channels": ["sms"],
+                "recipients": ["a@x.test"],
+            },
+            "channels: template 'welcome' has no variant for",
+        ),
         ({"rule": "welcome", "recipients": [""]}, "data.recipients.0"),
         ("welcome", "not a trigger: data: Input should be a valid dictionary"),
         ({"rule": "vip-only", "recipients": ["a@x.test"]}, "not for tenant 'acme'"),
@@ -142,6 +193,54 @@ def test_what_cant_be_a_trigger_is_dead_lettered_naming_why(
     assert reason == codes.INVALID_TRIGGER
     assert says in error
     assert f"{settings.topics.notify}/0/7" in error, "names topic/partition/offset"
+
+
+def _template(**over: Any) -> dict[str, Any]:
+    return {"template": "welcome", "channels": ["push", "email"], "category": "onboarding",
+            "recipients": ["u1", "u2", "d@x.test"], "data": {"name": "Dee"}, **over}  # fmt: skip
+
+
+def test_a_template_trigger_sends_the_template_with_its_data_as_variables(
+    settings: TidingsSettings, catalog: Catalog
+) -> None:
+    device = Address(channel="push", address="tok-1", platform="fcm")
+    u1 = Recipient(tenant="acme", id="u1", email="u1@x.test", addresses=(device,), locale="de")
+    u2 = Recipient(tenant="acme", id="u2", email="u2@x.test")
+    outs, outcome = _route(settings, catalog, _template(priority="high"), directory=(u1, u2))
+    assert outcome == "routed"
+    sent = _sent(settings, outs)
+    # channel_policy `all` (the default): every channel that reaches each recipient.
+    assert {(n.channel, n.recipient) for n in sent} == {
+        ("push", "tok-1"), ("email", "u1@x.test"), ("email", "u2@x.test"), ("email", "d@x.test")
+    }  # fmt: skip
+    assert {(n.rule_id, n.template_id, n.category, n.priority) for n in sent} == {
+        ("template:welcome", "welcome", "onboarding", "high")
+    }
+    assert all(n.variables == {"name": "Dee"} for n in sent)
+    # The directory recipient's locale is its notifications' default, as for a rule.
+    assert {n.locale for n in sent if n.user == "u1"} == {"de"}
+    again = _sent(settings, _route(settings, catalog, _template(priority="high"),
+                                   directory=(u1, u2))[0])  # fmt: skip
+    assert {n.id for n in again} == {n.id for n in sent}
+
+
+def test_a_template_trigger_honours_the_policy_locale_and_preferences(
+    settings: TidingsSettings, catalog: Catalog
+) -> None:
+    device = Address(channel="push", address="tok-1", platform="fcm")
+    u1 = Recipient(tenant="acme", id="u1", email="u1@x.test", addresses=(device,))
+    u2 = Recipient(tenant="acme", id="u2", email="u2@x.test",
+                   preferences={"categories": ["onboarding"]})  # fmt: skip
+    data = _template(channel_policy="first-available", locale="de", recipients=["u1", "u2"])
+    outs, outcome = _route(settings, catalog, data, directory=(u1, u2))
+    assert outcome == "routed"
+    sent = _sent(settings, outs)
+    assert [(n.channel, n.recipient, n.locale) for n in sent] == [("push", "tok-1", "de")]
+    suppressed = [json.loads(o.value or b"") for o in outs if o.topic == settings.topics.status]
+    assert [(e["data"]["status"], e["data"]["reason"]) for e in suppressed
+            if e["data"]["status"] == "suppressed"] == [
+        ("suppressed", "opt-out:category:onboarding")
+    ]  # fmt: skip
 
 
 def test_a_recipient_no_channel_reaches_is_a_rule_error(

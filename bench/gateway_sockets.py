@@ -36,7 +36,9 @@ the hard limit is below what the connections need). Traffic only to 127.0.0.1; e
 bounded in time and every loop in count. `LOADGEN_PER_MESSAGE_DEFLATE=0` in the environment
 makes the clients not offer permessage-deflate (browsers do): a diagnostic of what the
 server's per-connection deflate state costs, not a row. `BENCH_GATEWAY_GC_THRESHOLDS='[50000,
-20, 1000000]'` sets the gateway's `runtime.gc_thresholds` (what full collections cost it).
+20, 1000000]'` sets the gateway's `runtime.gc_thresholds` (what full collections cost it), and
+`BENCH_GATEWAY_RUNTIME='{"gc_freeze_after_s": null}'` any of its `runtime` settings (there:
+its heap never frozen, streams/runtime/heap.py).
 
     python -m bench.gateway_sockets run [--quick] [--only ROWS] [--connections N] [--seconds S]
 
@@ -247,6 +249,9 @@ class _Session:
         url = f"http://127.0.0.1:{port}"
         cfg = json.loads(json.dumps(self.w.base))
         self.redis_url = str(cfg["redis"]["url"])
+        self.metrics_url = f"http://127.0.0.1:{_free_port()}/metrics"
+        cfg["observe"] = {**cfg.get("observe", {}),
+                          "port": int(self.metrics_url.split(":")[2].split("/")[0])}  # fmt: skip
         cfg["gateway"] = {
             "port": port,
             "rate_limit_per_s": 0,
@@ -255,6 +260,8 @@ class _Session:
         if os.environ.get("BENCH_GATEWAY_GC_THRESHOLDS"):  # the gateway's runtime.gc_thresholds
             gc = json.loads(os.environ["BENCH_GATEWAY_GC_THRESHOLDS"])
             cfg.setdefault("runtime", {})["gc_thresholds"] = gc
+        if os.environ.get("BENCH_GATEWAY_RUNTIME"):  # more of its runtime settings (JSON)
+            cfg.setdefault("runtime", {}).update(json.loads(os.environ["BENCH_GATEWAY_RUNTIME"]))
         path = self.w.tmp / f"{self.name}.yaml"
         path.write_text(yaml.safe_dump(cfg))
         tokens = self._tokens(path)
@@ -275,7 +282,15 @@ class _Session:
         phases = [WARM_S, self.size.seconds, *(self.size.step_s for _ in RAMP_RATES)]
         lifetime = 300 + self.size.hold_s + sum(p + DRAIN_MAX_S + 70 for p in phases)
         self.loadgen = subprocess.Popen(
-            [node, str(_LOADGEN), str(_MODULES), url, str(tokens), self.tag],
+            [
+                node,
+                *os.environ.get("BENCH_LOADGEN_NODE_FLAGS", "").split(),
+                str(_LOADGEN),
+                str(_MODULES),
+                url,
+                str(tokens),
+                self.tag,
+            ],
             cwd=ROOT,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -335,6 +350,7 @@ class _Session:
             pub_lines.expect("ready", 60)
             t0 = time.monotonic()
             g0, l0, r0 = self.gw.cpu_s(), self.lg.cpu_s(), redis.cpu_s() if redis else 0.0
+            gc0 = self.gc_pauses()
             end = time.monotonic() + seconds + 60
             while pub.poll() is None and time.monotonic() < end:
                 rss_peak = max(rss_peak, _rss_mb(self.gw.pid))
@@ -345,6 +361,7 @@ class _Session:
         drain_s = self._drain(label, int(done["sent"]))
         t1 = time.monotonic()
         g1, l1, r1 = self.gw.cpu_s(), self.lg.cpu_s(), redis.cpu_s() if redis else 0.0
+        gc1 = self.gc_pauses()
         self.send({"cmd": "report", "name": label})
         rep = self.lines.expect("report", 60)
         sent = int(done["sent"])
@@ -384,7 +401,34 @@ class _Session:
             "publisher_cpu_s": round(float(done["cpu_s"]), 2),
             "redis_cpu_ms_per_message": round((r1 - r0) / sent * 1000, 3) if redis_ok else None,
             "drain_s": round(drain_s, 2),
+            # The gateway's own tidings_gc_pause_seconds over the phase, by generation:
+            # [collections, total ms].
+            "gc_pauses": {
+                g: [int(c - gc0.get(g, (0, 0))[0]), round((t - gc0.get(g, (0, 0))[1]) * 1000, 1)]
+                for g, (c, t) in gc1.items()
+            },
         }
+
+    def gc_pauses(self) -> dict[str, tuple[float, float]]:
+        """The gateway's garbage collections so far, by generation: (count, seconds)."""
+        import httpx
+        from prometheus_client.parser import text_string_to_metric_families
+
+        try:
+            text = httpx.get(self.metrics_url, timeout=5).text
+        except httpx.HTTPError:
+            return {}
+        got: dict[str, list[float]] = {}
+        for fam in text_string_to_metric_families(text):
+            if fam.name != "tidings_gc_pause_seconds":
+                continue
+            for smp in fam.samples:
+                g = smp.labels.get("generation", "?")
+                if smp.name.endswith("_count"):
+                    got.setdefault(g, [0.0, 0.0])[0] = smp.value
+                elif smp.name.endswith("_sum"):
+                    got.setdefault(g, [0.0, 0.0])[1] = smp.value
+        return {g: (c, t) for g, (c, t) in got.items()}
 
     def _drain(self, label: str, sent: int) -> float:
         """Wait until `sent` arrived, or nothing more for DRAIN_IDLE_S (≤ DRAIN_MAX_S)."""
@@ -594,7 +638,18 @@ def _step_line(st: dict[str, Any]) -> str:
         f"p99 {_f(st['p99_ms'])} max {_f(st['max_ms'])} ms, lost {st['lost']} of {st['sent']}"
         f" (dup {st['duplicates']}, dropped conns {st['dropped_connections']}), gateway "
         f"{_f(st['gateway_cpu_ms_per_message'], 3)} CPU ms/msg ({st['gateway_cores']:.2f} "
-        f"cores), loadgen {st['loadgen_cores']:.2f} cores"
+        f"cores), loadgen {st['loadgen_cores']:.2f} cores" + _gc_text(st.get("gc_pauses"))
+    )
+
+
+def _gc_text(pauses: dict[str, list[float]] | None) -> str:
+    if not pauses:
+        return ""
+    full = pauses.get("2", [0, 0.0])
+    young = [pauses.get(g, [0, 0.0]) for g in ("0", "1")]
+    return (
+        f"; GC: {int(full[0])} full ({full[1]:.0f} ms), "
+        f"{int(sum(y[0] for y in young))} young ({sum(y[1] for y in young):.0f} ms)"
     )
 
 

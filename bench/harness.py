@@ -869,6 +869,9 @@ def cleanup(w: World) -> None:
             conn.execute("delete from audit_log where source_event_id like %s", (like,))
     except Exception as exc:  # cleanup must not hide the results
         print(f"  warning: Postgres cleanup failed: {exc}", flush=True)
+    if os.environ.get("BENCH_KEEP_TMP"):  # the processes' logs and configs, for a look after
+        print(f"  kept {w.tmp} (BENCH_KEEP_TMP)", flush=True)
+        return
     shutil.rmtree(w.tmp, ignore_errors=True)
 
 

@@ -224,6 +224,13 @@ class RuntimeSettings(Frozen):
     # allocations and scans the whole heap (catalog, CEL programs, models) every 70,000: that
     # was ~30% of route's CPU (docs/benchmarks.md). None: Python's defaults.
     gc_thresholds: tuple[int, int, int] | None = (50_000, 20, 20)
+    # gc.freeze() of a stage process this long after start, then every gc_refreeze_every_s
+    # (O(1)), with a full collection every gc_reclaim_every_s and after a catalog switch
+    # (streams/runtime/heap.py): collections walk only what is younger than a refreeze,
+    # not the set-up's ~135,000 objects or the gateway's connections (its p99). None: never.
+    gc_freeze_after_s: float | None = Field(default=10.0, ge=0)
+    gc_refreeze_every_s: float | None = Field(default=1.0, gt=0)
+    gc_reclaim_every_s: float | None = Field(default=600.0, gt=0)
     drain_timeout_s: float = Field(default=20.0, gt=0)
     audit_batch_size: int = Field(default=2000, ge=1)
     commit_interval_s: float = Field(default=0.1, gt=0)

@@ -28,6 +28,7 @@ from schemas.settings import TidingsSettings
 from streams.observe import ObserveError, ProcessObserver, Tracing
 from streams.observe.metric_defs import CATALOG
 from streams.observe.metric_defs import disable as disable_metrics
+from streams.runtime.heap import HeapFreezer, start_pause_metrics, stop_pause_metrics
 from streams.runtime.metrics import Metrics
 from streams.runtime.stage import SendHook, Stage, StageContext
 from streams.state.catalog import CatalogRef
@@ -251,6 +252,11 @@ def run_stages(
         )
         for n in stages
     ]  # fmt: skip
+    rt = settings.runtime
+    heap = HeapFreezer(rt.gc_freeze_after_s, rt.gc_refreeze_every_s, rt.gc_reclaim_every_s)
+    start_pause_metrics()
+    if ref is not None:
+        ref.add_listener(heap.catalog_switched)
     for t in threads:
         t.start()
     next_tick = time.monotonic() + tick_s
@@ -259,6 +265,7 @@ def run_stages(
         while any(t.is_alive() for t in threads):
             for t in threads:
                 t.join(0.2)
+            heap.tick()
             if on_tick is not None and time.monotonic() >= next_tick:
                 on_tick(metrics)
                 next_tick += tick_s
@@ -273,6 +280,8 @@ def run_stages(
                     )  # fmt: skip
                     return 1
     finally:
+        heap.close()
+        stop_pause_metrics()
         if ref is not None:
             ref.stop()
         tracing.shutdown()

@@ -4,8 +4,8 @@ The model is arroyo's `utils/metric_defs.py`: one module names every series, so 
 dashboard (deploy/grafana/tidings.json), the alert rules (deploy/prometheus/alerts.yaml)
 and docs/operations.md have one place to agree with. Naming follows Prometheus: base units
 (`_seconds`), `_total` on counters, and labels of bounded cardinality only (stage, topic,
-partition, channel, provider, status, outcome, reason, tier: never a recipient, an event id
-or a notification id).
+partition, channel, provider, status, outcome, reason, tier, GC generation: never a
+recipient, an event id or a notification id).
 
 The metrics live in `REGISTRY`, one per process: `tidings run` with several stages as
 threads serves them all at one `/metrics`; a supervisor of several processes merges its
@@ -30,6 +30,7 @@ __all__ = [
     "DEAD_LETTERS",
     "EVENTS_ROUTED",
     "EVENT_TO_SENT",
+    "GC_PAUSE",
     "IN_FLIGHT",
     "NOTIFICATIONS",
     "PAUSED_PARTITIONS",
@@ -93,6 +94,14 @@ SEND_DURATION = Histogram(
     "How long one provider call took, from the request to the provider's answer.",
     ["channel", "provider"],
     buckets=_SEND_BUCKETS,
+    registry=REGISTRY,
+)
+GC_PAUSE = Histogram(
+    "tidings_gc_pause_seconds",
+    "How long one garbage collection held the process (every thread), by generation: 2 is a "
+    "full collection (streams/runtime/heap.py).",
+    ["generation"],
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
     registry=REGISTRY,
 )
 EVENT_TO_SENT = Histogram(

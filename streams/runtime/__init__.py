@@ -16,6 +16,7 @@ from streams.runtime.dead_letter import (
     refused_output,
 )
 from streams.runtime.flow import FlowController
+from streams.runtime.heap import HeapFreezer, start_pause_metrics, stop_pause_metrics
 from streams.runtime.kafka import (
     StageConsumer,
     consumer_fatal,
@@ -51,6 +52,7 @@ __all__ = [
     "TP",
     "TRANSIENT_COMMIT_ERRORS",
     "FlowController",
+    "HeapFreezer",
     "MemberIdentity",
     "Metrics",
     "OffsetTracker",
@@ -90,5 +92,7 @@ __all__ = [
     "refused_output",
     "retry_topic",
     "route_topics",
+    "start_pause_metrics",
+    "stop_pause_metrics",
     "supervise",
 ]

@@ -20,6 +20,11 @@ __all__ = ["HttpStage"]
 
 log = logging.getLogger(__name__)
 
+# uvicorn logs every WebSocket's accept, open and close at INFO on this logger: 30,000 lines
+# for 10,000 Socket.IO clients connecting and leaving, nothing an operator acts on. Its
+# warnings and errors still show; at DEBUG, everything does.
+_UVICORN = logging.getLogger("uvicorn.error")
+
 
 class HttpStage:
     """A stage serving HTTP: subclasses name themselves and write `_serve` (which returns
@@ -78,7 +83,15 @@ class HttpStage:
             # permessage-deflate keeps a zlib stream per WebSocket (~93 KB each, measured:
             # 1.45 GB at 10,000 connections); the gateway's entries are small JSON.
             ws_per_message_deflate=False,
+            # websockets' sans-I/O protocol (C masking), not wsproto's pure-Python framing.
+            ws="websockets-sansio",
+            # Engine.IO pings every connection itself (ping_interval 25 s): a WebSocket ping
+            # too would be a second timer per connection, 10,000 more objects churning
+            # through the young GC generation at 10,000 connections (docs/benchmarks.md).
+            ws_ping_interval=None,
         )
+        if not logging.getLogger().isEnabledFor(logging.DEBUG):
+            _UVICORN.setLevel(logging.WARNING)
         server = uvicorn.Server(config)
         serving = asyncio.create_task(server.serve(sockets=[sock]), name=f"{self.name}-http")
         try:

@@ -22,7 +22,7 @@ from streams.runtime.output_metrics import OutputCounter
 from streams.runtime.records import Out
 
 _LABELS_ALLOWED = {"stage", "topic", "partition", "group", "channel", "provider", "status",
-                   "outcome", "reason", "tier", "version"}  # fmt: skip
+                   "outcome", "reason", "tier", "version", "generation"}  # fmt: skip
 
 
 def test_every_metric_follows_prometheus_naming_with_bounded_labels() -> None:

@@ -8,7 +8,9 @@ requests finish (bounded by the ack timeout), then the producer is flushed.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Callable
 
 from streams.http.callbacks_producer import AckProducer
 from streams.http.gateway import ApiKeyStore, GatewayDeps, InboxActions, Realtime, create_app
@@ -31,6 +33,16 @@ class GatewayStage(HttpStage):
     """Serve the gateway until `stop` is set."""
 
     name = "gateway"
+
+    def _loop_factory(self) -> Callable[[], asyncio.AbstractEventLoop] | None:
+        # uvloop's timers and transports are C: at 10,000 Socket.IO connections (a timer or
+        # two each, replaced every ping and message) asyncio's Python timer heap was the
+        # latency tail (docs/decisions/0013, docs/benchmarks.md).
+        if self._s.gateway.event_loop == "uvloop":
+            import uvloop  # a dependency; imported here, where it is used
+
+            return uvloop.new_event_loop
+        return None
 
     async def _serve(self) -> None:
         s = self._s

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+from collections.abc import Callable
 from typing import Any
 
 import uvicorn
@@ -49,7 +50,12 @@ class HttpStage:
             wait_for_migrations(s.postgres.conninfo(), self.name, self._stop, pg)
         except StageStopping:
             return
-        asyncio.run(self._serve())
+        with asyncio.Runner(loop_factory=self._loop_factory()) as runner:
+            runner.run(self._serve())
+
+    def _loop_factory(self) -> Callable[[], asyncio.AbstractEventLoop] | None:
+        """The event loop `_serve` runs on; None: asyncio's own."""
+        return None
 
     async def _serve(self) -> None:
         raise NotImplementedError

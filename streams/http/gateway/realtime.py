@@ -101,6 +101,11 @@ class Realtime:
         ]
 
     async def close(self) -> None:
+        """Stop Engine.IO's background work, the relay and presence; close every Redis
+        connection (the manager's too: on uvloop a transport left open keeps the loop's
+        close waiting)."""
+        with contextlib.suppress(RedisError, OSError):
+            await self.sio.shutdown()
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
@@ -109,6 +114,17 @@ class Realtime:
         for client in (self._redis, self._sub):
             with contextlib.suppress(RedisError, OSError):
                 await client.aclose()
+        manager = self.sio.manager
+        # Its listener first: alive, it would reconnect what is closed below.
+        listener = getattr(manager, "thread", None)
+        if isinstance(listener, asyncio.Task):
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError, RedisError, OSError):
+                await listener
+        for conn in (getattr(manager, "pubsub", None), getattr(manager, "redis", None)):
+            if conn is not None:
+                with contextlib.suppress(RedisError, OSError):
+                    await conn.aclose()
 
     # ------------------------------------------------------------ connections
 

@@ -38,7 +38,8 @@ makes the clients not offer permessage-deflate (browsers do): a diagnostic of wh
 server's per-connection deflate state costs, not a row. `BENCH_GATEWAY_GC_THRESHOLDS='[50000,
 20, 1000000]'` sets the gateway's `runtime.gc_thresholds` (what full collections cost it), and
 `BENCH_GATEWAY_RUNTIME='{"gc_freeze_after_s": null}'` any of its `runtime` settings (there:
-its heap never frozen, streams/runtime/heap.py).
+its heap never frozen, streams/runtime/heap.py), `BENCH_GATEWAY_SETTINGS='{"event_loop":
+"asyncio"}'` any of its `gateway` settings.
 
     python -m bench.gateway_sockets run [--quick] [--only ROWS] [--connections N] [--seconds S]
 
@@ -260,6 +261,8 @@ class _Session:
         if os.environ.get("BENCH_GATEWAY_GC_THRESHOLDS"):  # the gateway's runtime.gc_thresholds
             gc = json.loads(os.environ["BENCH_GATEWAY_GC_THRESHOLDS"])
             cfg.setdefault("runtime", {})["gc_thresholds"] = gc
+        if os.environ.get("BENCH_GATEWAY_SETTINGS"):  # more of its gateway settings (JSON)
+            cfg["gateway"].update(json.loads(os.environ["BENCH_GATEWAY_SETTINGS"]))
         if os.environ.get("BENCH_GATEWAY_RUNTIME"):  # more of its runtime settings (JSON)
             cfg.setdefault("runtime", {}).update(json.loads(os.environ["BENCH_GATEWAY_RUNTIME"]))
         path = self.w.tmp / f"{self.name}.yaml"

@@ -250,9 +250,9 @@ class _Session:
         url = f"http://127.0.0.1:{port}"
         cfg = json.loads(json.dumps(self.w.base))
         self.redis_url = str(cfg["redis"]["url"])
-        self.metrics_url = f"http://127.0.0.1:{_free_port()}/metrics"
-        cfg["observe"] = {**cfg.get("observe", {}),
-                          "port": int(self.metrics_url.split(":")[2].split("/")[0])}  # fmt: skip
+        metrics_port = _free_port()
+        self.metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
+        cfg["observe"] = {**cfg.get("observe", {}), "port": metrics_port}
         cfg["gateway"] = {
             "port": port,
             "rate_limit_per_s": 0,

@@ -15,7 +15,7 @@ from catalog.exceptions import EventError, RuleEvaluationError
 from catalog.models import REACHES, EmailContent, Match, RecipientKind, Rule
 from catalog.templates import TemplateSet
 from schemas.content import Content
-from schemas.trigger import NOTIFY_TYPE, TEMPLATE_RULE_PREFIX, Trigger
+from schemas.trigger import NOTIFY_TYPE, Trigger
 
 __all__ = ["ENVELOPE_KEYS", "Catalog", "CompiledRule"]
 
@@ -207,8 +207,9 @@ class Catalog:
         """The rule a template trigger stands for, built on first use (bounded cache)."""
         template = trigger.template or ""
         channels = tuple(trigger.channels or ())
-        shape = (template, channels, trigger.channel_policy or "all", trigger.category or "",
-                 trigger.priority or "normal", trigger.locale)  # fmt: skip
+        policy, category = trigger.channel_policy or "all", trigger.category or ""
+        priority = trigger.priority or "normal"
+        shape = (template, channels, policy, category, priority, trigger.locale)
         cached = self._templated.get(shape)
         if cached is not None:
             return cached
@@ -218,9 +219,9 @@ class Catalog:
                 "such template: name one of its templates",
                 "template",
             )
-        if shape[3] not in self._categories:
+        if category not in self._categories:
             raise EventError(
-                f"category {shape[3]!r} is no category of catalog {self.version}'s rules, so "
+                f"category {category!r} is no category of catalog {self.version}'s rules, so "
                 "no preference could name it: use one of "
                 f"{', '.join(sorted(self._categories))}",
                 "category",
@@ -235,10 +236,10 @@ class Catalog:
             )
         # Built without validation: its id (`template:<id>`) is on purpose no rule id.
         rule = Rule.model_construct(
-            id=f"{TEMPLATE_RULE_PREFIX}{template}", version=1, description="",
+            id=trigger.rule_id, version=1, description="",
             events=(NOTIFY_TYPE,), when="true", recipients=(), channels=channels,
-            channel_policy=shape[2], template=template, priority=shape[4],
-            category=shape[3], enabled=True, variables={}, idempotency_key=None, tenants=(),
+            channel_policy=policy, template=template, priority=priority,
+            category=category, enabled=True, variables={}, idempotency_key=None, tenants=(),
             locale=trigger.locale, recipient_when=None,
         )  # fmt: skip
         locale = None

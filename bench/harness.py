@@ -131,6 +131,8 @@ class World:
         cfg["groups"] = {s: f"bench-{self.run}-{name}-{s}" for s in ("route", "deliver", "audit")}
         cfg["catalog"] = {"path": str(self.catalogs[mix])}
         cfg["runtime"] = {**cfg.get("runtime", {}), **runtime}
+        if os.environ.get("BENCH_SETTINGS"):  # an experiment's settings, merged over every row's
+            _merge(cfg, json.loads(os.environ["BENCH_SETTINGS"]))
         path = self.tmp / f"{name}.yaml"
         path.write_text(yaml.safe_dump(cfg))
         return path
@@ -198,6 +200,15 @@ def make_world(seed: int) -> World:
 
     apply_migrations(s.postgres.conninfo())
     return World(run, tmp, catalogs, s.kafka.bootstrap_servers, base, smtp, http)
+
+
+def _merge(into: dict[str, Any], over: dict[str, Any]) -> None:
+    """Merge `over` into `into`: dicts key by key, anything else replaced."""
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(into.get(k), dict):
+            _merge(into[k], v)
+        else:
+            into[k] = v
 
 
 def send_concurrency(config: Path) -> dict[str, int]:

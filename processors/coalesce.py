@@ -44,11 +44,19 @@ class Coalescer(Generic[A, R]):
         self._task: asyncio.Task[None] | None = None
 
     async def __call__(self, arg: A) -> R:
+        return await self.submit(arg)
+
+    def submit(self, arg: A) -> asyncio.Future[R]:
+        """Queue `arg` for the next batch and return its result's future, without awaiting.
+
+        For a caller with other work to start first: no task of its own per call (a future
+        already done when awaited costs no event-loop wake-up). Must be called on the loop.
+        """
         fut: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._pending.append((arg, fut))
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._flush())
-        return await fut
+        return fut
 
     async def _flush(self) -> None:
         await asyncio.sleep(0)  # the calls of this loop iteration join the first batch

@@ -10,6 +10,7 @@ Channel: `{prefix}{tenant or '-'}:{recipient}`; message: JSON of the stored row.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 from datetime import UTC, datetime
@@ -35,6 +36,23 @@ DEFAULT_CHANNEL_PREFIX = "tidings:inbox:"
 
 
 _Row = tuple[str, str | None, str, str | None, str, str, str, str]
+
+
+def _published(nid: str, fut: asyncio.Future[bool]) -> None:
+    if fut.cancelled():
+        return
+    exc = fut.exception()
+    if exc is None:
+        return
+    if not isinstance(exc, aioredis.RedisError | OSError):
+        log.error("inbox %s: publishing on Redis failed unexpectedly", nid, exc_info=exc)
+        return
+    log.warning(
+        "inbox %s stored but not published on Redis (%r): live clients see it on their "
+        "next inbox read; check Redis",
+        nid,
+        exc,
+    )
 
 
 class InAppProvider:
@@ -166,16 +184,10 @@ class InAppProvider:
             "title": inapp.title, "body": inapp.body, "data": inapp.data,
             "created_at": created.isoformat(),
         }  # fmt: skip
-        try:
-            await self._publishes((self.channel_for(n), json.dumps(message, default=str)))
-        except (aioredis.RedisError, OSError) as exc:
-            # Stored is delivered: the gateway reads the inbox on (re)connect.
-            log.warning(
-                "inbox %s stored but not published on Redis (%r): live clients see it on their "
-                "next inbox read; check Redis",
-                n.id,
-                exc,
-            )
+        # Not awaited: stored is delivered (the gateway reads the inbox on (re)connect), so the
+        # send is done without waiting for the wake-up's round trip; `close` flushes them.
+        fut = self._publishes.submit((self.channel_for(n), json.dumps(message, default=str)))
+        fut.add_done_callback(functools.partial(_published, n.id))
         return n.id
 
     async def close(self) -> None:

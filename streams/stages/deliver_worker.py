@@ -294,8 +294,11 @@ class DeliverWorker:
             while chain:
                 it, n, sent, decision = chain[0]
                 try:
-                    await traced(self._tracing, self._s.groups.deliver, it, n,
-                                 functools.partial(self._one, it, n, sent, decision))  # fmt: skip
+                    if self._tracing.tracer is None:  # no wrapper frame to resume at each await
+                        await self._one(it, n, sent, decision)
+                    else:
+                        work = functools.partial(self._one, it, n, sent, decision)
+                        await traced(self._tracing, self._s.groups.deliver, it, n, work)
                 except FatalStageError as exc:
                     self._fail(exc)
                 except Exception as exc:
@@ -343,7 +346,8 @@ class DeliverWorker:
         # its lease runs out (a slow provider holds at most its own limit of gate slots).
         slot = provider.slot if provider is not None else contextlib.nullcontext()
         assert self._sem is not None and self._alive is not None
-        await self._alive.wait()  # claims name our member: it must be seen alive first
+        if not self._alive.is_set():
+            await self._alive.wait()  # claims name our member: it must be seen alive first
         token = self._claims.new_token()  # the same for every try: a lost reply is no takeover
         while True:  # bounded: by the lease of whoever holds the claim, and by stop
             if self._stopping:

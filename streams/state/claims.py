@@ -325,16 +325,15 @@ class ClaimStore:
         """
         val = f"sent|{rec.provider}|{rec.attempt}|{rec.provider_message_id or ''}"
         loop = asyncio.get_running_loop()
-
-        async def mark() -> float | None:
-            return loop.time() if await self._marks((self._key(nid), val)) else None
-
-        redis_write = asyncio.ensure_future(mark())
+        # A future, not a task per send: when the mark came back is stamped by a callback.
+        redis_write = self._marks.submit((self._key(nid), val))
+        stamp: list[float] = []
+        redis_write.add_done_callback(lambda _: stamp.append(loop.time()))
         try:
             await self._log.record(nid, channel, rec, notification=notification)
         finally:
-            took = await redis_write
-        return took
+            ok = await redis_write
+        return stamp[0] if ok and stamp else None
 
     async def backfill(
         self, nid: str, channel: str, rec: SentRecord, *, notification: bytes | None = None

@@ -126,3 +126,29 @@ def test_a_burst_is_stored_in_batches_and_one_bad_row_fails_alone(
     stored = pg.execute(f'SELECT count(*) FROM "{table}"').fetchone()
     assert stored is not None and stored[0] == 100, "every good row stored, the bad one not"
     assert len(statements) <= 3, f"101 sends of one moment took {len(statements)} statements"
+
+
+def test_redis_away_still_stores_and_returns_and_logs_the_lost_wakeup(
+    settings: TidingsSettings,
+    table: str,
+    pg: psycopg.Connection[tuple[object, ...]],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The publish is not awaited by `send`: stored is delivered. A Redis that refuses the
+    # connection (nothing listens on port 1) must not fail the send, and must be logged.
+    p = InAppProvider(
+        conninfo=settings.postgres.conninfo(), redis_url="redis://127.0.0.1:1/0",
+        table=table, timeout_s=1.0,
+    )  # fmt: skip
+    n = notification("in-away", channel="inapp", recipient="user-9")
+
+    async def go() -> str:
+        try:
+            return await p.send(n, CONTENT)
+        finally:
+            await p.close()  # waits for the publish in flight
+
+    with caplog.at_level("WARNING", logger="processors.channels.inapp"):
+        assert asyncio.run(go()) == "in-away"
+    assert pg.execute(f'SELECT count(*) FROM "{table}"').fetchone() == (1,)
+    assert any("stored but not published" in r.getMessage() for r in caplog.records)

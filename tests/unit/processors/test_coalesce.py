@@ -98,3 +98,22 @@ def test_batches_are_bounded_and_a_cancelled_caller_is_skipped() -> None:
 def test_max_batch_must_be_positive() -> None:
     with pytest.raises(ValueError, match="max_batch"):
         Coalescer(_Batches(), max_batch=0)
+
+
+def test_submitted_futures_join_the_awaited_calls_batch_and_close_flushes_them() -> None:
+    async def go() -> tuple[list[int], list[list[int]], str]:
+        b = _Batches()
+        c: Coalescer[int, int] = Coalescer(b)
+        early = c.submit(1)  # not awaited by anyone yet
+        bad = c.submit(-1)
+        got = await c(2)
+        await c.close()  # nothing is left pending
+        assert early.done() and bad.done()
+        with pytest.raises(ValueError, match="bad -1"):
+            bad.result()
+        return [early.result(), got], b.seen, type(bad.exception()).__name__
+
+    got, seen, err = asyncio.run(go())
+    assert got == [10, 20]
+    assert seen == [[1, -1, 2]]
+    assert err == "ValueError"

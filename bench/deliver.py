@@ -96,7 +96,7 @@ def run(
 
 
 def _n(x: Any, digits: int = 0) -> str:
-    if x is None:
+    if x is None or x != x:  # None or NaN
         return "-"
     return f"{x:,.{digits}f}"
 

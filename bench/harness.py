@@ -817,7 +817,9 @@ def run_latency(w: World, plan: Plan, max_eps: float, seed: int) -> list[dict[st
     return out
 
 
-def _loadgen(w: World, rate: float, duration: float, prefix: str, seed: int) -> dict[str, Any]:
+def _loadgen(
+    w: World, rate: float, duration: float, prefix: str, seed: int, *, dataset: str = "latency"
+) -> dict[str, Any]:
     argv = [
         PY,
         "-m",
@@ -825,7 +827,7 @@ def _loadgen(w: World, rate: float, duration: float, prefix: str, seed: int) -> 
         "--bootstrap",
         w.bootstrap,
         "--topic-prefix",
-        w.in_prefix("latency"),
+        w.in_prefix(dataset),
         "--rate",
         str(rate),
         "--duration",
@@ -948,9 +950,11 @@ GATEWAY = ("limit-uvicorn", "gateway-events", "gateway-events-batch")
 # Socket.IO connections per gateway process and publish → receipt latency
 # (bench/gateway_sockets.py; Node's socket.io-client from bench/peers.sh).
 GATEWAY_SOCKETS = ("gateway-sockets-10k", "gateway-sockets-latency", "gateway-sockets-ramp")
+# The shipped command line at its highest open-loop rate (bench/sustained.py).
+SUSTAINED = ("sustained", "sustained-2w", "sustained-threads")
 SCENARIOS = (
     "raw", "faust", "route", *LIMITS, *PIPELINES, *DELIVER_ALONE, *INSTRUMENTED, *DIRECTORY,
-    *GATEWAY, *GATEWAY_SOCKETS, "latency",
+    *GATEWAY, *GATEWAY_SOCKETS, *SUSTAINED, "latency",
 )  # fmt: skip
 # --quick without --only: every kind of row once (each mix, each form, each limit), ~3 min.
 QUICK_SCENARIOS = (
@@ -1008,6 +1012,11 @@ def _print_row(name: str, r: dict[str, Any]) -> None:
         from bench import gateway
 
         gateway.print_row(name, r)
+        return
+    if name in SUSTAINED:
+        from bench import sustained
+
+        sustained.print_row(name, r)
         return
     if name in GATEWAY_SOCKETS:
         from bench import gateway_sockets
@@ -1124,6 +1133,10 @@ def _run_all(w: World, plan: Plan, args: argparse.Namespace, results: dict[str, 
                 from bench import gateway
 
                 sc[name] = gateway.run(w, plan, name, quick=args.quick)
+            elif name in SUSTAINED:
+                from bench import sustained
+
+                sc[name] = sustained.run(w, plan, name, quick=args.quick, seed=args.seed)
             elif name in GATEWAY_SOCKETS:
                 from bench import gateway_sockets
 
@@ -1140,6 +1153,10 @@ def _run_all(w: World, plan: Plan, args: argparse.Namespace, results: dict[str, 
         max_eps = sc.get("pipeline", {}).get("events_per_s") or 500.0
         results["latency"] = run_latency(w, plan, float(max_eps), args.seed)
     results["ratios"] = ratios(sc)
+    if args.wanted & set(SUSTAINED):
+        from bench import sustained
+
+        results["sustained_ratios"] = sustained.ratios(sc)
     results["deliver_vs_limit"] = deliver_vs_limit(sc)
 
 

@@ -184,8 +184,9 @@ def markdown(res: dict[str, Any], png: str, js: str) -> str:
             cpus = [", ".join(_f(x, 3) for x in p[k]) for k in
                     ("base_cpu_s_per_1k", "cpu_s_per_1k")]  # fmt: skip
             lines.append(f"| {_LABEL[n]} | {cells[0]} | {cells[1]} | {cpus[0]} | {cpus[1]} |")
-    from bench import deliver, directory, gateway, gateway_sockets
+    from bench import deliver, directory, gateway, gateway_sockets, sustained
 
+    lines += sustained.markdown(sc)
     lines += deliver.markdown(sc)
     lines += directory.markdown(sc)
     lines += gateway.markdown(sc)
@@ -413,13 +414,15 @@ def plot(res: dict[str, Any], png: Path) -> None:
 
     sc = res["scenarios"]
     names = [n for n in _ORDER if n in sc and "events_per_s" in sc[n]]
-    fig, (a, b, c) = plt.subplots(1, 3, figsize=(18, 5))
+    from bench import sustained
+
+    fig, (a, b, c, d) = plt.subplots(1, 4, figsize=(24, 5))
     vals = [sc[n]["events_per_s"] for n in names]
     palette = {"raw": "#888", "faust": "#c66", "route": "#36c"}
     bars = a.bar(names, vals, color=[palette.get(n, "#6a3") for n in names])
     a.set_yscale("log")
     a.set_ylabel("events/s (log)")
-    a.set_title("sustained throughput")
+    a.set_title("throughput on a backlog")
     a.tick_params(axis="x", rotation=60, labelsize=8)
     for bar, v in zip(bars, vals, strict=True):
         a.annotate(f"{v:,.0f}", (bar.get_x() + bar.get_width() / 2, v), ha="center", va="bottom")
@@ -436,6 +439,7 @@ def plot(res: dict[str, Any], png: Path) -> None:
     else:
         b.set_axis_off()
     _plot_limits(c, sc)
+    sustained.plot(d, sc)
     fig.suptitle(f"tidings bench {res['timestamp']} ({res['environment']['git_commit']})")
     fig.tight_layout()
     fig.savefig(png, dpi=110)

@@ -15,6 +15,7 @@ sleeping (deliver: `DeliverStage._pause`), and an in-process route stage reads
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -88,12 +89,19 @@ class Stage(Protocol):
     def run(self) -> None: ...
 
 
-def poll_batch(consumer: Consumer, timeout_s: float, max_records: int) -> list[Message]:
-    """Wait up to `timeout_s` for the first record only, then take what is already fetched.
+def poll_batch(
+    consumer: Consumer, timeout_s: float, max_records: int, fill_until: float | None = None
+) -> list[Message]:
+    """Wait up to `timeout_s` for the first record, then fill the batch until `fill_until`.
 
-    A batch never waits to fill up, so a quiet topic adds no latency and a busy one still
-    gives batches of up to `max_records`. Blocks at most `timeout_s`; returns [] on timeout.
-    Error events come back among the records (see `streams.runtime.kafka.records`).
+    `fill_until` is a `time.monotonic()` instant: until then (and up to `max_records`) the
+    batch takes records as they arrive; past it, or None, only what is already fetched. A
+    stage passes its last commit + its commit interval: a quiet topic adds no latency (the
+    instant is long past when a record comes), a busy one commits at most once per interval
+    instead of once per fetch (each transaction costs the broker a marker on every
+    partition it touched). Blocks at most `timeout_s` + what is left until `fill_until`;
+    returns [] on timeout. Error events come back among the records
+    (see `streams.runtime.kafka.records`).
     """
     first = consumer.poll(timeout_s)
     if first is None:
@@ -101,4 +109,7 @@ def poll_batch(consumer: Consumer, timeout_s: float, max_records: int) -> list[M
     msgs = [first]
     if max_records > 1:
         msgs += consumer.consume(max_records - 1, 0)
+    if fill_until is not None:
+        while len(msgs) < max_records and (left := fill_until - time.monotonic()) > 0:
+            msgs += consumer.consume(max_records - len(msgs), left)
     return msgs

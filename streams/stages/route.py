@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Collection
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -81,6 +82,7 @@ class RouteStage:
         self._pg = Outage("route", "postgres", limit_s=ctx.settings.runtime.outage_limit_s,
                           metrics=ctx.metrics)  # fmt: skip
         self._epoch = 0  # counts rebalance callbacks: a batch fetched across one is redone
+        self._last_commit = 0.0  # monotonic: batches fill until a commit interval after it
 
     def run(self) -> None:
         """Route until `stop` is set; blocks. Raises FatalStageError on a non-retriable error.
@@ -178,9 +180,11 @@ class RouteStage:
                 PAUSED_PARTITIONS.labels("route").set(0)
                 paused = False
         epoch = self._epoch
-        # Wait for the first record only, then take what is already fetched: a batch never
-        # waits to fill up, so a quiet topic adds no latency.
-        msgs = poll_batch(consumer, s.runtime.poll_timeout_s, s.runtime.batch_size)
+        # Wait for the first record, then fill the batch until one commit interval after the
+        # last commit: a quiet topic adds no latency, a busy one makes at most one
+        # transaction per interval, not one per fetch (the broker's cost is per transaction).
+        fill_until = self._last_commit + s.runtime.route_commit_interval_s
+        msgs = poll_batch(consumer, s.runtime.poll_timeout_s, s.runtime.batch_size, fill_until)
         if not msgs:
             return paused
         if self._epoch != epoch:
@@ -199,6 +203,7 @@ class RouteStage:
             return paused
         try:
             txn.commit(outs, offsets)
+            self._last_commit = time.monotonic()
         except TransactionAborted as exc:
             log.warning("route: %s; rewinding %d partition(s)", exc, len(offsets))
             self._rewind(consumer, msgs)

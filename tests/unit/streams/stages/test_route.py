@@ -165,3 +165,32 @@ def test_an_aborted_commit_rewinds_to_the_batchs_first_offset(settings: TidingsS
     stage = _stage(settings)
     stage._step(cast(Consumer, consumer), cast(TransactionalOutput, FakeTxn(fail=True)), False)
     assert consumer.seeks == [("order.created", 0, 3)], "redone from its first record"
+
+
+class TimedConsumer(FakeConsumer):
+    """A FakeConsumer that records the timeout of every consume() call."""
+
+    def __init__(self, batch: list[Message]) -> None:
+        super().__init__(batch)
+        self.timeouts: list[float] = []
+
+    def consume(self, num_messages: int = 1, timeout: float = -1) -> list[Message]:
+        self.timeouts.append(timeout)
+        return super().consume(num_messages, timeout)
+
+
+def test_a_batch_right_after_a_commit_fills_for_the_commit_interval(
+    settings: TidingsSettings,
+) -> None:
+    # One transaction per interval under load, not one per fetch (the broker's cost).
+    s = settings.model_copy(
+        update={"runtime": settings.runtime.model_copy(update={"route_commit_interval_s": 0.3})}
+    )
+    stage, txn = _stage(s), FakeTxn()
+    first = TimedConsumer([FakeMessage("order.created", 0, 3, _event())])
+    stage._step(cast(Consumer, first), cast(TransactionalOutput, txn), False)
+    assert first.timeouts == [0], "no commit yet: the first batch takes what is fetched"
+    second = TimedConsumer([FakeMessage("order.created", 0, 4, _event())])
+    stage._step(cast(Consumer, second), cast(TransactionalOutput, txn), False)
+    assert len(txn.commits) == 2
+    assert second.timeouts[0] == 0 and 0.2 < second.timeouts[1] <= 0.3, second.timeouts

@@ -483,10 +483,17 @@ def test_a_token_reads_only_its_own_inbox(gw: Gateway) -> None:
 
 def test_a_key_past_its_rate_gets_429_with_retry_after_then_goes_on(gw: Gateway) -> None:
     key = gw.key("events:write")
+    codes: list[httpx.Response] = []
+    # Bursts of 3 x RATE until one is limited (at most 5): on a loaded machine one burst may
+    # spread over more than one window and fit in each.
     with ThreadPoolExecutor(8) as pool:
-        codes = list(pool.map(lambda _: gw.post(key, gw.event()), range(3 * RATE)))
+        for _ in range(5):
+            codes += pool.map(lambda _: gw.post(key, gw.event()), range(3 * RATE))
+            if any(r.status_code == 429 for r in codes):
+                break
     limited = [r for r in codes if r.status_code == 429]
-    assert limited and all(r.status_code in (202, 429) for r in codes)
+    assert limited, f"no 429 in {len(codes)} requests at {RATE}/s"
+    assert all(r.status_code in (202, 429) for r in codes), {r.status_code for r in codes}
     assert sum(r.status_code == 202 for r in codes) >= RATE
     assert int(limited[0].headers["retry-after"]) >= 1
     assert "rate_limit_per_s" in str(_problem(limited[0], 429)["detail"])

@@ -136,14 +136,11 @@ class _Level:
         must not start on a backlog (`settle`).
         """
         deadline = time.monotonic() + bound_s
-        prev = -1
         while time.monotonic() < deadline:
-            n = self._reader.count(level)
-            if expected and n >= _ON_TIME * expected and n == prev:
+            if expected and self._reader.count(level) >= _ON_TIME * expected:
                 return self.settle(quiet_s=1.0, bound_s=deadline - time.monotonic())
-            if n == prev and time.time() - self._reader.last_ms > _QUIET_S:
-                return True
-            prev = n
+            if time.time() - self._reader.last_ms > _QUIET_S:
+                return True  # idle: what did not come by now is late, not on its way
             time.sleep(0.5)
         return False
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from catalog import Catalog, Match, RenderError, load_catalog
+from catalog import Catalog, EmailContent, Match, RenderError, load_catalog
 
 NOW = dt.datetime(2025, 1, 2, tzinfo=dt.UTC)
 
@@ -61,6 +61,33 @@ def _render(catalog: Catalog, name: Any = "Ann") -> Any:
 def test_text_only_template_has_no_html(make_catalog: Any, valid_rules: str) -> None:
     content = _render(_one_template(make_catalog, valid_rules, "Hello {{ name }}, {{ recipient }}"))
     assert (content.subject, content.html, content.text) == ("Hi Ann", None, "Hello Ann, a@x.io")
+
+
+def test_a_set_in_one_part_never_reaches_another_or_the_callers_context(
+    make_catalog: Any, valid_rules: str
+) -> None:
+    # The parts of one render share one data dict (globals and context merged once): a
+    # top-level `set` must stay in its own part, and the caller's mapping must not change.
+    root = make_catalog(
+        {
+            "rules.yaml": valid_rules.replace("template: welcome", "template: t"),
+            "templates/t/email/subject.txt.j2": "{% set name = 'Eve' %}Hi {{ name }}\n",
+            "templates/t/email/body.html.j2": "<p>{{ name }}</p>{% set name = 'Mallory' %}",
+            "templates/t/email/body.txt.j2": "Hello {{ name }}",
+        }
+    )
+    catalog = load_catalog(root)
+    context = {"name": "Ann"}
+    first = catalog.templates.render_content("t", "email", context)
+    again = catalog.templates.render_content("t", "email", context)
+    assert context == {"name": "Ann"}
+    for content in (first, again):
+        assert isinstance(content, EmailContent)
+        assert (content.subject, content.html, content.text) == (
+            "Hi Eve",
+            "<p>Ann</p>",
+            "Hello Ann",
+        )
 
 
 def test_subject_newlines_are_collapsed(make_catalog: Any, valid_rules: str) -> None:

@@ -16,6 +16,7 @@ connection can carry the next mail. Any reply the transaction did not ask for cl
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 from collections import deque
 from collections.abc import Sequence
@@ -46,6 +47,13 @@ def can_pipeline(smtp: aiosmtplib.SMTP) -> bool:
     )
 
 
+@functools.lru_cache(maxsize=4096)
+def _quoted(address: str) -> str:
+    # aiosmtplib's quoting parses the address with email.utils (~7 µs); the sender is the
+    # same for every mail, and recipients come back. A refused address raises, uncached.
+    return quote_address(address)
+
+
 def envelope_args(sender: str, recipient: str, options: Sequence[bytes]) -> tuple[bytes, bytes]:
     """The quoted MAIL FROM and RCPT TO addresses; raises ValueError as aiosmtplib would; pure.
 
@@ -54,8 +62,8 @@ def envelope_args(sender: str, recipient: str, options: Sequence[bytes]) -> tupl
     """
     utf8 = b"smtputf8" in (o.lower() for o in options)
     encoding = "utf-8" if utf8 else "ascii"
-    mail_from = quote_address(sender).encode(encoding)
-    rcpt_to = quote_address(recipient).encode(encoding)
+    mail_from = _quoted(sender).encode(encoding)
+    rcpt_to = _quoted(recipient).encode(encoding)
     for arg in (mail_from, rcpt_to, *options):
         if _COMMAND_INJECTION.search(arg):
             raise ValueError("Command arg contains a prohibited control character")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,6 +31,7 @@ __all__ = [
     "EventPool",
     "Record",
     "channel_shares",
+    "matches",
     "mean_notifications",
     "write_catalog",
 ]
@@ -333,21 +335,27 @@ class EventPool:
         return sum(1 for it in self._items if not it[3]) / len(self._items)
 
 
+def matches(pool: EventPool, catalog: Any, records: int) -> Iterator[list[Any]]:
+    """The catalog's matches for each *valid* one of the pool's first `records` records
+    (wrapping around the pool), decoded as route decodes them: one list per event."""
+    from schemas.envelope import Origin, decode_event
+
+    now = datetime.now(UTC)
+    for i in range(records):
+        r = pool.record(i % len(pool), "probe")
+        if r.valid:
+            env = decode_event(r.value, r.headers, Origin(topic="t", partition=0, offset=i))
+            yield catalog.evaluate(env.as_cel(), now)
+
+
 def channel_shares(pool: EventPool, catalog_dir: Path, sample: int = 2000) -> dict[str, float]:
     """Average notifications per *valid* event, by channel, with the real catalog and decoder."""
     from catalog import load_catalog
-    from schemas.envelope import Origin, decode_event
 
-    cat = load_catalog(catalog_dir)
-    now = datetime.now(UTC)
     totals: dict[str, int] = {}
     valid = 0
-    for i in range(min(sample, len(pool))):
-        r = pool.record(i, "probe")
-        if not r.valid:
-            continue
-        env = decode_event(r.value, r.headers, Origin(topic="t", partition=0, offset=i))
-        for m in cat.evaluate(env.as_cel(), now):
+    for found in matches(pool, load_catalog(catalog_dir), min(sample, len(pool))):
+        for m in found:
             totals[m.channel] = totals.get(m.channel, 0) + 1
         valid += 1
     return {ch: n / max(valid, 1) for ch, n in sorted(totals.items())}

@@ -227,6 +227,21 @@ def test_an_unsafe_address_is_refused_before_anything_is_sent(pipelining: bool, 
     assert server.commands_after_ehlo() == ["MAIL", "RCPT", "DATA", "QUIT"]
 
 
+def test_an_address_is_refused_every_time_and_a_good_one_quoted_the_same_every_time() -> None:
+    # The quoted addresses are cached: a refusal must not be, and a hit must send the same.
+    async def body(sender: SmtpSender, server: Server) -> None:
+        for _ in range(2):
+            with pytest.raises(PermanentSendError) as info:
+                await sender.send_raw(raw(to="jane@example.com\x00RSET"))
+            assert info.value.code == "invalid_message"
+            await sender.send_raw(raw("ok"))
+
+    server = run(Script(), body)
+    assert server.commands_after_ehlo() == ["MAIL", "RCPT", "DATA"] * 2 + ["QUIT"]
+    rcpts = [c for c in server.commands if c.startswith(b"RCPT")]
+    assert len(rcpts) == 2 and rcpts[0] == rcpts[1]
+
+
 def test_a_line_break_in_an_address_never_reaches_the_wire() -> None:
     # aiosmtplib's parse_address keeps the first address only; the rest is never sent.
     async def body(sender: SmtpSender, server: Server) -> None:
